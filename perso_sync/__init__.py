@@ -1,0 +1,170 @@
+"""perso_sync: the synchronous Python client for Perso Interactive (real-time AI humans).
+
+    import perso_sync as perso
+    client = perso.PersoClient()                  # key from $PERSO_INTERACTIVE_API_KEY
+    sid = client.create_session_id(session_template_id="...")
+    with client.create_session(sid, width=1280, height=720) as session:
+        print(session.process_chat("Hello!"))
+
+Names are loaded on first use, so ``import perso_sync`` stays cheap: it imports neither aiortc,
+av, anyio nor an async HTTP client (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from perso_sync._version import __version__
+from perso_sync.errors import (
+    ApiError,
+    AudioFormatError,
+    DoesNotExistError,
+    InvalidInputError,
+    InvalidResponseError,
+    LLMError,
+    LLMStreamingResponseError,
+    MissingApiKeyError,
+    NotInOrganizationError,
+    PersoConnectionError,
+    PersoError,
+    PersoTimeoutError,
+    RecordingError,
+    RuntimeUsageError,
+    SessionClosedError,
+    SessionCreationError,
+    STFError,
+    STTError,
+    Timeout,
+    TTSDecodeError,
+    TTSError,
+    UnsupportedTemplateError,
+)
+
+# public name -> module that defines it
+_LAZY: dict[str, str] = {}
+
+
+def _lazy(module: str, *names: str) -> None:
+    for name in names:
+        _LAZY[name] = module
+
+
+_lazy("perso_sync._endpoints", "DEFAULT_API_SERVER")
+_lazy(
+    "perso_sync.client",
+    "PersoClient",
+    "create_session",
+    "create_session_id",
+    "get_all_settings",
+    "get_background_images",
+    "get_documents",
+    "get_intro_message",
+    "get_llms",
+    "get_mcp_servers",
+    "get_model_styles",
+    "get_prompts",
+    "get_session_info",
+    "get_session_template",
+    "get_session_templates",
+    "get_stts",
+    "get_text_normalization",
+    "get_text_normalizations",
+    "get_ttss",
+    "make_tts",
+)
+_lazy(
+    "perso_sync.models",
+    "NOT_GIVEN",
+    "AllSettings",
+    "BackgroundImage",
+    "Capability",
+    "CapabilityName",
+    "Chat",
+    "ChatState",
+    "Document",
+    "LLMType",
+    "MCPServer",
+    "ModelFile",
+    "ModelStyle",
+    "ModelStyleConfig",
+    "Prompt",
+    "STTResponse",
+    "STTType",
+    "SessionEvent",
+    "SessionInfo",
+    "SessionParams",
+    "SessionStatus",
+    "SessionTemplate",
+    "TTSAudio",
+    "TTSType",
+    "TerminationReason",
+    "TextNormalizationConfig",
+    "TextNormalizationDownload",
+)
+_lazy(
+    "perso_sync.llm",
+    "AbortSignal",
+    "ChatTool",
+    "ErrorChunk",
+    "LlmChunk",
+    "LlmProcessor",
+    "LlmProcessorCallbacks",
+    "LlmStream",
+    "MessageChunk",
+    "ToolCallChunk",
+    "ToolResultChunk",
+)
+_lazy("perso_sync.session", "Session", "CloseStatus")
+_lazy(
+    "perso_sync.audio",
+    "TTS_TARGET_SAMPLE_RATE",
+    "WavRecorder",
+    "create_wav_recorder",
+    "get_wav_sample_rate",
+    "normalize_audio_format",
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'perso_sync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "ApiError",
+    "AudioFormatError",
+    "DoesNotExistError",
+    "InvalidInputError",
+    "InvalidResponseError",
+    "LLMError",
+    "LLMStreamingResponseError",
+    "MissingApiKeyError",
+    "NotInOrganizationError",
+    "PersoConnectionError",
+    "PersoError",
+    "PersoTimeoutError",
+    "RecordingError",
+    "RuntimeUsageError",
+    "STFError",
+    "STTError",
+    "SessionClosedError",
+    "SessionCreationError",
+    "TTSDecodeError",
+    "TTSError",
+    "Timeout",
+    "UnsupportedTemplateError",
+    "__version__",
+    *_LAZY,
+]
+
+if TYPE_CHECKING:  # static view of the lazy names; filled in as the modules land
+    pass

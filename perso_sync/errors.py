@@ -1,0 +1,239 @@
+"""Every exception perso_sync raises.
+
+The hierarchy::
+
+    PersoError                          root: ``except PersoError`` catches everything of ours
+    ├── ApiError                        the server answered non-2xx (fields as sent by it)
+    │   └── SessionCreationError        ... while creating a session id (incl. Form B template fetch)
+    │       ├── DoesNotExistError       ... code "does_not_exist": a referenced resource is unknown
+    │       └── NotInOrganizationError  ... code "not_in_organization": not assigned to your org
+    ├── LLMError                        an LLM turn failed (wraps ApiError | LLMStreamingResponseError)
+    ├── LLMStreamingResponseError       the LLM stream was malformed or reported a failure
+    ├── STTError                        speech-to-text failed (wraps ApiError)
+    ├── TTSError                        text-to-speech failed (wraps ApiError | TTSDecodeError)
+    ├── TTSDecodeError                  the TTS audio was not valid base64
+    ├── STFError                        an STF file upload failed (timeout, channel closed early)
+    ├── PersoConnectionError            the network failed: DNS, refused, reset, dropped mid-body
+    ├── PersoTimeoutError               a blocking call ran out of time (connect/read/runtime)
+    │   └── Timeout                     the WebRTC connection was not ready in time
+    ├── InvalidResponseError            a 2xx answer whose body does not fit the documented shape
+    ├── InvalidInputError (ValueError)  bad input, refused before any request is sent
+    │   ├── MissingApiKeyError          an account-scoped call without an API key
+    │   ├── UnsupportedTemplateError    Form B with a template whose platform is not "webrtc"
+    │   └── AudioFormatError            audio that cannot be read (bad WAV header, not audio)
+    ├── RecordingError                  STT / WavRecorder misuse (already recording, not started)
+    ├── SessionClosedError              a method called on a session that is closed
+    └── RuntimeUsageError (RuntimeError) the sync API was called from the runtime's own loop thread
+
+Every class pickles and reprs with its fields. No message ever contains the API key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiError",
+    "AudioFormatError",
+    "DoesNotExistError",
+    "InvalidInputError",
+    "InvalidResponseError",
+    "LLMError",
+    "LLMStreamingResponseError",
+    "MissingApiKeyError",
+    "NotInOrganizationError",
+    "PersoConnectionError",
+    "PersoError",
+    "PersoTimeoutError",
+    "RecordingError",
+    "RuntimeUsageError",
+    "STFError",
+    "STTError",
+    "SessionClosedError",
+    "SessionCreationError",
+    "TTSDecodeError",
+    "TTSError",
+    "Timeout",
+    "UnsupportedTemplateError",
+]
+
+
+class PersoError(Exception):
+    """Root of every exception raised by perso_sync."""
+
+
+class ApiError(PersoError):
+    """The server answered with a non-2xx status.
+
+    ``error_code`` is the HTTP status; ``code``, ``detail`` and ``attr`` are the first entry of the
+    body's ``errors`` list, verbatim (``code="UNKNOWN_ERROR"`` when the body has none or is not
+    JSON). ``str(err)`` is ``"{status}:{attr}_{detail}"`` when ``attr`` is set, else
+    ``"{status}:{detail}"``.
+    """
+
+    def __init__(self, error_code: int, code: str, detail: str, attr: str | None = None) -> None:
+        super().__init__(error_code, code, detail, attr)
+        self.error_code = error_code
+        self.code = code
+        self.detail = detail
+        self.attr = attr
+
+    def __str__(self) -> str:
+        if self.attr:
+            return f"{self.error_code}:{self.attr}_{self.detail}"
+        return f"{self.error_code}:{self.detail}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(error_code={self.error_code!r}, code={self.code!r}, "
+            f"detail={self.detail!r}, attr={self.attr!r})"
+        )
+
+
+class SessionCreationError(ApiError):
+    """An ``ApiError`` met while creating a session id, re-raised with its fields verbatim.
+
+    Raised for any server ``code`` other than the two with subclasses below, e.g. ``invalid``
+    with a "... not found" detail, meaning an org-level feature is not assigned.
+    """
+
+    @classmethod
+    def from_api_error(cls, source: ApiError) -> SessionCreationError:
+        """Re-raise ``source`` as the most specific session-creation class, never twice."""
+        if isinstance(source, SessionCreationError):
+            return source
+        target: type[SessionCreationError] = {
+            "does_not_exist": DoesNotExistError,
+            "not_in_organization": NotInOrganizationError,
+        }.get(source.code, cls)
+        return target(source.error_code, source.code, source.detail, source.attr)
+
+
+class DoesNotExistError(SessionCreationError):
+    """Code ``does_not_exist``: a referenced resource (e.g. a prompt id) does not exist.
+
+    ``attr`` names the input field that referenced it (e.g. ``"prompt"``).
+    """
+
+
+class NotInOrganizationError(SessionCreationError):
+    """Code ``not_in_organization``: the resource exists but is not assigned to your org."""
+
+
+class LLMStreamingResponseError(PersoError):
+    """An LLM stream line could not be parsed, or an event had ``status != "success"``."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class LLMError(PersoError):
+    """An LLM turn failed; ``underlying_error`` is an ``ApiError`` or ``LLMStreamingResponseError``
+    (or a ``PersoConnectionError``/``PersoTimeoutError`` when the transport failed)."""
+
+    def __init__(self, underlying_error: PersoError) -> None:
+        super().__init__(underlying_error)
+        self.underlying_error = underlying_error
+
+    def __str__(self) -> str:
+        return f"LLM Error: {self.underlying_error}"
+
+
+class STTError(PersoError):
+    """Speech-to-text failed; ``underlying_error`` is the ``ApiError`` (or transport error)."""
+
+    def __init__(self, underlying_error: PersoError) -> None:
+        super().__init__(underlying_error)
+        self.underlying_error = underlying_error
+
+    def __str__(self) -> str:
+        detail = getattr(self.underlying_error, "detail", None) or str(self.underlying_error)
+        return f"STT Error: {detail}"
+
+
+class TTSDecodeError(PersoError):
+    """The base64 audio returned by TTS could not be decoded."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+    def __str__(self) -> str:
+        return f"TTS decode error: {self.description}"
+
+
+class TTSError(PersoError):
+    """Text-to-speech failed; ``underlying_error`` is an ``ApiError`` or ``TTSDecodeError``."""
+
+    def __init__(self, underlying_error: PersoError) -> None:
+        super().__init__(underlying_error)
+        self.underlying_error = underlying_error
+
+    def __str__(self) -> str:
+        return f"TTS Error: {self.underlying_error}"
+
+
+class STFError(PersoError):
+    """An STF upload failed: the file channel timed out, closed early, or the session lacks
+    WebRTC."""
+
+
+class PersoConnectionError(PersoError):
+    """The network failed: DNS, connection refused or reset, a body cut off mid-way."""
+
+
+class PersoTimeoutError(PersoError):
+    """A blocking call ran out of time (HTTP connect/read timeout, or a runtime call)."""
+
+
+class Timeout(PersoTimeoutError):
+    """The WebRTC connection did not become ready in time ("WebRTC connection timeout")."""
+
+    def __init__(self, message: str = "WebRTC connection timeout") -> None:
+        super().__init__(message)
+
+
+class InvalidResponseError(PersoError):
+    """A 2xx answer whose body is not JSON or does not fit the documented shape."""
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail, status)
+        self.detail = detail
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.detail if self.status is None else f"{self.status}: {self.detail}"
+
+
+class InvalidInputError(PersoError, ValueError):
+    """Input refused before any request was sent; the message names the field."""
+
+
+class MissingApiKeyError(InvalidInputError):
+    """An account-scoped call was made without an API key (argument or
+    ``$PERSO_INTERACTIVE_API_KEY``)."""
+
+
+class UnsupportedTemplateError(InvalidInputError):
+    """Form B: the session template's ``model_style.platform_type`` is not ``"webrtc"``."""
+
+
+class AudioFormatError(InvalidInputError):
+    """Audio that cannot be read: a WAV header too short, without ``RIFF`` or ``fmt ``, or data
+    that is not audio at all."""
+
+
+class RecordingError(PersoError):
+    """STT recording or ``WavRecorder`` misuse: already recording, not started, no source."""
+
+
+class SessionClosedError(PersoError):
+    """A method was called on a session that has been closed (manually or as lost)."""
+
+
+class RuntimeUsageError(PersoError, RuntimeError):
+    """The blocking API was called from the runtime's own event-loop thread (e.g. from an async
+    tool); use the async path there, or run the call in a worker thread."""
+
