@@ -1,0 +1,669 @@
+"""The one background event loop of the process, and safe crossings between it and user threads.
+
+Threads (see docs/ARCHITECTURE.md):
+
+- ``perso-runtime``: one named daemon thread per process runs ``anyio.run`` (asyncio backend)
+  with a ``BlockingPortal`` and a task group. It is started lazily by :func:`get_runtime`, shared
+  by every session and LLM processor, forgotten in a child after ``os.fork()`` (the thread does
+  not exist there; the next call starts a fresh one) and stopped at interpreter exit after every
+  registered closable (``register_closable``) had a bounded chance to close.
+- anyio worker threads, capped by one process-wide ``CapacityLimiter``: sync ``ChatTool.call``
+  functions (:func:`run_sync_off_loop`) and user callbacks (:class:`CallbackDispatcher`). User
+  code never runs on the loop thread, so a slow callback cannot starve pings.
+
+Crossing into the loop (:meth:`Runtime.call`, :meth:`Runtime.spawn`, :meth:`Runtime.iterate`)
+schedules the task with one ``call_soon_threadsafe`` and waits on a ``concurrent.futures.Future``:
+one hand-off each way, nothing blocks the loop, and cancelling the future cancels the task.
+Calling a blocking method from the loop thread itself raises :class:`RuntimeUsageError`
+instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import threading
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from perso_sync.errors import PersoError, PersoTimeoutError, RuntimeUsageError
+
+if TYPE_CHECKING:
+    import anyio
+    from anyio.abc import TaskGroup
+    from anyio.from_thread import BlockingPortal
+
+__all__ = [
+    "CallbackDispatcher",
+    "Runtime",
+    "SyncStream",
+    "get_runtime",
+    "register_closable",
+    "run_sync_off_loop",
+]
+
+T = TypeVar("T")
+
+_log = logging.getLogger("perso_sync.runtime")
+
+THREAD_NAME = "perso-runtime"
+# Threads for sync tools and user callbacks, shared by the whole process.
+WORKER_THREADS = 32
+# How long the runtime may take to start, and how long exit may spend closing sessions.
+START_TIMEOUT = 10.0
+EXIT_CLOSE_TIMEOUT = 5.0
+EXIT_STOP_TIMEOUT = 2.0
+# Items a sync iterator may hold unconsumed before the async producer waits (backpressure).
+DEFAULT_STREAM_CREDITS = 64
+# How long SyncStream.close() waits for the async side to finish its cleanup.
+STREAM_CLOSE_TIMEOUT = 5.0
+
+
+class _Closable(Protocol):
+    def _close_at_exit(self) -> None: ...
+
+
+class Runtime:
+    """One background anyio event loop (asyncio backend) in a named daemon thread.
+
+    Get the process-wide instance with :func:`get_runtime`; never construct one per object.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_id: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task_group: TaskGroup | None = None
+        self._portal: BlockingPortal | None = None
+        self._stop_event: anyio.Event | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        thread = threading.Thread(target=self._run_thread, name=THREAD_NAME, daemon=True)
+        self._thread = thread
+        thread.start()
+        # The runtime is handed out only once its loop runs (nothing is posted into the void).
+        if not self._ready.wait(START_TIMEOUT):
+            raise PersoTimeoutError(f"the perso_sync runtime did not start in {START_TIMEOUT}s")
+        if self._start_error is not None:
+            raise PersoError("the perso_sync runtime failed to start") from self._start_error
+
+    def _run_thread(self) -> None:
+        import anyio
+
+        try:
+            anyio.run(self._main, backend="asyncio")
+        except BaseException as exc:  # noqa: BLE001 -- reported to the starter or logged
+            if not self._ready.is_set():
+                self._start_error = exc
+            else:
+                _log.exception("the perso_sync runtime loop crashed")
+        finally:
+            self._stopped = True
+            self._ready.set()
+
+    async def _main(self) -> None:
+        import anyio
+        from anyio.from_thread import BlockingPortal
+
+        self._loop = asyncio.get_running_loop()
+        self._limiter = anyio.CapacityLimiter(WORKER_THREADS)
+        self._stop_event = anyio.Event()
+        async with BlockingPortal() as portal:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                self._portal = portal
+                self._thread_id = threading.get_ident()
+                self._ready.set()
+                await self._stop_event.wait()
+                task_group.cancel_scope.cancel()
+            await portal.stop(cancel_remaining=True)
+
+    def _stop(self, timeout: float = EXIT_STOP_TIMEOUT) -> None:
+        """Cancel every task and end the loop thread (bounded wait). Idempotent."""
+        loop, event, thread = self._loop, self._stop_event, self._thread
+        if self._stopped or loop is None or event is None:
+            return
+        self._stopped = True
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # the loop is already closed
+            return
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def is_running(self) -> bool:
+        """True while the loop thread runs and accepts work."""
+        thread = self._thread
+        return not self._stopped and thread is not None and thread.is_alive()
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """The anyio portal of the loop (for code that needs anyio's own thread helpers)."""
+        assert self._portal is not None
+        return self._portal
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        """The process-wide cap on worker threads for sync tools and user callbacks."""
+        assert self._limiter is not None
+        return self._limiter
+
+    def in_loop_thread(self) -> bool:
+        """True when called from the runtime's own event-loop thread."""
+        return threading.get_ident() == self._thread_id
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _refuse_loop_thread(self, what: str) -> None:
+        if self.in_loop_thread():
+            raise RuntimeUsageError(
+                f"{what} was called from the perso_sync runtime's event-loop thread (e.g. from "
+                "an async tool or an async callback); it would deadlock. Await the async API "
+                "there, or call it from another thread."
+            )
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run the plain function ``fn(*args)`` on the loop soon; never blocks, any thread."""
+        loop = self._loop
+        if self._stopped or loop is None:
+            raise RuntimeUsageError("the perso_sync runtime has stopped")
+        if self.in_loop_thread():
+            loop.call_soon(fn, *args)
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError as exc:  # the loop closed between the check and the call
+            raise RuntimeUsageError("the perso_sync runtime has stopped") from exc
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: Any) -> None:
+        """Start ``fn(*args)`` as a task of the runtime's task group; any thread, never blocks.
+
+        The task must handle its own errors: one that escapes is logged and dropped, so a
+        faulty task never brings the shared loop down.
+        """
+        task_group = self._task_group
+        assert task_group is not None
+        self.call_soon_threadsafe(task_group.start_soon, _logged_task, fn, args)
+
+    def spawn(self, fn: Callable[..., Awaitable[T]], *args: Any) -> concurrent.futures.Future[T]:
+        """Start ``fn(*args)`` on the loop without waiting; from any thread.
+
+        The returned future holds the result or the exception; cancelling it cancels the task.
+        """
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        task_group = self._task_group
+        assert task_group is not None
+        self.call_soon_threadsafe(task_group.start_soon, self._run_into_future, fn, args, future)
+        return future
+
+    async def _run_into_future(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        future: concurrent.futures.Future[T],
+    ) -> None:
+        import anyio
+
+        if future.cancelled():
+            return
+        loop = self._loop
+        assert loop is not None
+        with anyio.CancelScope() as scope:
+
+            def cancel_on_future_cancel(done: concurrent.futures.Future[T]) -> None:
+                # Runs in whichever thread cancelled the future.
+                if done.cancelled():
+                    if self.in_loop_thread():
+                        scope.cancel()
+                    else:
+                        with contextlib.suppress(RuntimeError):  # loop gone: nothing to cancel
+                            loop.call_soon_threadsafe(scope.cancel)
+
+            # The future stays PENDING while the task runs so that cancel() works on it.
+            future.add_done_callback(cancel_on_future_cancel)
+            try:
+                result = await fn(*args)
+            except anyio.get_cancelled_exc_class():
+                future.cancel()
+                raise
+            except BaseException as exc:  # noqa: BLE001 -- handed to the caller via the future
+                # KeyboardInterrupt/SystemExit raised by a task travel to the caller too; they
+                # must not tear down the loop that every session shares.
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
+                return
+            if future.set_running_or_notify_cancel():
+                future.set_result(result)
+        if scope.cancelled_caught and not future.done():
+            future.cancel()
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None) -> T:
+        """Run ``fn(*args)`` on the loop and block until it finishes; return its result.
+
+        Exceptions cross unchanged. After ``timeout`` seconds the task is cancelled, then
+        :class:`PersoTimeoutError` is raised. A ``KeyboardInterrupt`` while waiting cancels the
+        task and is re-raised; the runtime stays usable. From the loop thread itself:
+        :class:`RuntimeUsageError`.
+        """
+        self._refuse_loop_thread("Runtime.call()")
+        future = self.spawn(fn, *args)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.CancelledError:
+            # Not cancelled by us: the runtime stopped (interpreter exit) under the task.
+            raise RuntimeUsageError("the perso_sync runtime stopped during the call") from None
+        except concurrent.futures.TimeoutError:
+            if future.done():  # the task's own TimeoutError, or it finished at the deadline
+                return future.result()
+            if not future.cancel():
+                return future.result()
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise PersoTimeoutError(f"{name} took longer than {timeout}s") from None
+        except BaseException:
+            future.cancel()  # no-op when the task itself raised
+            raise
+
+    def iterate(
+        self,
+        fn: Callable[..., AsyncIterator[T]],
+        *args: Any,
+        item_timeout: float | None = None,
+        credits: int = DEFAULT_STREAM_CREDITS,
+    ) -> SyncStream[T]:
+        """A sync iterator over the async iterator ``fn(*args)``, which runs on the loop.
+
+        At most ``credits`` items wait unconsumed; then the producer awaits (backpressure,
+        without ever blocking the loop). ``item_timeout`` bounds each wait for the next item
+        (:class:`PersoTimeoutError`). Closing the stream, breaking out of a ``with`` block or
+        garbage collection cancels the async side. From the loop thread: RuntimeUsageError.
+        """
+        self._refuse_loop_thread("Runtime.iterate()")
+        return SyncStream(self, fn, args, item_timeout=item_timeout, credits=credits)
+
+
+async def _logged_task(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -> None:
+    try:
+        await fn(*args)
+    except Exception:  # noqa: BLE001 -- the shared loop must survive a faulty task
+        _log.exception("background task %r failed", fn)
+
+
+# -- sync iterator over an async stream ----------------------------------------------------
+
+_ITEM, _ERROR, _END = 0, 1, 2
+
+
+class _Channel:
+    """The state shared by the loop-side producer and the consumer.
+
+    Kept apart from :class:`SyncStream` so that the running producer holds no reference to the
+    user-facing stream: dropping the stream (``break`` in a plain for-loop) lets it be collected,
+    and its finaliser cancels the producer.
+    """
+
+    def __init__(self, runtime: Runtime, credits: int) -> None:
+        self.runtime = runtime
+        self.credits = credits
+        self.queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.unconsumed = 0
+        self.wake: anyio.Event | None = None
+        self.started = False
+        self.finished = threading.Event()
+
+    def on_task_done(self, _: concurrent.futures.Future[None]) -> None:
+        # Also ends the consumer's wait when the task was cancelled before it ever ran.
+        self.queue.put((_END, None))
+
+    async def produce(self, fn: Callable[..., AsyncIterator[Any]], args: tuple[Any, ...]) -> None:
+        import anyio
+
+        self.started = True
+        try:
+            source = fn(*args)
+            if hasattr(source, "aclose"):
+                async with aclosing(source):  # type: ignore[type-var]
+                    await self._pump(source)
+            else:
+                await self._pump(source)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # noqa: BLE001 -- travels to the consumer as a value
+            self.queue.put((_ERROR, exc))
+        finally:
+            self.queue.put((_END, None))
+            self.finished.set()
+
+    async def _pump(self, source: AsyncIterator[Any]) -> None:
+        import anyio
+
+        async for item in source:
+            wake = None
+            with self.lock:
+                self.unconsumed += 1
+                if self.unconsumed >= self.credits:
+                    wake = self.wake = anyio.Event()
+            self.queue.put((_ITEM, item))
+            if wake is not None:
+                await wake.wait()
+
+    def consumed_one(self) -> None:
+        with self.lock:
+            self.unconsumed -= 1
+            wake = self.wake
+            if wake is None or self.unconsumed >= self.credits:
+                return
+            self.wake = None
+        with contextlib.suppress(RuntimeUsageError):  # runtime gone: the producer with it
+            self.runtime.call_soon_threadsafe(wake.set)
+
+
+class SyncStream(Iterator[T]):
+    """Items of an async iterator running on the runtime loop, consumed from a sync thread.
+
+    Items, the end and exceptions travel as values through a ``queue.SimpleQueue`` (its
+    ``put`` never blocks the loop). A stream is iterated once; ``close()`` is idempotent.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        fn: Callable[..., AsyncIterator[T]],
+        args: tuple[Any, ...],
+        *,
+        item_timeout: float | None,
+        credits: int,
+    ) -> None:
+        if credits < 1:
+            raise ValueError("credits must be >= 1")
+        self._closed = True  # until the producer exists (for __del__ after a failed init)
+        self._runtime = runtime
+        self._item_timeout = item_timeout
+        self._channel = _Channel(runtime, credits)
+        self._done = False
+        self._iterating = False
+        self._future = runtime.spawn(self._channel.produce, fn, args)
+        self._future.add_done_callback(self._channel.on_task_done)
+        self._closed = False
+
+    def __iter__(self) -> SyncStream[T]:
+        if self._iterating:
+            raise RuntimeUsageError("this stream is already being (or was) iterated")
+        self._iterating = True
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        try:
+            kind, value = self._channel.queue.get(timeout=self._item_timeout)
+        except queue.Empty:
+            self.close(wait=False)
+            raise PersoTimeoutError(
+                f"no stream item within {self._item_timeout}s; the stream was closed"
+            ) from None
+        except BaseException:  # KeyboardInterrupt while waiting: stop the producer too
+            self.close(wait=False)
+            raise
+        if kind == _ITEM:
+            self._channel.consumed_one()
+            return value  # type: ignore[no-any-return]
+        self._done = True
+        if kind == _ERROR:
+            raise value
+        raise StopIteration
+
+    def close(self, wait: bool = True) -> None:
+        """Cancel the async side; with ``wait``, also wait (bounded) until its cleanup ran.
+
+        Idempotent. Waiting is skipped on the loop thread, where it would deadlock.
+        """
+        self._done = True
+        if not self._closed:
+            self._closed = True
+            self._future.cancel()
+        # A producer cancelled before it started has nothing to clean up.
+        if wait and self._channel.started and not self._runtime.in_loop_thread():
+            self._channel.finished.wait(STREAM_CLOSE_TIMEOUT)
+
+    def __enter__(self) -> SyncStream[T]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Last resort only: breaking out of a plain for-loop drops the stream here.
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            self._future.cancel()
+
+
+# -- process-wide runtime ------------------------------------------------------------------
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+_closables: weakref.WeakSet[_Closable] = weakref.WeakSet()
+_exit_hook_registered = False
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime, started on first use (and again in a forked child)."""
+    global _runtime
+    runtime = _runtime
+    if runtime is not None and runtime.pid == os.getpid() and runtime.is_running():
+        return runtime
+    with _lock:
+        runtime = _runtime
+        if runtime is None or runtime.pid != os.getpid() or not runtime.is_running():
+            runtime = Runtime()
+            runtime._start()
+            _runtime = runtime
+            _register_exit_hook()
+        return runtime
+
+
+def register_closable(obj: _Closable) -> None:
+    """Track ``obj`` (weakly) so that interpreter exit calls ``obj._close_at_exit()``.
+
+    Exit closes every live registered object (sessions: their peer connections) within a bounded
+    time, before the loop stops and before non-daemon threads are joined.
+    """
+    with _lock:
+        _closables.add(obj)
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    if _exit_hook_registered:
+        return
+    _exit_hook_registered = True
+    # threading's hook runs before non-daemon threads (aiortc's decoders) are joined; plain
+    # atexit would run after that join and could wait forever.
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(_close_everything_at_exit)
+            return
+        except RuntimeError:  # already shutting down
+            pass
+    atexit.register(_close_everything_at_exit)
+
+
+def _close_everything_at_exit() -> None:
+    with _lock:
+        runtime = _runtime
+        closables = list(_closables)
+        _closables.clear()
+    if closables:
+        # One helper thread so that a stuck close cannot hold interpreter exit forever.
+        closer = threading.Thread(
+            target=_close_all, args=(closables,), name="perso-exit-close", daemon=True
+        )
+        closer.start()
+        closer.join(EXIT_CLOSE_TIMEOUT)
+    if runtime is not None and runtime.pid == os.getpid():
+        runtime._stop()
+
+
+def _close_all(closables: list[_Closable]) -> None:
+    for obj in closables:
+        try:
+            obj._close_at_exit()
+        except Exception:  # noqa: BLE001 -- one failing close must not stop the others
+            _log.exception("closing %r at exit failed", obj)
+
+
+def _forget_runtime_in_child() -> None:
+    # The loop thread does not exist in a forked child; the parent's sessions are not ours.
+    global _runtime, _lock, _closables
+    _runtime = None
+    _lock = threading.Lock()
+    _closables = weakref.WeakSet()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_runtime_in_child)
+
+
+# -- user code off the loop ----------------------------------------------------------------
+
+
+async def run_sync_off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking or user function in a worker thread (process-wide thread cap).
+
+    On cancellation the caller stops waiting at once; the thread finishes on its own and its
+    result is dropped (a thread cannot be interrupted).
+    """
+    import anyio.to_thread
+
+    runtime = _runtime
+    limiter = (
+        runtime.limiter if runtime is not None and runtime.in_loop_thread() else None
+    )  # None: anyio's default limiter, e.g. when a test runs the core on its own loop
+    return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True, limiter=limiter)
+
+
+_dispatch_state = threading.local()
+
+
+class CallbackDispatcher:
+    """Ordered delivery of user callbacks off the loop thread; one per session or processor.
+
+    ``submit`` queues a call from any thread and never blocks. Queued calls run one after the
+    other, in submission order, on an anyio worker thread (the process-wide cap), so callbacks of
+    one session stay ordered while sessions run in parallel. A callback that raises is passed to
+    ``on_error`` (or logged); delivery carries on.
+    """
+
+    def __init__(self, on_error: Callable[[BaseException], None] | None = None) -> None:
+        self._on_error = on_error
+        self._pending: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._draining = False
+        self._closed = False
+        self._submitted = 0
+        self._completed = 0
+
+    def submit(self, fn: Callable[..., object], *args: Any) -> None:
+        """Queue ``fn(*args)``; thread-safe, never blocks. Ignored after :meth:`close`."""
+        with self._cond:
+            if self._closed:
+                _log.debug("callback %r submitted after close: dropped", fn)
+                return
+            self._pending.append((fn, args))
+            self._submitted += 1
+            if self._draining:
+                return
+            self._draining = True
+        try:
+            get_runtime().start_soon(self._drain)
+        except BaseException:
+            with self._cond:
+                self._draining = False
+            raise
+
+    async def _drain(self) -> None:
+        import anyio.to_thread
+
+        try:
+            await anyio.to_thread.run_sync(
+                self._drain_in_worker, abandon_on_cancel=True, limiter=get_runtime().limiter
+            )
+        finally:
+            with self._cond:
+                if self._draining and not self._pending:
+                    self._draining = False
+
+    def _drain_in_worker(self) -> None:
+        _dispatch_state.current = self
+        try:
+            while True:
+                with self._cond:
+                    if not self._pending:
+                        self._draining = False
+                        self._cond.notify_all()
+                        return
+                    fn, args = self._pending.popleft()
+                try:
+                    fn(*args)
+                except BaseException as exc:  # noqa: BLE001 -- not a cancellation (worker thread)
+                    # Even a callback's SystemExit must not stop delivery for the whole session.
+                    self._report(exc)
+                finally:
+                    with self._cond:
+                        self._completed += 1
+                        self._cond.notify_all()
+        finally:
+            _dispatch_state.current = None
+
+    def _report(self, exc: BaseException) -> None:
+        if self._on_error is None:
+            _log.error("a perso_sync callback raised", exc_info=exc)
+            return
+        try:
+            self._on_error(exc)
+        except Exception:  # noqa: BLE001 -- a faulty handler must not stop delivery
+            _log.exception("the error handler raised while handling %r", exc)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every callback submitted so far has run.
+
+        Returns at once inside a callback of this dispatcher (waiting there would deadlock);
+        :class:`RuntimeUsageError` on the loop thread; :class:`PersoTimeoutError` on timeout.
+        """
+        if getattr(_dispatch_state, "current", None) is self:
+            return
+        runtime = _runtime
+        if runtime is not None and runtime.in_loop_thread():
+            raise RuntimeUsageError("CallbackDispatcher.flush() called from the loop thread")
+        with self._cond:
+            target = self._submitted
+            if not self._cond.wait_for(lambda: self._completed >= target, timeout):
+                raise PersoTimeoutError(f"callbacks did not finish within {timeout}s")
+
+    def close(self) -> None:
+        """Accept no new callbacks; the ones already queued still run. Idempotent."""
+        with self._cond:
+            self._closed = True

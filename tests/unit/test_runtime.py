@@ -1,0 +1,349 @@
+"""The runtime: one loop thread, sync calls and iterators across it, callbacks off it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from perso_sync._runtime import (
+    THREAD_NAME,
+    CallbackDispatcher,
+    get_runtime,
+    run_sync_off_loop,
+)
+from perso_sync.errors import PersoTimeoutError, RuntimeUsageError
+
+WAIT = 5.0
+
+
+async def add(a: int, b: int) -> int:
+    return a + b
+
+
+def test_call_returns_the_result_on_the_loop_thread() -> None:
+    async def where() -> str:
+        return threading.current_thread().name
+
+    runtime = get_runtime()
+    assert runtime.call(add, 2, 3) == 5
+    assert runtime.call(where) == THREAD_NAME
+    assert get_runtime() is runtime  # one runtime per process
+
+
+def test_exceptions_cross_unchanged() -> None:
+    error = KeyError("the very same object")
+
+    async def fail() -> None:
+        raise error
+
+    with pytest.raises(KeyError) as caught:
+        get_runtime().call(fail)
+    assert caught.value is error
+
+
+def test_a_task_raising_timeout_error_is_not_mistaken_for_our_timeout() -> None:
+    async def fail() -> None:
+        raise TimeoutError("the task's own")
+
+    with pytest.raises(TimeoutError, match="the task's own"):
+        get_runtime().call(fail, timeout=WAIT)
+
+
+def test_timeout_cancels_the_task_then_raises() -> None:
+    cleaned_up = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned_up.set()
+
+    with pytest.raises(PersoTimeoutError):
+        get_runtime().call(forever, timeout=0.05)
+    assert cleaned_up.wait(WAIT)
+    assert get_runtime().call(add, 1, 1) == 2
+
+
+def test_calling_the_sync_api_from_the_loop_thread_is_refused_not_deadlocked() -> None:
+    runtime = get_runtime()
+
+    async def nested_call() -> int:
+        return runtime.call(add, 1, 1)
+
+    async def nested_iterate() -> object:
+        return runtime.iterate(numbers, 3)
+
+    with pytest.raises(RuntimeUsageError):
+        runtime.call(nested_call, timeout=WAIT)
+    with pytest.raises(RuntimeUsageError):
+        runtime.call(nested_iterate, timeout=WAIT)
+
+
+def test_cancelling_a_spawned_future_cancels_the_task() -> None:
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+
+    future = get_runtime().spawn(forever)
+    assert started.wait(WAIT)
+    assert future.cancel()
+    assert cancelled.wait(WAIT)
+
+
+async def numbers(count: int) -> AsyncIterator[int]:
+    for i in range(count):
+        yield i
+
+
+def test_iterate_yields_every_item_in_order() -> None:
+    with get_runtime().iterate(numbers, 500) as stream:
+        assert list(stream) == list(range(500))
+
+
+def test_iterate_reraises_the_producers_error_after_its_items() -> None:
+    async def two_then_fail() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+        raise ValueError("broken source")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="broken source"):
+        got.extend(get_runtime().iterate(two_then_fail))
+    assert got == [1, 2]
+
+
+def test_iterating_twice_is_an_error_not_a_silent_empty_loop() -> None:
+    stream = get_runtime().iterate(numbers, 2)
+    assert list(stream) == [0, 1]
+    with pytest.raises(RuntimeUsageError):
+        list(stream)
+
+
+def test_backpressure_stops_the_producer_at_the_credit_limit() -> None:
+    produced: list[int] = []
+
+    async def endless() -> AsyncIterator[int]:
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    runtime = get_runtime()
+    with runtime.iterate(endless, credits=3) as stream:
+        # Once every task on the loop is blocked, the producer is parked on its credits.
+        runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
+        assert len(produced) == 3
+        assert next(stream) == 0
+        runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
+        assert len(produced) == 4
+
+
+def test_close_cancels_the_producer_and_waits_for_its_cleanup() -> None:
+    cleaned_up = threading.Event()
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            while True:
+                yield 1
+                await anyio.sleep(0)
+        finally:
+            cleaned_up.set()
+
+    stream = get_runtime().iterate(endless)
+    assert next(stream) == 1
+    stream.close()
+    assert cleaned_up.is_set()
+    stream.close()  # twice is harmless
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+def test_breaking_out_of_a_for_loop_cancels_the_producer() -> None:
+    cleaned_up = threading.Event()
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            while True:
+                yield 1
+                await anyio.sleep(0)
+        finally:
+            cleaned_up.set()
+
+    for _ in get_runtime().iterate(endless):
+        break
+    assert cleaned_up.wait(WAIT)
+
+
+def test_item_timeout_closes_the_stream() -> None:
+    cleaned_up = threading.Event()
+
+    async def silent() -> AsyncIterator[int]:
+        try:
+            await anyio.sleep_forever()
+            yield 0
+        finally:
+            cleaned_up.set()
+
+    with pytest.raises(PersoTimeoutError):
+        next(get_runtime().iterate(silent, item_timeout=0.05))
+    assert cleaned_up.wait(WAIT)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+def test_keyboard_interrupt_in_the_consumer_cancels_the_producer() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("KeyboardInterrupt is delivered to the main thread")
+    main_ident = threading.main_thread().ident
+    assert main_ident is not None
+    cleaned_up, consumer_has_first = threading.Event(), threading.Event()
+
+    async def interrupt_then_hang() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await run_sync_off_loop(consumer_has_first.wait, WAIT)
+            # Ctrl-C arrives while the consumer waits for the next item.
+            signal.pthread_kill(main_ident, signal.SIGINT)
+            await anyio.sleep_forever()
+        finally:
+            cleaned_up.set()
+
+    runtime = get_runtime()
+    got: list[int] = []
+
+    def consume() -> None:
+        with runtime.iterate(interrupt_then_hang) as stream:
+            for item in stream:
+                got.append(item)
+                consumer_has_first.set()
+
+    with pytest.raises(KeyboardInterrupt):
+        consume()
+    assert got == [1]
+    assert cleaned_up.wait(WAIT)
+    assert runtime.call(add, 1, 2) == 3  # still usable
+    assert get_runtime() is runtime
+
+
+def test_run_sync_off_loop_runs_in_a_worker_thread() -> None:
+    async def where() -> str:
+        return await run_sync_off_loop(lambda: threading.current_thread().name)
+
+    assert get_runtime().call(where) != THREAD_NAME
+
+
+def test_dispatcher_runs_callbacks_in_order_off_the_loop() -> None:
+    seen: list[tuple[int, str]] = []
+    dispatcher = CallbackDispatcher()
+
+    async def submit_from_loop() -> None:
+        for i in range(50):
+            dispatcher.submit(lambda i=i: seen.append((i, threading.current_thread().name)))
+
+    get_runtime().call(submit_from_loop)
+    for i in range(50, 100):
+        dispatcher.submit(lambda i=i: seen.append((i, threading.current_thread().name)))
+    dispatcher.flush(WAIT)
+    assert [i for i, _ in seen] == list(range(100))
+    assert all(name not in (THREAD_NAME, "MainThread") for _, name in seen)
+
+
+def test_dispatcher_reports_a_raising_callback_and_carries_on() -> None:
+    errors: list[BaseException] = []
+    done: list[int] = []
+    dispatcher = CallbackDispatcher(on_error=errors.append)
+    dispatcher.submit(lambda: 1 / 0)
+    dispatcher.submit(done.append, 7)
+    dispatcher.flush(WAIT)
+    assert [type(e) for e in errors] == [ZeroDivisionError]
+    assert done == [7]
+
+
+def test_dispatcher_flush_inside_a_callback_does_not_deadlock() -> None:
+    dispatcher = CallbackDispatcher()
+    flushed = threading.Event()
+
+    def callback() -> None:
+        dispatcher.flush(WAIT)
+        flushed.set()
+
+    dispatcher.submit(callback)
+    dispatcher.flush(WAIT)
+    assert flushed.is_set()
+
+
+def test_dispatcher_flush_from_the_loop_thread_is_refused() -> None:
+    dispatcher = CallbackDispatcher()
+
+    async def flush_on_loop() -> None:
+        dispatcher.flush(WAIT)
+
+    with pytest.raises(RuntimeUsageError):
+        get_runtime().call(flush_on_loop)
+
+
+def test_dispatcher_ignores_callbacks_after_close() -> None:
+    done: list[int] = []
+    dispatcher = CallbackDispatcher()
+    dispatcher.close()
+    dispatcher.submit(done.append, 1)
+    dispatcher.flush(WAIT)
+    assert done == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_runtime() -> None:
+    parent_runtime = get_runtime()
+    assert parent_runtime.call(add, 1, 1) == 2
+    pid = os.fork()
+    if pid == 0:  # child: exit with a status the parent checks, whatever happens
+        status = 1
+        try:
+            child_runtime = get_runtime()
+            ok = child_runtime is not parent_runtime and child_runtime.call(add, 2, 2) == 4
+            status = 0 if ok else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent_runtime.call(add, 3, 3) == 6
+
+
+def test_interpreter_exit_closes_registered_objects_then_stops_the_loop() -> None:
+    script = textwrap.dedent(
+        """
+        import anyio
+        from perso_sync._runtime import get_runtime, register_closable
+
+        class Resource:
+            def _close_at_exit(self):
+                print("closed at exit", flush=True)
+
+        async def forever():
+            await anyio.sleep_forever()
+
+        resource = Resource()
+        register_closable(resource)
+        get_runtime().spawn(forever)  # a task still running at exit must not hold it
+        print("bye", flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["bye", "closed at exit"]
