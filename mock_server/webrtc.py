@@ -1,0 +1,687 @@
+"""The mock server's WebRTC answerer (aiortc): one peer connection per `exchange` offer.
+
+Shaped like aiortc's ``examples/server/server.py``: the ``Answerer`` (not a module global) owns
+its peers; every handler is registered before ``setRemoteDescription``; channel handlers are
+attached inside ``on("datachannel")``; ``close_all`` closes every connection with ``gather``.
+
+What a peer does (PROTOCOL.md §5, §7, §8):
+
+* sends one audio and one video track of a synthetic avatar (``mock_server.media``) in ONE
+  MediaStream (aiortc gives every sender of a connection the same ``a=msid`` stream id);
+* on the ``message`` channel: a server ``ping`` every ``ping_interval`` (stoppable), ``ttstf``
+  / ``stf`` → an ``stf {message, duration}`` after ``speech_delay``, ``clear-buffer``,
+  ``set-template``, ``change-size``, legacy ``record-*`` → ``stt`` / ``stt-error``;
+* on each ``file`` channel: empty "ready" text, binary chunks, empty binary EOF, one text
+  answer with a new ``file_ref`` (size limit and malformed transfers close the channel).
+
+All methods run on the event loop that runs the answerer (the mock's aiohttp loop). The
+callbacks ``on_message`` and ``on_state`` are called on that loop and must not block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import uuid
+import wave
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, ClassVar, TypeGuard
+
+import attrs
+import av
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import (
+    InternalError,
+    InvalidAccessError,
+    InvalidStateError,
+    OperationError,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from mock_server._loopback import ensure_loopback_candidates
+from mock_server.media import Avatar, AvatarAudioTrack, AvatarVideoTrack, SpeechTimeline
+
+__all__ = [
+    "FILE_LABEL",
+    "MESSAGE_LABEL",
+    "Answerer",
+    "FileInfo",
+    "InvalidOfferError",
+    "OnMessage",
+    "OnState",
+    "Peer",
+    "PeerConfig",
+]
+
+logger = logging.getLogger("mock_server.webrtc")
+
+MESSAGE_LABEL = "message"
+FILE_LABEL = "file"
+#: Bound on answering one offer (gathering host candidates is local, so this is generous).
+ANSWER_TIMEOUT = 10.0
+#: Bound on closing one peer connection; close_all waits at most this long in total.
+CLOSE_TIMEOUT = 5.0
+MIN_SPEECH_MS = 300.0
+#: change-size values outside [1, MAX_DIMENSION] are ignored (and journaled as received).
+MAX_DIMENSION = 8192
+
+OnMessage = Callable[[str, str, str, Any], None]
+OnState = Callable[[str, str], None]
+
+_AIORTC_ERRORS = (
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    InvalidAccessError,
+    InvalidStateError,
+    InternalError,
+    OperationError,
+)
+
+
+class InvalidOfferError(ValueError):
+    """The client's offer is not a usable SDP offer (the HTTP side answers 400)."""
+
+
+@attrs.define
+class PeerConfig:
+    """Per-session knobs of the mock peer; mutable, read live (changes apply at once)."""
+
+    ping_interval: float = 1.0
+    pings_enabled: bool = True
+    speech_delay: float = 0.05
+    """Seconds from ``ttstf``/``stf`` to the server's ``stf`` reply."""
+    ms_per_char: float = 60.0
+    """``stf`` duration is ``max(300, len(text) * ms_per_char)``, or the audio's own length."""
+    video_max_width: int = 320
+    """Render cap: frames are rendered at the requested size fitted into this box."""
+    video_max_height: int = 240
+    fps: int = 10
+    max_file_size: int = 50 * 1024 * 1024
+    stall_file_channel: bool = False
+    """Receive uploads but never answer the ``file_ref`` (client timeout tests)."""
+    stt_text: str = "hello from the microphone"
+    """Legacy ``record-end-stt`` answer."""
+    stt_error_code: int | None = None
+    """When set, legacy STT/translate answer ``stt-error {code}`` instead."""
+    client_ping_timeout: float | None = 30.0
+    """No client ``ping`` for this long (after the channel opened) → the peer is lost."""
+
+
+@attrs.define
+class FileInfo:
+    """One completed upload on a ``file`` channel."""
+
+    file_ref: str
+    size: int
+    sha256: str
+    data: bytes = attrs.field(repr=False)
+    format: str | None = None
+    """The format hint of the ``stf`` that used the file (unknown until then)."""
+
+    def audio_duration_ms(self) -> float | None:
+        """The audio's length in ms if the file is a WAV or a format PyAV can read, else None."""
+        try:
+            with wave.open(io.BytesIO(self.data)) as reader:
+                rate = reader.getframerate()
+                if rate > 0:
+                    return 1000.0 * float(reader.getnframes()) / float(rate)
+        except (wave.Error, EOFError):
+            pass
+        try:
+            with av.open(io.BytesIO(self.data)) as container:
+                if container.duration:
+                    return float(container.duration) / 1000.0  # AV_TIME_BASE: microseconds
+        except (av.FFmpegError, ValueError, OSError):
+            pass
+        return None
+
+
+@attrs.define
+class _Speech:
+    message: str
+    duration_ms: float
+    due: float
+    generation: int
+
+
+class Peer:
+    """One client connection: its peer connection, channels, avatar and speech.
+
+    A handle for the HTTP side and for tests (fault injection, inspection). Attributes:
+    ``config`` (live ``PeerConfig``), ``width``/``height`` (the size the client asked for;
+    frames are rendered at ``render_size``), ``speaking``, ``template``, ``files``
+    (file_ref → FileInfo), ``received`` (decoded inbound ``message`` channel messages),
+    ``sent`` (outbound ones), ``state`` ("new", "connected", "closed", "lost", "failed").
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        pc: RTCPeerConnection,
+        config: PeerConfig,
+        *,
+        on_message: OnMessage,
+        on_state: OnState,
+        on_finished: Callable[[Peer], None],
+    ) -> None:
+        self.session_id = session_id
+        self.pc = pc
+        self.config = config
+        self.files: dict[str, FileInfo] = {}
+        self.received: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+        self.recording = False
+        self.state = "new"
+        self.connected = asyncio.Event()
+        self.finished = asyncio.Event()
+        self._on_message = on_message
+        self._on_state = on_state
+        self._on_finished = on_finished
+        self._loop = asyncio.get_running_loop()
+        self._timeline = SpeechTimeline()
+        self._speech: asyncio.Queue[_Speech] = asyncio.Queue()
+        self._generation = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._message_channel: RTCDataChannel | None = None
+        self._channel_closed_by_server = False
+        self._closing = False
+        self._last_client_ping = self._loop.time()
+        self.avatar = Avatar(
+            width=config.video_max_width,
+            height=config.video_max_height,
+            settings=config,
+            speaking=lambda: self._timeline.speaking(self._loop.time()),
+        )
+        self._audio = AvatarAudioTrack(self.avatar)
+        self._video = AvatarVideoTrack(self.avatar)
+
+    # -- public handle ---------------------------------------------------------------------
+
+    @property
+    def width(self) -> int:
+        """The width the client asked for (``change-size``); see ``render_size``."""
+        return self.avatar.width
+
+    @property
+    def height(self) -> int:
+        """The height the client asked for (``change-size``); see ``render_size``."""
+        return self.avatar.height
+
+    @property
+    def render_size(self) -> tuple[int, int]:
+        """The size frames are actually rendered at (requested size fitted into the cap)."""
+        return self.avatar.render_size
+
+    @property
+    def speaking(self) -> bool:
+        """Whether the avatar is speaking right now."""
+        return self.avatar.speaking
+
+    @property
+    def template(self) -> dict[str, str] | None:
+        """The last ``set-template`` data (``{"model", "dress"}``), or None."""
+        return self.avatar.template
+
+    def stop_pings(self) -> None:
+        """Stop the server pings (the client's watchdog should then close as lost)."""
+        self.config.pings_enabled = False
+
+    def start_pings(self) -> None:
+        """Resume the server pings."""
+        self.config.pings_enabled = True
+
+    async def close_message_channel(self) -> None:
+        """Fault: close the ``message`` channel from the server side (the pc stays up)."""
+        channel = self._message_channel
+        if channel is not None and channel.readyState in ("connecting", "open"):
+            self._channel_closed_by_server = True
+            channel.close()
+
+    async def close(self) -> None:
+        """Close the connection from the server side (no on_state event). Idempotent."""
+        self._closing = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._audio.stop()
+        self._video.stop()
+        try:
+            await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("session %s: peer connection did not close in time", self.session_id)
+        self.finished.set()
+
+    # -- setup (called by the Answerer, in this order) -------------------------------------
+
+    def _register_handlers(self) -> None:
+        pc = self.pc
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label == MESSAGE_LABEL:
+                self._attach_message_channel(channel)
+            elif channel.label == FILE_LABEL:
+                self._attach_file_channel(channel)
+            else:
+                self._journal(channel.label, "in", {"unexpected_channel": channel.label})
+
+        @pc.on("connectionstatechange")
+        def on_connectionstatechange() -> None:
+            state = pc.connectionState
+            if state == "connected":
+                self._maybe_connected()
+            elif state in ("failed", "disconnected"):
+                self._finish("lost" if self.state == "connected" else "failed")
+            elif state == "closed" and not self._closing:
+                # the client closed its side (DTLS close_notify makes aiortc close ours)
+                self._finish("closed")
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            # A client may send audio (legacy record-start); drain it so it never piles up.
+            self._spawn(self._drain(track))
+
+    def _add_tracks(self) -> None:
+        """Attach the avatar tracks to the transceivers the offer asked for."""
+        kinds = {transceiver.kind for transceiver in self.pc.getTransceivers()}
+        for track in (self._audio, self._video):
+            if track.kind in kinds:
+                self.pc.addTrack(track)
+
+    # -- message channel -------------------------------------------------------------------
+
+    def _attach_message_channel(self, channel: RTCDataChannel) -> None:
+        self._message_channel = channel
+
+        @channel.on("message")
+        def on_message(raw: str | bytes) -> None:
+            self._on_message_channel(raw)
+
+        @channel.on("close")
+        def on_close() -> None:
+            if not self._channel_closed_by_server and not self._closing:
+                self._finish("closed")
+
+        def on_open() -> None:
+            self._last_client_ping = self._loop.time()
+            self._spawn(self._ping_loop(channel))
+            self._spawn(self._client_ping_watchdog())
+            self._spawn(self._speech_worker(channel))
+            self._maybe_connected()
+
+        if channel.readyState == "open":
+            on_open()
+        else:
+            channel.once("open", on_open)
+
+    def _on_message_channel(self, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            self._journal(MESSAGE_LABEL, "in", {"binary": len(raw)})
+            return
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self._journal(MESSAGE_LABEL, "in", raw)
+            logger.info("session %s: ignoring malformed message %.80r", self.session_id, raw)
+            return
+        self.received.append(message)
+        self._journal(MESSAGE_LABEL, "in", message)
+        data = message.get("data")
+        if not isinstance(data, dict):
+            data = {}
+        handler = self._handlers.get(message["type"])
+        if handler is None:
+            logger.info("session %s: ignoring message type %r", self.session_id, message["type"])
+        else:
+            handler(self, data)
+
+    def _send(self, channel: RTCDataChannel | None, type_: str, data: dict[str, Any]) -> bool:
+        """Send ``{type, data}`` if the channel is open; return whether it was sent."""
+        if channel is None or channel.readyState != "open":
+            return False
+        message = {"type": type_, "data": data}
+        channel.send(json.dumps(message))
+        self.sent.append(message)
+        self._journal(channel.label, "out", message)
+        return True
+
+    def _handle_ping(self, data: dict[str, Any]) -> None:
+        self._last_client_ping = self._loop.time()
+
+    def _handle_ttstf(self, data: dict[str, Any]) -> None:
+        text = data.get("message")
+        if not isinstance(text, str):
+            logger.info("session %s: ttstf without a text message", self.session_id)
+            return
+        self._queue_speech(text, self._text_duration_ms(text))
+
+    def _handle_stf(self, data: dict[str, Any]) -> None:
+        file_ref = data.get("file_ref")
+        info = self.files.get(file_ref) if isinstance(file_ref, str) else None
+        if info is None:
+            logger.warning("session %s: stf with unknown file_ref %r", self.session_id, file_ref)
+            return
+        hint = data.get("format")
+        if isinstance(hint, str):
+            info.format = hint
+        text = data.get("message")
+        text = text if isinstance(text, str) else ""
+        duration = info.audio_duration_ms()
+        if duration is None:
+            duration = self._text_duration_ms(text)
+        self._queue_speech(text, duration)
+
+    def _handle_clear_buffer(self, data: dict[str, Any]) -> None:
+        self._generation += 1
+        while not self._speech.empty():
+            self._speech.get_nowait()
+        self._timeline.cut(self._loop.time())
+
+    def _handle_set_template(self, data: dict[str, Any]) -> None:
+        self.avatar.template = {
+            key: str(data[key]) for key in ("model", "dress") if data.get(key) is not None
+        }
+
+    def _handle_change_size(self, data: dict[str, Any]) -> None:
+        width, height = data.get("width"), data.get("height")
+        if _is_dimension(width) and _is_dimension(height):
+            self.avatar.width, self.avatar.height = width, height
+        else:
+            logger.info("session %s: ignoring change-size %r", self.session_id, data)
+
+    def _handle_record_start(self, data: dict[str, Any]) -> None:
+        self.recording = True
+
+    def _handle_record_end_stt(self, data: dict[str, Any]) -> None:
+        self.recording = False
+        self._spawn(self._answer_stt(self.config.stt_text))
+
+    def _handle_record_end_translate(self, data: dict[str, Any]) -> None:
+        self.recording = False
+        target = data.get("dst_lang")
+        prefix = f"[{target}] " if isinstance(target, str) and target else ""
+        self._spawn(self._answer_stt(prefix + self.config.stt_text))
+
+    _handlers: ClassVar[Mapping[str, Callable[[Peer, dict[str, Any]], None]]] = {
+        "ping": _handle_ping,
+        "ttstf": _handle_ttstf,
+        "stf": _handle_stf,
+        "clear-buffer": _handle_clear_buffer,
+        "set-template": _handle_set_template,
+        "change-size": _handle_change_size,
+        "record-start": _handle_record_start,
+        "record-end-stt": _handle_record_end_stt,
+        "record-end-translate": _handle_record_end_translate,
+    }
+
+    def _text_duration_ms(self, text: str) -> float:
+        return max(MIN_SPEECH_MS, len(text) * self.config.ms_per_char)
+
+    def _queue_speech(self, message: str, duration_ms: float) -> None:
+        due = self._loop.time() + self.config.speech_delay
+        self._speech.put_nowait(_Speech(message, duration_ms, due, self._generation))
+
+    async def _speech_worker(self, channel: RTCDataChannel) -> None:
+        while True:
+            speech = await self._speech.get()
+            delay = speech.due - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if speech.generation != self._generation:
+                continue  # dropped by clear-buffer while it waited
+            self._timeline.add(self._loop.time(), speech.duration_ms / 1000.0)
+            self._send(
+                channel, "stf", {"message": speech.message, "duration": round(speech.duration_ms)}
+            )
+
+    async def _answer_stt(self, text: str) -> None:
+        await asyncio.sleep(self.config.speech_delay)
+        code = self.config.stt_error_code
+        if code is not None:
+            self._send(self._message_channel, "stt-error", {"code": code})
+        else:
+            self._send(self._message_channel, "stt", {"text": text})
+
+    async def _ping_loop(self, channel: RTCDataChannel) -> None:
+        while channel.readyState == "open":
+            await asyncio.sleep(self.config.ping_interval)
+            if self.config.pings_enabled:
+                self._send(channel, "ping", {})
+
+    async def _client_ping_watchdog(self) -> None:
+        while True:
+            timeout = self.config.client_ping_timeout
+            if timeout is None:
+                await asyncio.sleep(1.0)
+                continue
+            remaining = self._last_client_ping + timeout - self._loop.time()
+            if remaining <= 0:
+                logger.info("session %s: no client ping for %.1f s", self.session_id, timeout)
+                self._finish("lost")
+                return
+            await asyncio.sleep(remaining)
+
+    # -- file channel ----------------------------------------------------------------------
+
+    def _attach_file_channel(self, channel: RTCDataChannel) -> None:
+        upload = _Upload(self, channel)
+
+        @channel.on("message")
+        def on_message(raw: str | bytes) -> None:
+            upload.receive(raw)
+
+        if channel.readyState == "open":
+            upload.ready()
+        else:
+            channel.once("open", upload.ready)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _maybe_connected(self) -> None:
+        channel = self._message_channel
+        if (
+            self.state == "new"
+            and self.pc.connectionState == "connected"
+            and channel is not None
+            and channel.readyState == "open"
+        ):
+            self.state = "connected"
+            self.connected.set()
+            self._emit_state("connected")
+
+    def _finish(self, event: str) -> None:
+        """Report the peer's end once, then close it (from a task: we are in a handler)."""
+        if self.state in ("closed", "lost", "failed") or self._closing:
+            return
+        self.state = event
+        self._emit_state(event)
+        self._on_finished(self)
+
+    def _emit_state(self, event: str) -> None:
+        try:
+            self._on_state(self.session_id, event)
+        except Exception:  # the HTTP side's bug must not kill the connection's handlers
+            logger.exception("session %s: on_state callback failed", self.session_id)
+
+    def _journal(self, channel: str, direction: str, payload: Any) -> None:
+        try:
+            self._on_message(self.session_id, channel, direction, payload)
+        except Exception:  # the HTTP side's bug must not kill the connection's handlers
+            logger.exception("session %s: on_message callback failed", self.session_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._closing:
+            coro.close()
+            return
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("session %s: peer task failed", self.session_id, exc_info=task.exception())
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+
+
+def _is_dimension(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_DIMENSION
+
+
+class _Upload:
+    """One transfer on a ``file`` channel: ready → binary chunks → empty EOF → file_ref."""
+
+    def __init__(self, peer: Peer, channel: RTCDataChannel) -> None:
+        self._peer = peer
+        self._channel = channel
+        self._chunks: list[bytes] = []
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._done = False
+
+    def ready(self) -> None:
+        self._channel.send("")
+        self._peer._journal(FILE_LABEL, "out", "")
+
+    def receive(self, raw: str | bytes) -> None:
+        if self._done:
+            self._reject("message after end of file")
+        elif isinstance(raw, str):
+            self._reject("text message where binary data was expected")
+        elif raw:
+            self._size += len(raw)
+            if self._size > self._peer.config.max_file_size:
+                self._reject(f"file larger than {self._peer.config.max_file_size} bytes")
+                return
+            self._chunks.append(raw)
+            self._digest.update(raw)
+        elif self._size == 0:
+            self._reject("empty file")
+        else:
+            self._complete()
+
+    def _complete(self) -> None:
+        self._done = True
+        info = FileInfo(
+            file_ref=f"file-{uuid.uuid4().hex}",
+            size=self._size,
+            sha256=self._digest.hexdigest(),
+            data=b"".join(self._chunks),
+        )
+        self._chunks.clear()
+        self._peer.files[info.file_ref] = info
+        self._peer._journal(
+            FILE_LABEL, "in", {"file_ref": info.file_ref, "size": info.size, "sha256": info.sha256}
+        )
+        if self._peer.config.stall_file_channel:
+            logger.info("session %s: stalling upload %s", self._peer.session_id, info.file_ref)
+            return
+        if self._channel.readyState == "open":
+            self._channel.send(info.file_ref)
+            self._peer._journal(FILE_LABEL, "out", info.file_ref)
+
+    def _reject(self, reason: str) -> None:
+        self._done = True
+        self._chunks.clear()
+        self._peer._journal(FILE_LABEL, "in", {"error": reason, "size": self._size})
+        logger.info("session %s: upload rejected: %s", self._peer.session_id, reason)
+        if self._channel.readyState in ("connecting", "open"):
+            self._channel.close()
+
+
+class Answerer:
+    """Answers offers with avatar peers; owns every peer it created (one per session id)."""
+
+    def __init__(self, *, on_message: OnMessage, on_state: OnState) -> None:
+        ensure_loopback_candidates()
+        self._on_message = on_message
+        self._on_state = on_state
+        self._peers: dict[str, Peer] = {}
+        self._closing_tasks: set[asyncio.Task[None]] = set()
+
+    async def answer(
+        self, session_id: str, offer: dict[str, str], config: PeerConfig
+    ) -> dict[str, str]:
+        """Answer ``offer`` (``{"type": "offer", "sdp": ...}``) with a new peer.
+
+        A previous peer of the same session is closed first. Raises ``InvalidOfferError``
+        when the offer is not a usable SDP offer (after an on_state "failed").
+        """
+        if (
+            not isinstance(offer, dict)
+            or offer.get("type") != "offer"
+            or not isinstance(offer.get("sdp"), str)
+        ):
+            self._on_state(session_id, "failed")
+            raise InvalidOfferError('client_sdp must be {"type": "offer", "sdp": "<sdp>"}')
+        previous = self._peers.pop(session_id, None)
+        if previous is not None:
+            await previous.close()
+        pc = RTCPeerConnection()
+        peer = Peer(
+            session_id,
+            pc,
+            config,
+            on_message=self._on_message,
+            on_state=self._on_state,
+            on_finished=self._close_finished,
+        )
+        peer._register_handlers()
+        self._peers[session_id] = peer
+        try:
+            answer = await asyncio.wait_for(self._negotiate(peer, offer["sdp"]), ANSWER_TIMEOUT)
+        except (*_AIORTC_ERRORS, asyncio.TimeoutError) as exc:
+            peer._finish("failed")
+            await peer.close()
+            raise InvalidOfferError(f"cannot answer the offer: {exc!r}") from exc
+        return {"type": answer.type, "sdp": answer.sdp}
+
+    @staticmethod
+    async def _negotiate(peer: Peer, sdp: str) -> RTCSessionDescription:
+        await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        peer._add_tracks()
+        await peer.pc.setLocalDescription(await peer.pc.createAnswer())
+        return peer.pc.localDescription
+
+    def peer(self, session_id: str) -> Peer | None:
+        """The session's latest peer (also after it ended, until ``close``), or None."""
+        return self._peers.get(session_id)
+
+    async def close(self, session_id: str) -> None:
+        """Close and forget the session's peer (no on_state event)."""
+        peer = self._peers.pop(session_id, None)
+        if peer is not None:
+            await peer.close()
+
+    async def close_all(self) -> None:
+        """Close every peer concurrently, bounded by ``CLOSE_TIMEOUT`` in total."""
+        peers = list(self._peers.values())
+        self._peers.clear()
+        pending = [peer.close() for peer in peers] + list(self._closing_tasks)
+        if not pending:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*pending, return_exceptions=True), CLOSE_TIMEOUT + 1.0
+            )
+        except asyncio.TimeoutError:
+            logger.warning("close_all: some peer connections did not close in time")
+
+    def _close_finished(self, peer: Peer) -> None:
+        # Called from an aiortc event handler: close in a task the answerer owns.
+        task = asyncio.get_running_loop().create_task(peer.close())
+        self._closing_tasks.add(task)
+        task.add_done_callback(self._closing_tasks.discard)
