@@ -1,0 +1,450 @@
+"""Blocking HTTP for the Perso REST endpoints: the only module that imports ``requests``.
+
+One ``RestTransport`` per client owns one ``requests.Session`` (connection reuse) and does:
+
+- the ``PersoLive-APIKey`` header on account-scoped calls only (session-scoped calls never
+  carry it: the session id is their credential);
+- connect/read timeouts on every request (default 5 s / 30 s);
+- the mapping of every failure to our errors, most specific first, ``raise ... from exc``:
+  timeouts → ``PersoTimeoutError``, refused/reset/DNS/cut-off bodies → ``PersoConnectionError``,
+  a non-2xx answer → ``ApiError`` (``_error_map``), a 2xx body that is not JSON →
+  ``InvalidResponseError``;
+- retries with tenacity for GETs only: connection errors, connect timeouts, 502/503/504 and 429
+  (honouring ``Retry-After`` up to a cap; a server asking for longer gets no retry), exponential
+  backoff with jitter. POSTs are never retried: a session id must never be created twice, and a
+  lost answer does not prove the request was not processed;
+- redirects are not followed: ``requests`` would carry the API key header to whatever host the
+  ``Location`` names. A 3xx becomes an ``ApiError`` that says where the server pointed;
+- DEBUG logging on the ``perso_sync`` logger with sensitive headers masked.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import attrs
+import requests
+import tenacity
+import urllib3.exceptions
+
+from perso_sync._endpoints import API_KEY_HEADER, SENSITIVE_HEADERS, normalize_api_server
+from perso_sync._error_map import BODY_EXCERPT_CHARS, UNKNOWN_ERROR, api_error_from_response
+from perso_sync._version import __version__
+from perso_sync.errors import (
+    ApiError,
+    InvalidInputError,
+    InvalidResponseError,
+    MissingApiKeyError,
+    PersoConnectionError,
+    PersoTimeoutError,
+    RuntimeUsageError,
+)
+
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_MAX_RETRIES",
+    "RETRY_AFTER_CAP",
+    "HttpTimeout",
+    "RestTransport",
+    "mask_headers",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger("perso_sync")
+
+API_KEY_ENV = "PERSO_INTERACTIVE_API_KEY"
+DEFAULT_MAX_RETRIES = 2
+RETRY_AFTER_CAP = 30.0  # seconds; a server asking for a longer pause gets no automatic retry
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_BACKOFF_INITIAL = 0.5
+_BACKOFF_MAX = 8.0
+_MASK = "[secure]"
+
+
+@attrs.frozen
+class HttpTimeout:
+    """Per-phase HTTP timeouts in seconds: ``connect`` (TCP/TLS set-up) and ``read`` (each wait
+    for bytes from the server)."""
+
+    connect: float = 5.0
+    read: float = 30.0
+
+    @classmethod
+    def of(cls, value: HttpTimeout | float | tuple[float, float]) -> HttpTimeout:
+        """Normalise a number (both phases), a ``(connect, read)`` pair or an ``HttpTimeout``."""
+        if isinstance(value, HttpTimeout):
+            result = value
+        elif isinstance(value, tuple) and len(value) == 2:
+            result = cls(connect=value[0], read=value[1])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            result = cls(connect=value, read=value)
+        else:
+            raise InvalidInputError(
+                f"timeout must be seconds (a number), a (connect, read) pair or an HttpTimeout, "
+                f"got {value!r}"
+            )
+        for phase in (result.connect, result.read):
+            valid_number = isinstance(phase, (int, float)) and not isinstance(phase, bool)
+            if not valid_number or not math.isfinite(phase) or phase <= 0:
+                raise InvalidInputError(f"timeout values must be positive seconds, got {value!r}")
+        return result
+
+    def as_requests(self) -> tuple[float, float]:
+        """The ``(connect, read)`` tuple ``requests`` takes."""
+        return (self.connect, self.read)
+
+
+def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``headers`` with every sensitive value (API key, cookies) replaced."""
+    return {
+        key: (_MASK if key.lower() in SENSITIVE_HEADERS else value)
+        for key, value in headers.items()
+    }
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class _RetryableStatus(Exception):
+    """Internal: a GET answered with a status worth retrying. Never leaves this module."""
+
+    def __init__(self, response: requests.Response, retry_after: float | None) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+        self.retry_after = retry_after
+
+
+class _NoBody:
+    pass
+
+
+_NO_BODY: Any = _NoBody()
+
+
+def _scrub(exc: requests.RequestException) -> None:
+    # The foreign exception stays reachable as __cause__; its request object carries our headers
+    # (the API key), so drop the reference before chaining it.
+    exc.request = None
+    exc.response = None
+
+
+def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
+    # requests reports a read timeout hit while reading the body as a ConnectionError.
+    return bool(exc.args) and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)
+
+
+class RestTransport:
+    """Blocking JSON-over-HTTP to one Perso server, shared by every call of one client.
+
+    Thread-safe: calls may run concurrently from several threads (``get_all_settings`` does).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_server: str,
+        api_key: str | None,
+        timeout: HttpTimeout | float | tuple[float, float] = HttpTimeout(),
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        retry_after_cap: float = RETRY_AFTER_CAP,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidInputError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        server = normalize_api_server(api_server) if isinstance(api_server, str) else ""
+        if not server.startswith(("http://", "https://")):
+            raise InvalidInputError(
+                f"api_server must be an http:// or https:// URL, got {api_server!r}"
+            )
+        self.api_server = server
+        self._api_key = api_key or None
+        self.timeout = HttpTimeout.of(timeout)
+        self.max_retries = max_retries
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._sleep = sleep
+        self._retry_after_cap = retry_after_cap
+        self._clock = clock
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def has_api_key(self) -> bool:
+        """True when an API key is configured (the key itself is never exposed)."""
+        return self._api_key is not None
+
+    def require_api_key(self) -> None:
+        """Raise ``MissingApiKeyError`` unless an API key is configured."""
+        if self._api_key is None:
+            raise MissingApiKeyError(
+                f"this call needs an API key: pass api_key=... or set ${API_KEY_ENV}"
+            )
+
+    def get(self, path: str, *, account: bool, params: Mapping[str, str] | None = None) -> Any:
+        """GET ``path`` and return its decoded JSON (None for an empty body); retried."""
+        return self.request("GET", path, account=account, params=params)
+
+    def post(
+        self,
+        path: str,
+        *,
+        account: bool,
+        json_body: Any = _NO_BODY,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> Any:
+        """POST ``path`` (a JSON body, or multipart ``files``/``data``); never retried."""
+        return self.request(
+            "POST", path, account=account, json_body=json_body, files=files, data=data
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        account: bool,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = _NO_BODY,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON body (None when the body is empty).
+
+        Raises ``ApiError`` (non-2xx), ``PersoConnectionError`` / ``PersoTimeoutError``
+        (transport), ``InvalidResponseError`` (2xx that is not JSON), ``MissingApiKeyError``
+        (account-scoped call without a key).
+        """
+        if self._closed:
+            raise RuntimeUsageError("this PersoClient is closed; create a new one")
+        headers = {"Accept": "application/json", "User-Agent": f"perso_sync/{__version__}"}
+        if account:
+            self.require_api_key()
+            assert self._api_key is not None
+            headers[API_KEY_HEADER] = self._api_key
+        body: bytes | None = None
+        if json_body is not _NO_BODY:
+            try:
+                body = json.dumps(
+                    json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                ).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"the request body cannot be sent as JSON: {exc}") from exc
+            headers["Content-Type"] = "application/json"
+        url = self.api_server + path
+        send = _Send(method, url, headers, params, body, files, data)
+        response = self._send_with_policy(send, retry=method == "GET")
+        return self._read(send, response)
+
+    def close(self) -> None:
+        """Close the HTTP connections (if the session is ours). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._owns_session:
+            self._session.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has run."""
+        return self._closed
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send_with_policy(self, send: _Send, *, retry: bool) -> requests.Response:
+        if not retry or self.max_retries == 0:
+            return self._send_once(send, raise_retryable=False)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(self._should_retry),
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,  # users see our error from the last attempt, never tenacity.RetryError
+        )
+        try:
+            response: requests.Response = retrying(self._send_once, send, raise_retryable=True)
+        except _RetryableStatus as exc:  # out of attempts (or told to wait too long)
+            return exc.response
+        return response
+
+    def _send_once(self, send: _Send, *, raise_retryable: bool) -> requests.Response:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "HTTP %s %s params=%s headers=%s",
+                send.method,
+                send.url,
+                dict(send.params or {}),
+                mask_headers(send.headers),
+            )
+        started = time.monotonic()
+        with self._mapped_transport_errors(send):
+            response = self._session.request(
+                send.method,
+                send.url,
+                params=send.params,
+                data=send.body if send.files is None else send.data,
+                files=send.files,
+                headers=send.headers,
+                timeout=self.timeout.as_requests(),
+                allow_redirects=False,
+            )
+        logger.debug(
+            "HTTP %s %s -> %d (%d bytes, %.1f ms)",
+            send.method,
+            send.url,
+            response.status_code,
+            len(response.content),
+            (time.monotonic() - started) * 1000,
+        )
+        if raise_retryable and response.status_code in _RETRY_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
+            raise _RetryableStatus(response, retry_after)
+        return response
+
+    @contextmanager
+    def _mapped_transport_errors(self, send: _Send) -> Iterator[None]:
+        where = f"{send.method} {send.url}"
+        try:
+            yield
+        except requests.exceptions.ConnectTimeout as exc:  # before ConnectionError: it is both
+            _scrub(exc)
+            raise PersoTimeoutError(
+                f"{where}: no connection within {self.timeout.connect} s"
+            ) from exc
+        except requests.exceptions.ReadTimeout as exc:
+            _scrub(exc)
+            raise PersoTimeoutError(
+                f"{where}: no answer within {self.timeout.read} s (read timeout)"
+            ) from exc
+        except requests.exceptions.Timeout as exc:
+            _scrub(exc)
+            raise PersoTimeoutError(f"{where}: timed out: {exc}") from exc
+        except requests.exceptions.SSLError as exc:
+            _scrub(exc)
+            raise PersoConnectionError(f"{where}: TLS failed: {exc}") from exc
+        except requests.exceptions.ConnectionError as exc:
+            _scrub(exc)
+            if _is_read_timeout(exc):
+                raise PersoTimeoutError(
+                    f"{where}: no answer within {self.timeout.read} s (read timeout)"
+                ) from exc
+            raise PersoConnectionError(f"{where}: connection failed: {exc}") from exc
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
+            _scrub(exc)
+            raise PersoConnectionError(f"{where}: the answer was cut off: {exc}") from exc
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidHeader,
+        ) as exc:
+            _scrub(exc)
+            raise InvalidInputError(f"{where}: cannot send this request: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            _scrub(exc)
+            raise PersoConnectionError(f"{where}: request failed: {exc}") from exc
+
+    # -- retry policy ----------------------------------------------------------------------
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        if isinstance(exc, _RetryableStatus):
+            return exc.retry_after is None or exc.retry_after <= self._retry_after_cap
+        if isinstance(exc, PersoTimeoutError):
+            # Only a connect timeout: the request never reached the server. A read timeout is
+            # not retried (the user already waited the full read timeout once).
+            return isinstance(exc.__cause__, requests.exceptions.ConnectTimeout)
+        return isinstance(exc, PersoConnectionError)
+
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, _RetryableStatus) and exc.retry_after is not None:
+            return float(exc.retry_after)
+        backoff = min(_BACKOFF_MAX, _BACKOFF_INITIAL * 2.0 ** (retry_state.attempt_number - 1))
+        return backoff * (1 - 0.25 * random.random())  # jitter: clients do not retry in step
+
+    def _log_retry(self, retry_state: tenacity.RetryCallState) -> None:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        reason = f"status {exc.response.status_code}" if isinstance(exc, _RetryableStatus) else exc
+        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        logger.debug(
+            "retrying after %s (attempt %d of %d) in %.2f s",
+            reason,
+            retry_state.attempt_number,
+            self.max_retries + 1,
+            delay,
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, send: _Send, response: requests.Response) -> Any:
+        status = response.status_code
+        body = response.content
+        if 300 <= status < 400:
+            self._raise_redirect(response)
+        if not 200 <= status < 300:
+            raise api_error_from_response(status, body, response.headers.get("Content-Type"))
+        if not body.strip():
+            return None
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            excerpt = body[:BODY_EXCERPT_CHARS].decode("utf-8", errors="replace")
+            raise InvalidResponseError(
+                f"{send.method} {send.url} answered with a body that is not JSON: {excerpt!r}",
+                status,
+            ) from exc
+
+    @staticmethod
+    def _raise_redirect(response: requests.Response) -> NoReturn:
+        location = response.headers.get("Location", "")
+        raise ApiError(
+            response.status_code,
+            UNKNOWN_ERROR,
+            f"Server redirected to {location!r}; perso_sync does not follow redirects (the API "
+            "key would go along): use the final address as api_server",
+        )
+
+
+@attrs.frozen
+class _Send:
+    method: str
+    url: str
+    headers: dict[str, str] = attrs.field(repr=lambda headers: repr(mask_headers(headers)))
+    params: Mapping[str, str] | None
+    body: bytes | None
+    files: Mapping[str, tuple[str, bytes, str]] | None
+    data: Mapping[str, str] | None

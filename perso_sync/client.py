@@ -1,0 +1,675 @@
+"""``PersoClient``: every REST call of the Perso platform as a plain blocking method.
+
+Account-scoped calls (settings lists, templates, ``create_session_id``) carry the API key;
+session-scoped calls (``get_session_info``, ``make_tts``, ...) only need a session id. The
+module-level functions mirror the JavaScript SDK's exports: each builds a short-lived client.
+
+    import perso_sync as perso
+
+    with perso.PersoClient() as client:             # key from $PERSO_INTERACTIVE_API_KEY
+        sid = client.create_session_id(session_template_id="...")
+        info = client.get_session_info(sid)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import requests
+
+from perso_sync import _endpoints as endpoints
+from perso_sync._converter import structure, unstructure
+from perso_sync._rest import (
+    API_KEY_ENV,
+    DEFAULT_MAX_RETRIES,
+    HttpTimeout,
+    RestTransport,
+)
+from perso_sync.errors import (
+    ApiError,
+    InvalidInputError,
+    InvalidResponseError,
+    PersoError,
+    SessionCreationError,
+    UnsupportedTemplateError,
+)
+from perso_sync.models import (
+    AllSettings,
+    BackgroundImage,
+    CapabilityName,
+    Document,
+    LLMType,
+    MCPServer,
+    ModelStyle,
+    Prompt,
+    SessionEvent,
+    SessionInfo,
+    SessionParams,
+    SessionTemplate,
+    STTResponse,
+    STTType,
+    TextNormalizationConfig,
+    TextNormalizationDownload,
+    TTSAudio,
+    TTSType,
+)
+
+if TYPE_CHECKING:
+    from perso_sync.session import Session
+
+__all__ = [
+    "API_KEY_ENV",
+    "API_SERVER_ENV",
+    "PersoClient",
+    "create_session",
+    "create_session_id",
+    "get_all_settings",
+    "get_background_images",
+    "get_documents",
+    "get_intro_message",
+    "get_llms",
+    "get_mcp_servers",
+    "get_model_styles",
+    "get_prompts",
+    "get_session_info",
+    "get_session_template",
+    "get_session_templates",
+    "get_stts",
+    "get_text_normalization",
+    "get_text_normalizations",
+    "get_ttss",
+    "make_tts",
+]
+
+API_SERVER_ENV = "PERSO_API_SERVER"
+DEFAULT_TIMEOUT = HttpTimeout()  # connect 5 s, read 30 s
+
+T = TypeVar("T")
+TimeoutSpec = HttpTimeout | float | tuple[float, float]
+
+_LOCALE_FIELDS = ("text_normalization_locale", "stt_text_normalization_locale")
+
+
+def _require_text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+class PersoClient:
+    """A blocking client for the Perso REST API (one HTTP connection pool, thread-safe).
+
+    ``api_key`` defaults to ``$PERSO_INTERACTIVE_API_KEY`` (needed only by account-scoped calls;
+    a missing key raises ``MissingApiKeyError`` at the first such call). ``api_server`` defaults
+    to ``$PERSO_API_SERVER``, then ``https://platform.perso.ai``. ``timeout`` is seconds, a
+    ``(connect, read)`` pair or an ``HttpTimeout`` (default 5 s / 30 s). ``max_retries`` is how
+    many times a GET is retried on connection errors, 429 and 502/503/504 (0 disables; POSTs are
+    never retried). ``session`` is a ``requests.Session`` to use instead of the client's own (it
+    is not closed by ``close()``). Use it as a context manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        api_server: str | None = None,
+        timeout: TimeoutSpec = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        if api_key is not None and not isinstance(api_key, str):
+            raise InvalidInputError("api_key must be a string")
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        server = api_server or os.environ.get(API_SERVER_ENV) or endpoints.DEFAULT_API_SERVER
+        extra: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
+        self._rest = RestTransport(
+            api_server=server,
+            api_key=key.strip() if key else None,
+            timeout=timeout,
+            max_retries=max_retries,
+            session=session,
+            **extra,
+        )
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def api_server(self) -> str:
+        """The normalized server URL (trimmed, no trailing slash)."""
+        return self._rest.api_server
+
+    @property
+    def timeout(self) -> HttpTimeout:
+        """The connect/read timeouts every request uses."""
+        return self._rest.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a failed GET is retried."""
+        return self._rest.max_retries
+
+    def __repr__(self) -> str:
+        key = "'***'" if self._rest.has_api_key else "None"
+        return f"PersoClient(api_server={self.api_server!r}, api_key={key})"
+
+    def __enter__(self) -> PersoClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the HTTP connections. Idempotent; later calls raise ``RuntimeUsageError``."""
+        self._rest.close()
+
+    def _account_get(self, path: str, type_: Any, params: Mapping[str, str] | None = None) -> Any:
+        data = self._rest.get(path, account=True, params=params)
+        return structure(data, type_, what=f"GET {path}")
+
+    # -- settings lists ------------------------------------------------------------------------
+
+    def get_llms(self) -> list[LLMType]:
+        """The LLM types the account may use."""
+        result: list[LLMType] = self._account_get(endpoints.LLM_TYPES, list[LLMType])
+        return result
+
+    def get_ttss(self) -> list[TTSType]:
+        """The text-to-speech voices the account may use."""
+        result: list[TTSType] = self._account_get(endpoints.TTS_TYPES, list[TTSType])
+        return result
+
+    def get_stts(self) -> list[STTType]:
+        """The speech-to-text engines the account may use."""
+        result: list[STTType] = self._account_get(endpoints.STT_TYPES, list[STTType])
+        return result
+
+    def get_model_styles(self) -> list[ModelStyle]:
+        """The avatar model styles available over WebRTC (``platform_type=webrtc``)."""
+        result: list[ModelStyle] = self._account_get(
+            endpoints.MODEL_STYLES, list[ModelStyle], {"platform_type": "webrtc"}
+        )
+        return result
+
+    def get_prompts(self) -> list[Prompt]:
+        """The account's prompts."""
+        result: list[Prompt] = self._account_get(endpoints.PROMPTS, list[Prompt])
+        return result
+
+    def get_documents(self) -> list[Document]:
+        """The account's knowledge documents."""
+        result: list[Document] = self._account_get(endpoints.DOCUMENTS, list[Document])
+        return result
+
+    def get_background_images(self) -> list[BackgroundImage]:
+        """The account's background images."""
+        result: list[BackgroundImage] = self._account_get(
+            endpoints.BACKGROUND_IMAGES, list[BackgroundImage]
+        )
+        return result
+
+    def get_mcp_servers(self) -> list[MCPServer]:
+        """The remote MCP servers the account may attach to a session."""
+        result: list[MCPServer] = self._account_get(endpoints.MCP_SERVERS, list[MCPServer])
+        return result
+
+    def get_text_normalizations(self) -> list[TextNormalizationConfig]:
+        """The account's text-normalization rulesets."""
+        result: list[TextNormalizationConfig] = self._account_get(
+            endpoints.TEXT_NORMALIZATIONS, list[TextNormalizationConfig]
+        )
+        return result
+
+    def get_text_normalization(self, config_id: str) -> TextNormalizationDownload:
+        """Where to download one text-normalization ruleset (``file_url``, a pre-signed CSV URL)."""
+        path = endpoints.text_normalization_download(_require_text("config_id", config_id))
+        result: TextNormalizationDownload = self._account_get(path, TextNormalizationDownload)
+        return result
+
+    def get_all_settings(self) -> AllSettings:
+        """The nine settings lists, fetched concurrently.
+
+        A failure of the text-normalization list alone is tolerated (it becomes ``[]``); any other
+        failure is raised (the first in the order of the ``AllSettings`` fields).
+        """
+        self._rest.require_api_key()  # one clear error rather than nine
+        calls: dict[str, Callable[[], list[Any]]] = {
+            "llms": self.get_llms,
+            "tts_types": self.get_ttss,
+            "stt_types": self.get_stts,
+            "model_styles": self.get_model_styles,
+            "prompts": self.get_prompts,
+            "documents": self.get_documents,
+            "background_images": self.get_background_images,
+            "mcp_servers": self.get_mcp_servers,
+            "text_normalizations": self.get_text_normalizations,
+        }
+        pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(calls), thread_name_prefix="perso-settings"
+        )
+        try:
+            futures = {name: pool.submit(call) for name, call in calls.items()}
+            results: dict[str, list[Any]] = {}
+            for name, future in futures.items():
+                try:
+                    results[name] = future.result()
+                except PersoError:
+                    if name != "text_normalizations":
+                        raise
+                    results[name] = []
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return AllSettings(
+            llms=results["llms"],
+            tts_types=results["tts_types"],
+            stt_types=results["stt_types"],
+            model_styles=results["model_styles"],
+            prompts=results["prompts"],
+            documents=results["documents"],
+            background_images=results["background_images"],
+            mcp_servers=results["mcp_servers"],
+            text_normalizations=results["text_normalizations"],
+        )
+
+    def get_intro_message(self, prompt_id: str) -> str:
+        """The ``intro_message`` of the prompt ``prompt_id`` (``""`` when it has none).
+
+        Raises ``ApiError(404, "not_found", ..., "prompt_id")`` when no prompt has that id.
+        """
+        _require_text("prompt_id", prompt_id)
+        for prompt in self.get_prompts():
+            if prompt.prompt_id == prompt_id:
+                return prompt.intro_message or ""
+        raise ApiError(404, "not_found", f"Prompt {prompt_id!r} was not found", "prompt_id")
+
+    # -- session templates ---------------------------------------------------------------------
+
+    def get_session_templates(self) -> list[SessionTemplate]:
+        """The account's session templates."""
+        result: list[SessionTemplate] = self._account_get(
+            endpoints.SESSION_TEMPLATES, list[SessionTemplate]
+        )
+        return result
+
+    def get_session_template(self, session_template_id: str) -> SessionTemplate:
+        """One session template by its ``sessiontemplate_id``."""
+        path = endpoints.session_template(_require_text("session_template_id", session_template_id))
+        result: SessionTemplate = self._account_get(path, SessionTemplate)
+        return result
+
+    # -- creating a session id -----------------------------------------------------------------
+
+    def create_session_id(
+        self,
+        *,
+        params: SessionParams | Mapping[str, Any] | None = None,
+        session_template_id: str | None = None,
+    ) -> str:
+        """Create a session id: from ``params`` (Form A) or from a session template (Form B).
+
+        Exactly one of the two must be given. ``params`` may be a ``SessionParams`` or a dict of
+        the same keys (validated the same way, before any request). Form B fetches the template
+        and refuses one whose model style is not for ``webrtc`` with ``UnsupportedTemplateError``
+        (no session is created). Server errors are raised as ``SessionCreationError`` or its
+        subclasses ``DoesNotExistError`` / ``NotInOrganizationError``.
+        """
+        if (params is None) == (session_template_id is None):
+            raise InvalidInputError(
+                "create_session_id needs exactly one of params=... or session_template_id=..."
+            )
+        self._rest.require_api_key()
+        try:
+            if params is not None:
+                resolved = (
+                    params
+                    if isinstance(params, SessionParams)
+                    else SessionParams.from_mapping(params)
+                )
+            else:
+                assert session_template_id is not None
+                template = self.get_session_template(session_template_id)
+                resolved = session_params_from_template(template)
+            body = unstructure(resolved)
+            body["capability"] = [str(name) for name in resolved.capabilities()]
+            answer = self._rest.post(endpoints.SESSIONS, account=True, json_body=body)
+        except ApiError as exc:
+            mapped = SessionCreationError.from_api_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+        session_id = answer.get("session_id") if isinstance(answer, dict) else None
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidResponseError(
+                f"POST {endpoints.SESSIONS} answered without a session_id: {answer!r}"[:300]
+            )
+        return session_id
+
+    # -- session-scoped calls (no API key) -----------------------------------------------------
+
+    def get_session_info(self, session_id: str) -> SessionInfo:
+        """The state of a session: status, capabilities, termination reason, ..."""
+        path = endpoints.session_info(_require_text("session_id", session_id))
+        data = self._rest.get(path, account=False)
+        result: SessionInfo = structure(data, SessionInfo, what=f"GET {path}")
+        return result
+
+    def get_ice_servers(self, session_id: str) -> list[dict[str, Any]]:
+        """The ICE servers (RTCIceServer dicts: ``urls``, ``username``?, ``credential``?)."""
+        path = endpoints.ice_servers(_require_text("session_id", session_id))
+        data = self._rest.get(path, account=False)
+        servers = data.get("ice_servers") if isinstance(data, dict) else None
+        if not isinstance(servers, list) or not all(isinstance(item, dict) for item in servers):
+            raise InvalidResponseError(
+                f"GET {path} answered without an ice_servers list of objects", 200
+            )
+        return [dict(item) for item in servers]
+
+    def exchange_sdp(self, session_id: str, offer: Mapping[str, str]) -> dict[str, str]:
+        """Send the WebRTC offer; returns the server's answer ``{"type": "answer", "sdp": ...}``."""
+        path = endpoints.exchange(_require_text("session_id", session_id))
+        if not isinstance(offer, Mapping):
+            raise InvalidInputError(f"offer must be a dict with type and sdp, got {offer!r}")
+        data = self._rest.post(path, account=False, json_body={"client_sdp": dict(offer)})
+        answer = data.get("server_sdp") if isinstance(data, dict) else None
+        if not isinstance(answer, dict) or not isinstance(answer.get("sdp"), str):
+            raise InvalidResponseError(f"POST {path} answered without a server_sdp object", 200)
+        return {str(key): value for key, value in answer.items()}
+
+    def create_session_event(
+        self, session_id: str, event: SessionEvent | str, detail: str = ""
+    ) -> None:
+        """Report a session event (``SESSION_START``, ``SESSION_DURING``, ...) with a detail."""
+        path = endpoints.session_event(_require_text("session_id", session_id))
+        _require_text("event", event)
+        if not isinstance(detail, str):
+            raise InvalidInputError(f"detail must be a string, got {detail!r}")
+        self._rest.post(path, account=False, json_body={"detail": detail, "event": str(event)})
+
+    def log_session_event(
+        self, session_id: str, detail: str | Mapping[str, Any] | None = None
+    ) -> None:
+        """Post a ``SESSION_LOG`` event; a dict detail is sent as its JSON text, None as ``""``."""
+        if detail is None:
+            text = ""
+        elif isinstance(detail, Mapping):
+            try:
+                text = json.dumps(detail, ensure_ascii=False, separators=(",", ":"))
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"detail cannot be written as JSON: {exc}") from exc
+        elif isinstance(detail, str):
+            text = detail
+        else:
+            raise InvalidInputError(f"detail must be a string, a dict or None, got {detail!r}")
+        self.create_session_event(session_id, SessionEvent.SESSION_LOG, text)
+
+    def make_tts(
+        self,
+        session_id: str,
+        text: str,
+        locale: str | None = None,
+        output_format: str | None = None,
+    ) -> TTSAudio:
+        """Synthesize ``text``; the result's ``audio`` is base64 (WAV or MP3). Raw call: no emoji
+        filtering, no decoding (``Session.process_tts`` does those)."""
+        path = endpoints.tts(_require_text("session_id", session_id))
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text must be a string, got {text!r}")
+        body: dict[str, Any] = {"text": text}
+        if locale is not None:
+            body["locale"] = _require_text("locale", locale)
+        if output_format is not None:
+            body["output_format"] = _require_text("output_format", output_format)
+        data = self._rest.post(path, account=False, json_body=body)
+        result: TTSAudio = structure(data, TTSAudio, what=f"POST {path}")
+        return result
+
+    def transcribe(self, session_id: str, wav: bytes, language: str | None = None) -> STTResponse:
+        """Speech-to-text of a WAV file (sent as multipart field ``audio``, ``audio.wav``)."""
+        path = endpoints.stt(_require_text("session_id", session_id))
+        if not isinstance(wav, (bytes, bytearray, memoryview)):
+            raise InvalidInputError(f"wav must be bytes, got {type(wav).__name__}")
+        data = {"language": _require_text("language", language)} if language is not None else None
+        answer = self._rest.post(
+            path,
+            account=False,
+            files={"audio": ("audio.wav", bytes(wav), "audio/wav")},
+            data=data,
+        )
+        result: STTResponse = structure(answer, STTResponse, what=f"POST {path}")
+        return result
+
+    def create_session(
+        self,
+        session_id: str,
+        width: int,
+        height: int,
+        client_tools: Sequence[Any] = (),
+        **options: Any,
+    ) -> Session:
+        """Open a live session (WebRTC avatar, LLM, TTS, STT) for ``session_id``.
+
+        ``options`` go to ``Session._open`` (``connect_timeout``, ``ping_timeout``, ...). This is
+        the first call that loads aiortc.
+        """
+        from perso_sync.session import Session
+
+        return Session._open(
+            self,
+            session_id,
+            width=width,
+            height=height,
+            client_tools=client_tools,
+            **options,
+        )
+
+
+def session_params_from_template(template: SessionTemplate) -> SessionParams:
+    """Map a session template to ``SessionParams`` (Form B, PROTOCOL §3).
+
+    Raises ``UnsupportedTemplateError`` when its model style is not for ``webrtc``.
+    """
+    platform = template.model_style.platform_type
+    if platform != "webrtc":
+        raise UnsupportedTemplateError(
+            f"session template {template.sessiontemplate_id!r} has model_style.platform_type="
+            f"{platform!r}; only 'webrtc' templates can create a session here"
+        )
+    kwargs: dict[str, Any] = {
+        "using_stf_webrtc": template.has_capability(CapabilityName.STF_WEBRTC),
+        "model_style": template.model_style.name,
+        "prompt": template.prompt.prompt_id,
+    }
+    if template.document is not None:
+        kwargs["document"] = template.document.document_id
+    if template.background_image is not None:
+        kwargs["background_image"] = template.background_image.backgroundimage_id
+    if template.mcp_servers:
+        kwargs["mcp_servers"] = [server.mcpserver_id for server in template.mcp_servers]
+    for capability, field, value in (
+        (CapabilityName.LLM, "llm_type", template.llm_type),
+        (CapabilityName.TTS, "tts_type", template.tts_type),
+        (CapabilityName.STT, "stt_type", template.stt_type),
+    ):
+        if value is not None and template.has_capability(capability):
+            kwargs[field] = value.name
+    if template.text_normalization_config is not None:
+        kwargs["text_normalization_config"] = (
+            template.text_normalization_config.textnormalizationconfig_id
+        )
+    if template.stt_text_normalization_config is not None:
+        kwargs["stt_text_normalization_config"] = (
+            template.stt_text_normalization_config.textnormalizationconfig_id
+        )
+    for field in _LOCALE_FIELDS:
+        kwargs[field] = getattr(template, field)  # NOT_GIVEN stays absent, None stays null
+    for field in ("padding_left", "padding_top", "padding_height"):
+        value = getattr(template, field)
+        if value is not None:
+            kwargs[field] = value
+    return SessionParams(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Module-level functions, mirroring the JavaScript SDK's exports. Each builds a short-lived
+# client (closed afterwards, except by create_session whose Session keeps using it).
+
+
+def _with_client(
+    api_key: str | None, api_server: str | None, call: Callable[[PersoClient], T]
+) -> T:
+    with PersoClient(api_key=api_key, api_server=api_server) as client:
+        return call(client)
+
+
+def create_session_id(
+    *,
+    api_key: str | None = None,
+    params: SessionParams | Mapping[str, Any] | None = None,
+    session_template_id: str | None = None,
+    api_server: str | None = None,
+) -> str:
+    """Create a session id (see ``PersoClient.create_session_id``)."""
+    return _with_client(
+        api_key,
+        api_server,
+        lambda client: client.create_session_id(
+            params=params, session_template_id=session_template_id
+        ),
+    )
+
+
+def get_llms(*, api_key: str | None = None, api_server: str | None = None) -> list[LLMType]:
+    """The LLM types the account may use."""
+    return _with_client(api_key, api_server, PersoClient.get_llms)
+
+
+def get_ttss(*, api_key: str | None = None, api_server: str | None = None) -> list[TTSType]:
+    """The text-to-speech voices the account may use."""
+    return _with_client(api_key, api_server, PersoClient.get_ttss)
+
+
+def get_stts(*, api_key: str | None = None, api_server: str | None = None) -> list[STTType]:
+    """The speech-to-text engines the account may use."""
+    return _with_client(api_key, api_server, PersoClient.get_stts)
+
+
+def get_model_styles(
+    *, api_key: str | None = None, api_server: str | None = None
+) -> list[ModelStyle]:
+    """The avatar model styles available over WebRTC."""
+    return _with_client(api_key, api_server, PersoClient.get_model_styles)
+
+
+def get_prompts(*, api_key: str | None = None, api_server: str | None = None) -> list[Prompt]:
+    """The account's prompts."""
+    return _with_client(api_key, api_server, PersoClient.get_prompts)
+
+
+def get_documents(*, api_key: str | None = None, api_server: str | None = None) -> list[Document]:
+    """The account's knowledge documents."""
+    return _with_client(api_key, api_server, PersoClient.get_documents)
+
+
+def get_background_images(
+    *, api_key: str | None = None, api_server: str | None = None
+) -> list[BackgroundImage]:
+    """The account's background images."""
+    return _with_client(api_key, api_server, PersoClient.get_background_images)
+
+
+def get_mcp_servers(
+    *, api_key: str | None = None, api_server: str | None = None
+) -> list[MCPServer]:
+    """The remote MCP servers the account may attach to a session."""
+    return _with_client(api_key, api_server, PersoClient.get_mcp_servers)
+
+
+def get_text_normalizations(
+    *, api_key: str | None = None, api_server: str | None = None
+) -> list[TextNormalizationConfig]:
+    """The account's text-normalization rulesets."""
+    return _with_client(api_key, api_server, PersoClient.get_text_normalizations)
+
+
+def get_text_normalization(
+    *, config_id: str, api_key: str | None = None, api_server: str | None = None
+) -> TextNormalizationDownload:
+    """Where to download one text-normalization ruleset."""
+    return _with_client(
+        api_key, api_server, lambda client: client.get_text_normalization(config_id)
+    )
+
+
+def get_all_settings(*, api_key: str | None = None, api_server: str | None = None) -> AllSettings:
+    """The nine settings lists, fetched concurrently (see ``PersoClient.get_all_settings``)."""
+    return _with_client(api_key, api_server, PersoClient.get_all_settings)
+
+
+def get_intro_message(
+    *, prompt_id: str, api_key: str | None = None, api_server: str | None = None
+) -> str:
+    """The intro message of one prompt (``ApiError`` 404 when there is no such prompt)."""
+    return _with_client(api_key, api_server, lambda client: client.get_intro_message(prompt_id))
+
+
+def get_session_templates(
+    *, api_key: str | None = None, api_server: str | None = None
+) -> list[SessionTemplate]:
+    """The account's session templates."""
+    return _with_client(api_key, api_server, PersoClient.get_session_templates)
+
+
+def get_session_template(
+    *, session_template_id: str, api_key: str | None = None, api_server: str | None = None
+) -> SessionTemplate:
+    """One session template."""
+    return _with_client(
+        api_key, api_server, lambda client: client.get_session_template(session_template_id)
+    )
+
+
+def get_session_info(*, session_id: str, api_server: str | None = None) -> SessionInfo:
+    """The state of a session (no API key needed)."""
+    return _with_client(None, api_server, lambda client: client.get_session_info(session_id))
+
+
+def make_tts(
+    *,
+    session_id: str,
+    text: str,
+    locale: str | None = None,
+    output_format: str | None = None,
+    api_server: str | None = None,
+) -> TTSAudio:
+    """Synthesize speech in a session (no API key needed); ``audio`` is base64."""
+    return _with_client(
+        None,
+        api_server,
+        lambda client: client.make_tts(session_id, text, locale, output_format),
+    )
+
+
+def create_session(
+    *,
+    session_id: str,
+    width: int,
+    height: int,
+    client_tools: Sequence[Any] = (),
+    api_server: str | None = None,
+    **options: Any,
+) -> Session:
+    """Open a live session for ``session_id`` (see ``PersoClient.create_session``)."""
+    client = PersoClient(api_server=api_server)
+    return client.create_session(
+        session_id, width=width, height=height, client_tools=client_tools, **options
+    )
