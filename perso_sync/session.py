@@ -1,0 +1,1403 @@
+"""The sync ``Session`` facade: one live conversation with an AI human.
+
+A :class:`Session` is made by :meth:`perso_sync.PersoClient.create_session` (PROTOCOL.md §5) and
+is either
+
+- a **WebRTC session** (the session's capability has ``STF_ONPREMISE`` or ``STF_WEBRTC``): an
+  aiortc peer connection run by :class:`perso_sync._webrtc.WebRtcCore` on the runtime loop, with
+  the ``message`` channel, the avatar's audio/video, pings and the liveness watchdog; or
+- a **REST-only session**: no WebRTC at all, ``SESSION_START`` then a ``SESSION_DURING``
+  heartbeat; the LLM, TTS and STT calls work, avatar speech does not.
+
+Everything here is a thin, blocking layer: REST calls run in the caller's thread, async work is
+handed to the runtime loop (:func:`perso_sync._runtime.get_runtime`), chat states come from the
+pure :class:`perso_sync._chat_state.ChatStateMachine`, and user callbacks go through one
+:class:`perso_sync._runtime.CallbackDispatcher` per session (in order, off the loop thread).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import concurrent.futures
+import contextlib
+import datetime as _dt
+import io
+import itertools
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+
+import attrs
+
+from perso_sync.errors import (
+    ApiError,
+    InvalidInputError,
+    InvalidResponseError,
+    PersoConnectionError,
+    PersoError,
+    PersoTimeoutError,
+    RecordingError,
+    SessionClosedError,
+    STFError,
+    STTError,
+    TTSDecodeError,
+    TTSError,
+)
+from perso_sync.models import Chat, ChatState, SessionEvent
+
+if TYPE_CHECKING:
+    import anyio
+    import av
+
+    from perso_sync._chat_state import ChatStateMachine
+    from perso_sync._runtime import CallbackDispatcher, Runtime, SyncStream
+    from perso_sync._webrtc import CoreOptions, WebRtcCore
+    from perso_sync.audio import WavRecorder
+    from perso_sync.client import PersoClient
+    from perso_sync.llm import AbortSignal, ChatTool, LlmProcessor, LlmStream
+    from perso_sync.models import STTResponse
+
+__all__ = ["CloseStatus", "MediaRecording", "Session"]
+
+_log = logging.getLogger("perso_sync.session")
+
+#: Seconds a blocking hop onto the loop may take for a quick operation (a send, a state reset).
+_LOOP_CALL_TIMEOUT = 10.0
+#: Extra seconds granted to the loop side beyond the core's own connect / close / upload bounds.
+_LOOP_CALL_MARGIN = 5.0
+#: Seconds ``process_stf`` waits for its queued ``progress`` callbacks before returning.
+_PROGRESS_FLUSH_TIMEOUT = 5.0
+#: Whole-transfer bound of one STF upload (PROTOCOL.md §8).
+_STF_UPLOAD_TIMEOUT = 30.0
+#: Bytes read from an STF file to sniff its type (RIFF / ID3 / MP3 frame sync).
+_SNIFF_BYTES = 16
+
+_WEBRTC_CAPABILITIES = frozenset({"STF_ONPREMISE", "STF_WEBRTC"})
+_LOST = (408, "Request Timeout")
+_MANUAL = (200, "OK")
+_SPEECH_END = (".", "?", "!")
+
+
+@attrs.frozen
+class CloseStatus:
+    """Where a session stands: ``live`` while open; once closed, ``code``/``reason`` say how.
+
+    ``CloseStatus(True, None, None)`` while open; ``CloseStatus(False, 200, "OK")`` after
+    :meth:`Session.stop_session`; ``CloseStatus(False, 408, "Request Timeout")`` when the session
+    was lost (no server ping within ``ping_timeout``, connection failed, heartbeat failed).
+    """
+
+    live: bool
+    code: int | None = None
+    reason: str | None = None
+
+
+class MediaRecording:
+    """A running recording of the avatar's media, returned by :meth:`Session.record`.
+
+    ``stop()`` finalizes the file (idempotent); the recording also stops when the session
+    closes. Usable as a context manager: leaving the block stops it.
+    """
+
+    def __init__(self, session: Session, path: str) -> None:
+        self._session = session
+        self._path = path
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        """The file being written."""
+        return self._path
+
+    @property
+    def active(self) -> bool:
+        """True until :meth:`stop` ran or the session closed."""
+        return not self._stopped and not self._session.closed
+
+    def stop(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
+        """Stop recording and finalize the file; no-op when already stopped or closed."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._session._stop_recording(timeout)
+
+    def __enter__(self) -> MediaRecording:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"MediaRecording(path={self._path!r}, active={self.active})"
+
+
+class _Hooks:
+    """Loop-side hooks of the WebRTC core; forwards to the session (never blocks)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
+        self._session._on_server_message(msg_type, data)
+
+    def on_closed(self, manual: bool, code: int, reason: str) -> None:
+        self._session._finish_close(manual, code, reason)
+
+
+class Session:
+    """A live session with an AI human (use :meth:`perso_sync.PersoClient.create_session`).
+
+    Usable as a context manager: leaving the ``with`` block calls :meth:`stop_session`.
+
+    **Threads.** A session may be shared by several threads:
+
+    - Every public method is thread-safe. The chat-state machine, the chat log and the callback
+      lists are guarded by one lock that is held only for bookkeeping, never during I/O or
+      while a user callback runs.
+    - These may run concurrently from several threads: :meth:`process_chat`,
+      :meth:`process_llm` (each returns its own stream), :meth:`process_ttstf`,
+      :meth:`process_tts`, :meth:`transcribe_audio`, :meth:`transcribe_audio_detailed`,
+      :meth:`process_stf` (each upload has its own ``file`` channel), :meth:`clear_buffer`,
+      :meth:`change_size`, :meth:`set_template`, :meth:`log_session_event`,
+      :meth:`wait_until_idle`, :meth:`frames` (several iterators may run at once) and the
+      subscribe / callback registration methods. Two concurrent ``process_chat`` turns both
+      run; their text goes to the avatar in the order it arrives, and each turn's history is
+      appended when that turn finishes.
+    - One STT recording at a time: :meth:`start_process_stt` / :meth:`stop_process_stt` are
+      serialised by a lock, and a second start while recording raises :class:`RecordingError`.
+      Likewise one :meth:`record` at a time.
+    - :meth:`stop_session` may be called from any thread, at any time, several times; it
+      cancels running chat turns (their callers get :class:`SessionClosedError`) and waits for
+      the connection to close.
+    - Callbacks (chat states, chat log, on_close, error handler, STT result, STF progress) run
+      in submission order on a worker thread, never on the runtime's loop thread, so a slow
+      callback never delays pings. Calling session methods from a callback is fine;
+      :meth:`wait_until_idle` and :meth:`process_chat` from a callback block only that
+      session's later callbacks.
+    - Never call blocking methods from the runtime's loop thread (inside an async
+      ``ChatTool.call``): that raises :class:`perso_sync.errors.RuntimeUsageError`.
+
+    **After close** (:attr:`closed` is True) every method raises :class:`SessionClosedError`,
+    except :attr:`session_id`, :meth:`get_session_id`, :attr:`closed`, :attr:`close_status`,
+    :meth:`get_message_history`, :attr:`last_recorded_audio_file`, :meth:`is_stt_recording`
+    and :meth:`stop_session` (a no-op then).
+    """
+
+    # ------------------------------------------------------------------ construction
+
+    def __init__(
+        self,
+        *,
+        client: PersoClient,
+        session_id: str,
+        width: int,
+        height: int,
+        client_tools: Sequence[ChatTool],
+        ping_timeout: float,
+        heartbeat_interval: float,
+    ) -> None:
+        """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
+        from perso_sync._chat_state import ChatStateMachine
+        from perso_sync._runtime import CallbackDispatcher, get_runtime
+        from perso_sync.llm import LlmProcessor
+
+        self._client = client
+        self._session_id = session_id
+        self._width = width
+        self._height = height
+        self._ping_timeout = ping_timeout
+        self._heartbeat_interval = heartbeat_interval
+        self._runtime: Runtime = get_runtime()
+
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._machine: ChatStateMachine = ChatStateMachine()
+        self._chat_log: list[Chat] = []
+        self._ids = itertools.count()
+        self._state_subscribers: dict[int, Callable[[frozenset[ChatState]], object]] = {}
+        self._log_subscribers: dict[int, Callable[[list[Chat]], object]] = {}
+        self._close_callbacks: dict[int, Callable[[bool], object]] = {}
+        self._error_handler: Callable[[BaseException], object] | None = None
+        self._stt_callback: Callable[[str], object] | None = None
+        self._dispatcher: CallbackDispatcher = CallbackDispatcher(on_error=self._on_callback_error)
+
+        self._processor: LlmProcessor = LlmProcessor(
+            api_server=client.api_server,
+            session_id=session_id,
+            client_tools=list(client_tools),
+        )
+
+        self._core: WebRtcCore | None = None
+        self._closing = False
+        self._closed = False
+        self._closed_event = threading.Event()
+        self._close_status = CloseStatus(True)
+        self._tasks: set[concurrent.futures.Future[Any]] = set()
+        # Loop-side objects: touched only on the runtime's loop thread.
+        self._timer_wake: anyio.Event | None = None
+        self._turn_scopes: set[anyio.CancelScope] = set()
+
+        self._stt_lock = threading.Lock()
+        self._stt_recorder: WavRecorder | None = None
+        self._stt_pending: bytes | None = None
+        self._stt_timer: concurrent.futures.Future[None] | None = None
+        self._last_recorded: bytes | None = None
+        self._recording: MediaRecording | None = None
+
+    @classmethod
+    def _open(
+        cls,
+        client: PersoClient,
+        session_id: str,
+        *,
+        width: int,
+        height: int,
+        client_tools: Iterable[ChatTool] = (),
+        connect_timeout: float = 5.0,
+        ping_timeout: float = 30.0,
+        heartbeat_interval: float = 10.0,
+        receive_video: bool = True,
+    ) -> Session:
+        """Open a session (PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
+
+        REST calls (session info, ICE servers, ``SESSION_START``) run in the caller's thread;
+        the WebRTC handshake runs on the runtime loop. ``connect_timeout``: seconds until the
+        connection is ready, else :class:`perso_sync.errors.Timeout`. ``ping_timeout``: seconds
+        without a server ping before the session is closed as lost. ``heartbeat_interval``:
+        seconds between ``SESSION_DURING`` events of a REST-only session. ``receive_video``:
+        ``False`` skips video decoding (no frames, no ``video_track``), which saves most of an
+        idle session's CPU. A failure half-way closes everything opened so far.
+        """
+        if not isinstance(session_id, str) or not session_id.strip():
+            raise InvalidInputError("session_id must be a non-empty string")
+        _check_size(width, height)
+        _check_positive("connect_timeout", connect_timeout)
+        _check_positive("ping_timeout", ping_timeout)
+        _check_positive("heartbeat_interval", heartbeat_interval)
+        tools = list(client_tools)
+
+        info = client.get_session_info(session_id)
+        capabilities = {str(getattr(cap.name, "value", cap.name)) for cap in info.capability}
+        session = cls(
+            client=client,
+            session_id=session_id,
+            width=width,
+            height=height,
+            client_tools=tools,
+            ping_timeout=ping_timeout,
+            heartbeat_interval=heartbeat_interval,
+        )
+        try:
+            if capabilities & _WEBRTC_CAPABILITIES:
+                ice_servers = client.get_ice_servers(session_id)
+                session._connect(ice_servers, connect_timeout, receive_video)
+            else:
+                client.create_session_event(session_id, SessionEvent.SESSION_START)
+                session._spawn(session._heartbeat)
+        except BaseException:
+            session._abandon()
+            raise
+        from perso_sync._runtime import register_closable
+
+        register_closable(session)
+        return session
+
+    def _connect(
+        self, ice_servers: list[dict[str, Any]], connect_timeout: float, receive_video: bool
+    ) -> None:
+        from perso_sync._webrtc import CoreOptions
+
+        options = CoreOptions(
+            connect_timeout=connect_timeout,
+            ping_timeout=self._ping_timeout,
+            receive_video=receive_video,
+        )
+        self._core = self._runtime.call(
+            self._connect_on_loop,
+            ice_servers,
+            options,
+            timeout=connect_timeout + _LOOP_CALL_MARGIN,
+        )
+        self._spawn(self._speaking_timer)
+
+    async def _connect_on_loop(
+        self, ice_servers: list[dict[str, Any]], options: CoreOptions
+    ) -> WebRtcCore:
+        import anyio
+
+        from perso_sync._runtime import run_sync_off_loop
+        from perso_sync._webrtc import WebRtcCore
+
+        self._timer_wake = anyio.Event()
+        client, session_id = self._client, self._session_id
+
+        async def exchange(offer: dict[str, str]) -> dict[str, str]:
+            # A blocking requests call: it must not run on the loop thread.
+            return await run_sync_off_loop(client.exchange_sdp, session_id, offer)
+
+        return await WebRtcCore.connect(
+            ice_servers=ice_servers,
+            exchange=exchange,
+            width=self._width,
+            height=self._height,
+            hooks=_Hooks(self),
+            options=options,
+        )
+
+    def _abandon(self) -> None:
+        # Opening failed half-way: the core (if any) was closed by connect itself; stop our
+        # own jobs without telling on_close subscribers (there are none yet).
+        with self._lock:
+            self._closing = True
+            self._closed = True
+            self._close_status = CloseStatus(False, *_LOST)
+        self._cancel_tasks()
+        self._dispatcher.close()
+        self._closed_event.set()
+        core = self._core
+        if core is not None and not core.closed:
+            with contextlib.suppress(PersoError):
+                self._runtime.call(core.close, timeout=_LOOP_CALL_TIMEOUT)
+
+    # ------------------------------------------------------------------ identity and status
+
+    @property
+    def session_id(self) -> str:
+        """The session id this session was opened with."""
+        return self._session_id
+
+    def get_session_id(self) -> str:
+        """The session id (the JS ``getSessionId()``)."""
+        return self._session_id
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is closed (by :meth:`stop_session` or lost)."""
+        return self._closed
+
+    @property
+    def close_status(self) -> CloseStatus:
+        """``CloseStatus(live, code, reason)``; see :class:`CloseStatus`."""
+        return self._close_status
+
+    @property
+    def uses_webrtc(self) -> bool:
+        """True for a WebRTC session, False for a REST-only session."""
+        return self._core is not None
+
+    def __repr__(self) -> str:
+        kind = "webrtc" if self._core is not None else "rest-only"
+        state = "closed" if self._closed else "open"
+        return f"Session(session_id={self._session_id!r}, {kind}, {state})"
+
+    def __enter__(self) -> Session:
+        self._ensure_open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_session()
+
+    # ------------------------------------------------------------------ LLM and speech
+
+    def process_llm(
+        self,
+        message: str,
+        tools: Sequence[ChatTool] | None = None,
+        abort: AbortSignal | None = None,
+    ) -> LlmStream:
+        """Stream one LLM turn as chunks, with no avatar speech, chat log or chat states.
+
+        Returns an :class:`perso_sync.llm.LlmStream` (iterator, context manager, ``close()``)
+        of ``MessageChunk`` / ``ToolCallChunk`` / ``ToolResultChunk`` / ``ErrorChunk``.
+        ``tools`` overrides the session's client tools for this turn; ``abort`` cancels it.
+        Works on REST-only sessions too. Empty-after-trim messages raise
+        :class:`InvalidInputError` before any request.
+        """
+        self._ensure_open()
+        return self._processor.process_llm(message, tools=tools, abort=abort)
+
+    def process_chat(self, message: str, *, timeout: float | None = None) -> str:
+        """Send ``message`` to the LLM and make the avatar speak the answer; return its text.
+
+        Blocks until the turn is done (tool calls included). The user message and the finished
+        answer go to the chat log; every text delta goes to the avatar as ``ttstf`` at once
+        (ANALYZING +1 each); the LLM state is on during the turn. On a REST-only session the
+        answer is returned and logged but not spoken.
+
+        Raises :class:`InvalidInputError` for an empty-after-trim message (no request),
+        :class:`perso_sync.errors.LLMError` when the turn fails (also given to the error
+        handler), :class:`SessionClosedError` when the session is or gets closed, and
+        :class:`PersoTimeoutError` after ``timeout`` seconds (the turn is then cancelled).
+        If :meth:`clear_buffer` cancels the turn, returns the text received until then.
+        """
+        self._ensure_open()
+        _check_message(message)
+        try:
+            return self._runtime.call(self._chat_turn, message, timeout=timeout)
+        except SessionClosedError:
+            raise
+        except PersoError as exc:
+            if not isinstance(exc, PersoTimeoutError):
+                self._report_error(exc)
+            raise
+
+    def process_ttstf(self, message: str) -> None:
+        """Make the avatar speak ``message`` as is (text-to-speech-to-face).
+
+        Emoji are removed; the text is sent as ``ttstf`` (ANALYZING +1), then added to the
+        message history as an assistant message and to the chat log. Raises
+        :class:`InvalidInputError` when empty after trimming, :class:`STFError` on a REST-only
+        session.
+        """
+        text = self._speech_text(message)
+        self._call_loop(self._speak, text)
+        self._processor.add_to_history({"role": "assistant", "type": "message", "content": text})
+        self._append_chat_log(text, is_user=False)
+
+    def process_custom_chat(self, message: str) -> None:
+        """Deprecated: use :meth:`process_ttstf`. Speaks ``message`` with no history or chat log
+        (ANALYZING / SPEAKING states only)."""
+        warnings.warn(
+            "process_custom_chat() is deprecated; use process_ttstf() and manage the history "
+            "with get_message_history()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        text = self._speech_text(message)
+        self._call_loop(self._speak, text)
+
+    def get_message_history(self) -> list[dict[str, Any]]:
+        """A copy of the LLM message history (``role`` / ``type`` / ``content`` entries)."""
+        return self._processor.get_history()
+
+    def clear_buffer(self) -> None:
+        """Stop the avatar: send ``clear-buffer``, cancel running chat turns, reset states.
+
+        Speech not started yet never starts; speech already started stops after its current
+        sentence. Every chat state goes idle.
+        """
+        self._ensure_open()
+        self._call_loop(self._clear_on_loop)
+
+    def change_size(self, width: int, height: int) -> None:
+        """Resize the rendered avatar (``change-size``). WebRTC sessions only."""
+        self._ensure_open()
+        _check_size(width, height)
+        self._call_loop(self._send_on_loop, "change-size", {"width": width, "height": height})
+        self._width, self._height = width, height
+
+    def set_template(self, model: str, dress: str) -> None:
+        """Switch the avatar's model and outfit (``set-template``). WebRTC sessions only."""
+        self._ensure_open()
+        for name, value in (("model", model), ("dress", dress)):
+            if not isinstance(value, str) or not value:
+                raise InvalidInputError(f"{name} must be a non-empty string")
+        self._call_loop(self._send_on_loop, "set-template", {"model": model, "dress": dress})
+
+    def log_session_event(self, detail: str | Mapping[str, Any] | None = None) -> None:
+        """Record a ``SESSION_LOG`` event (a mapping is sent as its JSON text)."""
+        self._ensure_open()
+        self._client.log_session_event(self._session_id, detail)
+
+    # ------------------------------------------------------------------ states and callbacks
+
+    def wait_until_idle(self, timeout: float | None = None) -> bool:
+        """Block until no chat state is active (the avatar finished speaking, no turn runs).
+
+        Returns True when idle, False after ``timeout`` seconds. Raises
+        :class:`SessionClosedError` if the session is or gets closed.
+        """
+        self._ensure_open()
+        with self._idle:
+            idle = self._idle.wait_for(
+                lambda: self._closed or not self._machine.active, timeout=timeout
+            )
+            if self._closed:
+                raise SessionClosedError(f"session {self._session_id} is closed")
+            return bool(idle)
+
+    @property
+    def chat_states(self) -> frozenset[ChatState]:
+        """The chat states active now (empty = idle)."""
+        with self._lock:
+            return self._machine.active
+
+    def get_chat_log(self) -> list[Chat]:
+        """A copy of the chat log (user and AI-human messages, oldest first)."""
+        with self._lock:
+            return list(self._chat_log)
+
+    def subscribe_chat_states(
+        self, callback: Callable[[frozenset[ChatState]], object]
+    ) -> Callable[[], None]:
+        """Call ``callback(active_states)`` on every change (empty set = idle).
+
+        Returns an unsubscribe function (idempotent).
+        """
+        return self._register(self._state_subscribers, callback)
+
+    def subscribe_chat_log(self, callback: Callable[[list[Chat]], object]) -> Callable[[], None]:
+        """Call ``callback(chat_log)`` with the whole log (a copy) whenever it grows.
+
+        Returns an unsubscribe function (idempotent).
+        """
+        return self._register(self._log_subscribers, callback)
+
+    def on_close(self, callback: Callable[[bool], object]) -> Callable[[], None]:
+        """Call ``callback(manual_closed)`` once when the session closes: True after
+        :meth:`stop_session`, False when lost. Returns a function removing the callback."""
+        return self._register(self._close_callbacks, callback)
+
+    def set_error_handler(self, callback: Callable[[BaseException], object]) -> Callable[[], None]:
+        """Receive errors of background work (chat turns, heartbeat, raising callbacks, TTS /
+        STT / STF failures; those are raised to the caller too). Replaces the previous handler;
+        returns a function removing it (only if it is still the current one)."""
+        self._ensure_open()
+        with self._lock:
+            self._error_handler = callback
+
+        def remove() -> None:
+            with self._lock:
+                if self._error_handler is callback:
+                    self._error_handler = None
+
+        return remove
+
+    def set_stt_result_callback(self, callback: Callable[[str], object]) -> Callable[[], None]:
+        """Legacy voice chat: receive the server's ``stt`` text instead of it going to
+        :meth:`process_chat`. Returns a function removing the callback."""
+        self._ensure_open()
+        with self._lock:
+            self._stt_callback = callback
+
+        def remove() -> None:
+            with self._lock:
+                if self._stt_callback is callback:
+                    self._stt_callback = None
+
+        return remove
+
+    # ------------------------------------------------------------------ closing
+
+    def stop_session(self, timeout: float = _LOOP_CALL_TIMEOUT) -> None:
+        """Close the session (code 200): ``on_close`` callbacks get ``True``.
+
+        Cancels running chat turns, stops recordings, closes the channels and the peer
+        connection. Idempotent; a call while another thread closes waits (up to ``timeout``)
+        for that close to finish.
+        """
+        with self._lock:
+            first = not self._closing
+            self._closing = True
+        if not first:
+            self._closed_event.wait(timeout)
+            return
+        core = self._core
+        if core is not None:
+            try:
+                self._runtime.call(core.close, timeout=timeout)
+            except PersoError as exc:  # includes the runtime stopping under us at exit
+                _log.warning("closing session %s: %s", self._session_id, exc)
+        # The core's on_closed hook normally did this already; a no-op then.
+        self._finish_close(True, *_MANUAL)
+
+    def _close_at_exit(self) -> None:
+        """Interpreter exit (runtime hook): close within a bounded time."""
+        self.stop_session(timeout=_LOOP_CALL_TIMEOUT / 2)
+
+    def _finish_close(self, manual: bool, code: int, reason: str) -> None:
+        # Any thread, idempotent: the first caller decides manual/code/reason.
+        with self._lock:
+            if self._closed:
+                return
+            self._closing = True
+            self._closed = True
+            self._close_status = CloseStatus(False, code, reason)
+            callbacks = list(self._close_callbacks.values())
+            self._close_callbacks.clear()
+            self._idle.notify_all()
+        for callback in callbacks:
+            self._dispatcher.submit(callback, manual)
+        # Callbacks already queued still run; nothing new is accepted.
+        self._dispatcher.close()
+        self._cancel_tasks()
+        self._cancel_turns()
+        self._stop_stt_recorder_quietly()
+        self._closed_event.set()
+        if not manual and self._core is None:
+            _log.warning("session %s lost: %s %s", self._session_id, code, reason)
+
+    def _cancel_tasks(self) -> None:
+        with self._lock:
+            tasks = list(self._tasks)
+            self._tasks.clear()
+            stt_timer, self._stt_timer = self._stt_timer, None
+        for future in tasks:
+            future.cancel()
+        if stt_timer is not None:
+            stt_timer.cancel()
+
+    def _cancel_turns(self) -> None:
+        if self._runtime.in_loop_thread():
+            self._cancel_turns_on_loop()
+            return
+        with contextlib.suppress(PersoError):  # the runtime stopped: no turn runs anymore
+            self._runtime.call_soon_threadsafe(self._cancel_turns_on_loop)
+
+    def _cancel_turns_on_loop(self) -> None:
+        for scope in list(self._turn_scopes):
+            scope.cancel()
+
+    def _stop_stt_recorder_quietly(self) -> None:
+        recorder = self._stt_recorder
+        if recorder is None or not recorder.is_recording():
+            return
+        if self._runtime.in_loop_thread():
+            # Stopping a recorder may block (it joins its reader); not on the loop.
+            with contextlib.suppress(PersoError):
+                self._runtime.start_soon(self._stop_recorder_off_loop, recorder)
+            return
+        self._stop_recorder(recorder)
+
+    async def _stop_recorder_off_loop(self, recorder: WavRecorder) -> None:
+        from perso_sync._runtime import run_sync_off_loop
+
+        await run_sync_off_loop(self._stop_recorder, recorder)
+
+    def _stop_recorder(self, recorder: WavRecorder) -> None:
+        with self._stt_lock:
+            if recorder.is_recording():
+                try:
+                    recorder.stop()
+                except PersoError as exc:
+                    _log.debug("stopping the STT recorder at close: %s", exc)
+
+    # ------------------------------------------------------------------ TTS / STT / STF
+
+    def process_tts(
+        self,
+        message: str,
+        resample: bool = False,
+        locale: str | None = None,
+        output_format: str | None = None,
+    ) -> bytes | None:
+        """Synthesize ``message`` to audio (WAV or MP3 bytes) without the avatar speaking.
+
+        Emoji are removed and the text trimmed; empty text returns ``None`` with no request.
+        A ``.`` is appended unless the text ends in ``.``, ``?`` or ``!``. The TTS state is on
+        during the call. With ``resample``, the audio becomes 16 kHz mono 16-bit WAV (the
+        original bytes are returned if conversion fails). Raises :class:`TTSError` (wrapping the
+        :class:`ApiError` or :class:`TTSDecodeError`), also given to the error handler.
+        """
+        from perso_sync._emoji import remove_emoji
+
+        self._ensure_open()
+        if not isinstance(message, str):
+            raise InvalidInputError("message must be a string")
+        text = remove_emoji(message).strip()
+        if not text:
+            return None
+        if not text.endswith(_SPEECH_END):
+            text += "."
+        self._apply_state(lambda machine: machine.set(ChatState.TTS, True))
+        try:
+            audio = self._synthesize(text, locale, output_format)
+        except TTSError as exc:
+            self._report_error(exc)
+            raise
+        finally:
+            self._apply_state(lambda machine: machine.set(ChatState.TTS, False))
+        if resample:
+            audio = _resample_or_keep(audio)
+        return audio
+
+    def _synthesize(self, text: str, locale: str | None, output_format: str | None) -> bytes:
+        try:
+            tts = self._client.make_tts(
+                self._session_id, text, locale=locale, output_format=output_format
+            )
+        except (ApiError, PersoConnectionError, PersoTimeoutError, InvalidResponseError) as exc:
+            raise TTSError(exc) from exc
+        encoded = tts.audio
+        if not isinstance(encoded, str):
+            raise TTSError(TTSDecodeError("Invalid Base64 audio data"))
+        try:
+            # Whitespace (line-wrapped base64) is allowed, as atob() allows it; nothing else.
+            audio = base64.b64decode("".join(encoded.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise TTSError(TTSDecodeError("Invalid Base64 audio data")) from exc
+        if not audio:
+            raise TTSError(TTSDecodeError("Empty audio data"))
+        return audio
+
+    def transcribe_audio(
+        self, audio: bytes | str | os.PathLike[str] | BinaryIO, language: str | None = None
+    ) -> str:
+        """Transcribe ``audio`` (bytes, a path or a binary file object) and return the text.
+
+        WAV is sent as is; other formats PyAV reads (MP3, OGG, FLAC, ...) are converted to
+        16 kHz mono WAV first. Something that is not audio raises
+        :class:`perso_sync.errors.AudioFormatError` before any request. A failed request raises
+        :class:`STTError` (also given to the error handler). ``language`` e.g. ``"ko"``.
+        """
+        return self.transcribe_audio_detailed(audio, language).text
+
+    def transcribe_audio_detailed(
+        self,
+        audio: bytes | str | os.PathLike[str] | BinaryIO,
+        language: str | None = None,
+    ) -> STTResponse:
+        """Like :meth:`transcribe_audio`, returning the whole ``STTResponse`` (``text``,
+        ``locale``, ``normalized_text``)."""
+        from perso_sync.audio import read_audio_input, to_stt_wav
+
+        self._ensure_open()
+        wav = to_stt_wav(read_audio_input(audio))
+        return self._transcribe_wav(wav, language)
+
+    def _transcribe_wav(self, wav: bytes, language: str | None) -> STTResponse:
+        try:
+            return self._client.transcribe(self._session_id, wav, language=language)
+        except (ApiError, PersoConnectionError, PersoTimeoutError, InvalidResponseError) as exc:
+            error = STTError(exc)
+            self._report_error(error)
+            raise error from exc
+
+    def start_process_stt(self, timeout: float | None = None, source: Any = None) -> None:
+        """Start recording the user's voice for STT (16 kHz mono WAV); RECORDING state on.
+
+        ``source``: a WAV/audio file path, an iterable of PCM frames or an aiortc audio track
+        (see :class:`perso_sync.WavRecorder`); ``None`` = the system microphone. ``timeout``
+        (seconds; the JS SDK takes milliseconds) stops recording by itself, keeping the audio
+        for :meth:`stop_process_stt`. Raises :class:`RecordingError` when already recording (or
+        audio from a timed-out recording is still pending) or when the source cannot be opened.
+        """
+        from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, WavRecorder
+
+        self._ensure_open()
+        if timeout is not None:
+            _check_positive("timeout", timeout)
+        with self._stt_lock:
+            current = self._stt_recorder
+            if current is not None and (current.is_recording() or self._stt_pending is not None):
+                raise RecordingError("STT recording is already in progress")
+            recorder = WavRecorder(channels=1, target_sample_rate=TTS_TARGET_SAMPLE_RATE)
+            recorder.start(source)
+            self._stt_recorder = recorder
+            self._stt_pending = None
+            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
+            if timeout is not None:
+                timer = self._runtime.spawn(self._stt_auto_stop, recorder, timeout)
+                with self._lock:
+                    self._stt_timer = timer
+
+    async def _stt_auto_stop(self, recorder: WavRecorder, timeout: float) -> None:
+        import anyio
+
+        from perso_sync._runtime import run_sync_off_loop
+
+        await anyio.sleep(timeout)
+        await run_sync_off_loop(self._auto_stop_stt, recorder)
+
+    def _auto_stop_stt(self, recorder: WavRecorder) -> None:
+        with self._stt_lock:
+            if self._stt_recorder is not recorder or not recorder.is_recording():
+                return
+            try:
+                self._stt_pending = recorder.stop()
+            except PersoError as exc:
+                self._report_error(exc)
+            finally:
+                self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
+
+    def stop_process_stt(self, language: str | None = None) -> str:
+        """Stop the STT recording, transcribe it and return the text.
+
+        The WAV is kept in :attr:`last_recorded_audio_file`. Raises :class:`RecordingError`
+        ("STT recording has not been started" / "STT recording is not in progress") and
+        :class:`STTError` when the request fails (also given to the error handler).
+        """
+        self._ensure_open()
+        with self._stt_lock:
+            recorder = self._stt_recorder
+            if recorder is None:
+                raise RecordingError("STT recording has not been started")
+            pending, self._stt_pending = self._stt_pending, None
+            with self._lock:
+                timer, self._stt_timer = self._stt_timer, None
+            if timer is not None:
+                timer.cancel()
+            if pending is not None:
+                wav = pending
+            elif recorder.is_recording():
+                try:
+                    wav = recorder.stop()
+                finally:
+                    self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
+            else:
+                raise RecordingError("STT recording is not in progress")
+            self._last_recorded = wav
+        return self._transcribe_wav(wav, language).text
+
+    def is_stt_recording(self) -> bool:
+        """True while recording, or when a timed-out recording waits for
+        :meth:`stop_process_stt`."""
+        recorder = self._stt_recorder
+        return recorder is not None and (recorder.is_recording() or self._stt_pending is not None)
+
+    @property
+    def last_recorded_audio_file(self) -> bytes | None:
+        """The WAV bytes of the last STT recording, or None before the first one."""
+        return self._last_recorded
+
+    def process_stf(
+        self,
+        file: bytes | str | os.PathLike[str] | BinaryIO,
+        format: str | None = None,
+        message: str = "",
+        progress: Callable[[int, int | None], object] | None = None,
+    ) -> str:
+        """Make the avatar lip-sync to an audio file (speech-to-face); return the file_ref.
+
+        ``file``: a path, bytes or a binary file object (read in 64 KiB chunks as it is sent,
+        never whole; a file object is read from its current position and not closed).
+        ``format``: ``wav``/``mp3`` or a MIME type; unknown or missing → the file's own type.
+        ``progress(sent_bytes, total_bytes_or_None)`` is called in order, off the loop, and
+        every call has run when this returns. ANALYZING goes up before the upload and back
+        down if it fails. Raises :class:`STFError` on a REST-only session ("processSTF requires
+        WebRTC (STF mode)") or when the upload fails (also given to the error handler).
+        """
+        from perso_sync.audio import normalize_audio_format, sniff_audio_format
+
+        self._ensure_open()
+        if self._core is None:
+            raise STFError("processSTF requires WebRTC (STF mode)")
+        if not isinstance(message, str):
+            raise InvalidInputError("message must be a string")
+        with _open_upload_source(file) as (reader, head, total):
+            fallback = sniff_audio_format(head) if head else None
+            audio_format = normalize_audio_format(format, fallback)
+            progress_hook = self._progress_hook(progress)
+            self._apply_state(lambda machine: machine.analyzing_up())
+            try:
+                file_ref = self._runtime.call(
+                    self._upload_on_loop,
+                    reader,
+                    total,
+                    progress_hook,
+                    audio_format,
+                    message,
+                    timeout=_STF_UPLOAD_TIMEOUT + _LOOP_CALL_MARGIN,
+                )
+            except BaseException as exc:
+                self._apply_state(lambda machine: machine.analyzing_down())
+                if isinstance(exc, STFError):
+                    self._report_error(exc)
+                raise
+        if progress is not None:
+            with contextlib.suppress(PersoError):
+                self._dispatcher.flush(_PROGRESS_FLUSH_TIMEOUT)
+        return file_ref
+
+    def _progress_hook(
+        self, progress: Callable[[int, int | None], object] | None
+    ) -> Callable[[int, int | None], None] | None:
+        if progress is None:
+            return None
+        dispatcher = self._dispatcher
+
+        def on_progress(sent: int, total: int | None) -> None:  # on the loop: hand it off
+            dispatcher.submit(progress, sent, total)
+
+        return on_progress
+
+    async def _upload_on_loop(
+        self,
+        reader: BinaryIO,
+        total: int | None,
+        progress: Callable[[int, int | None], None] | None,
+        audio_format: str,
+        message: str,
+    ) -> str:
+        core = self._require_core("process_stf")
+        file_ref = await core.upload_file(
+            reader, total=total, progress=progress, timeout=_STF_UPLOAD_TIMEOUT
+        )
+        core.send("stf", {"message": message, "file_ref": file_ref, "format": audio_format})
+        return file_ref
+
+    def start_voice_chat(self) -> None:
+        """Deprecated legacy voice chat: the server records uplink audio (``record-start``).
+        Use :meth:`start_process_stt`."""
+        warnings.warn(
+            "start_voice_chat() is deprecated; use start_process_stt()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self._ensure_open()
+        self._call_loop(self._send_on_loop, "record-start", {})
+        self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
+
+    def stop_voice_chat(self, language: str | None = None) -> None:
+        """Deprecated legacy voice chat: ``record-end-stt``; the server's ``stt`` text goes to
+        the STT result callback if set, else to :meth:`process_chat`. Use
+        :meth:`stop_process_stt`."""
+        warnings.warn(
+            "stop_voice_chat() is deprecated; use stop_process_stt()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self._ensure_open()
+        data: dict[str, Any] = {} if language is None else {"language": language}
+        self._call_loop(self._end_voice_chat_on_loop, data)
+
+    async def _end_voice_chat_on_loop(self, data: dict[str, Any]) -> None:
+        core = self._require_core("stop_voice_chat")
+        self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
+        self._apply_state(lambda machine: machine.analyzing_up())
+        try:
+            core.send("record-end-stt", data)
+        except BaseException:
+            self._apply_state(lambda machine: machine.analyzing_down())
+            raise
+
+    # ------------------------------------------------------------------ the avatar's media
+
+    @property
+    def audio_track(self) -> Any:
+        """The avatar's remote aiortc audio track (None on a REST-only session). The session
+        drains it itself: use :meth:`record` rather than calling ``recv()``."""
+        return None if self._core is None else self._core.audio_track
+
+    @property
+    def video_track(self) -> Any:
+        """The avatar's remote aiortc video track (None on a REST-only session or with
+        ``receive_video=False``). Use :meth:`frames` or :meth:`record` to read it."""
+        return None if self._core is None else self._core.video_track
+
+    def frames(self, timeout: float | None = None) -> SyncStream[av.VideoFrame]:
+        """A sync iterator of the avatar's decoded video frames (``av.VideoFrame``) from now on.
+
+        A slow reader skips frames (at most two are buffered). ``timeout`` bounds each wait for
+        the next frame (:class:`PersoTimeoutError`). Ends when the session closes. Close it
+        (``with`` block, ``close()`` or ``break``) when done. Raises
+        :class:`InvalidInputError` when the session receives no video (REST-only or
+        ``receive_video=False``).
+        """
+        self._ensure_open()
+        core = self._core
+        if core is None or core.video_track is None:
+            raise InvalidInputError(
+                "this session receives no video (REST-only, or receive_video=False)"
+            )
+        return self._runtime.iterate(core.subscribe_video_frames, item_timeout=timeout)
+
+    def latest_frame(self) -> av.VideoFrame | None:
+        """The most recent decoded video frame, or None (none yet, or no video)."""
+        self._ensure_open()
+        core = self._core
+        return None if core is None else core.latest_video_frame()
+
+    def record(self, path: str | os.PathLike[str]) -> MediaRecording:
+        """Record the avatar's audio and video to ``path`` until stopped or the session closes.
+
+        ``.wav`` records audio only; ``.mp4`` / ``.mkv`` / ... record audio and video. Encoding
+        runs on the runtime loop: keep the video size small when recording. Returns a
+        :class:`MediaRecording` (``stop()``, context manager). Raises :class:`RecordingError`
+        when a recording already runs or the file cannot be opened; WebRTC sessions only
+        (:class:`STFError` otherwise).
+        """
+        self._ensure_open()
+        target = os.fspath(path)
+        self._call_loop(self._start_recording_on_loop, target)
+        recording = MediaRecording(self, target)
+        with self._lock:
+            self._recording = recording
+        return recording
+
+    async def _start_recording_on_loop(self, path: str) -> None:
+        await self._require_core("record").start_recording(path)
+
+    def _stop_recording(self, timeout: float | None) -> None:
+        core = self._core
+        if core is None or self._closed or core.closed:
+            return  # closing the core finalized the file
+        with contextlib.suppress(SessionClosedError):
+            self._runtime.call(core.stop_recording, timeout=timeout)
+
+    # ------------------------------------------------------------------ loop side
+
+    def _on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
+        # ON the loop, from the core: never block here.
+        if msg_type == "stf":
+            duration = data.get("duration")
+            if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+                _log.debug("stf without a numeric duration: %r", data)
+                duration = 0.0
+            self._apply_state(lambda machine: machine.on_stf(float(duration), time.monotonic()))
+            if self._timer_wake is not None:
+                self._timer_wake.set()
+        elif msg_type == "stt":
+            self._apply_state(lambda machine: machine.analyzing_down())
+            text = data.get("text")
+            text = text if isinstance(text, str) else ""
+            with self._lock:
+                callback = self._stt_callback
+            if callback is not None:
+                self._dispatcher.submit(callback, text)
+            elif text.strip():
+                self._spawn(self._voice_chat_turn, text)
+        elif msg_type == "stt-error":
+            self._apply_state(lambda machine: machine.analyzing_down())
+        else:
+            _log.debug("ignoring server message %r", msg_type)
+
+    async def _voice_chat_turn(self, text: str) -> None:
+        try:
+            await self._chat_turn(text)
+        except SessionClosedError:
+            return
+        except PersoError as exc:
+            self._report_error(exc)
+
+    async def _speaking_timer(self) -> None:
+        # The one SPEAKING timer of the session: sleep until the machine's deadline, tick, and
+        # start over whenever an stf moves the deadline (it may move earlier or later).
+        import anyio
+
+        while True:
+            wake = self._timer_wake
+            assert wake is not None
+            with self._lock:
+                deadline = self._machine.deadline()
+            if deadline is None:
+                await wake.wait()
+            else:
+                delay = deadline - time.monotonic()
+                if delay <= 0:
+                    self._apply_state(lambda machine: machine.tick(time.monotonic()))
+                    continue
+                with anyio.move_on_after(delay):
+                    await wake.wait()
+            if wake.is_set():
+                self._timer_wake = anyio.Event()
+
+    async def _heartbeat(self) -> None:
+        import anyio
+
+        from perso_sync._runtime import run_sync_off_loop
+
+        while True:
+            await anyio.sleep(self._heartbeat_interval)
+            try:
+                await run_sync_off_loop(
+                    self._client.create_session_event,
+                    self._session_id,
+                    SessionEvent.SESSION_DURING,
+                )
+            except PersoError as exc:
+                self._report_error(exc)
+                self._finish_close(False, *_LOST)
+                return
+
+    async def _chat_turn(self, message: str) -> str:
+        import anyio
+
+        spoken: list[str] = []
+
+        def on_delta(text: str) -> None:
+            spoken.append(text)
+            if self._core is not None and text.strip():
+                try:
+                    self._speak_now(text)
+                except PersoError as exc:
+                    self._report_error(exc)
+
+        def on_state(add: object = (), remove: object = ()) -> None:
+            for state in _as_states(add):
+                self._set_state(state, True)
+            for state in _as_states(remove):
+                self._set_state(state, False)
+
+        def on_log(text: str, is_user: bool) -> None:
+            self._append_chat_log(text, is_user=is_user)
+
+        with anyio.CancelScope() as scope:
+            if self._closed:
+                raise SessionClosedError(f"session {self._session_id} is closed")
+            self._turn_scopes.add(scope)
+            try:
+                return await self._processor.run_chat_turn(
+                    message, on_delta=on_delta, on_state=on_state, on_log=on_log
+                )
+            finally:
+                self._turn_scopes.discard(scope)
+                if not self._turn_scopes:
+                    # A cancelled or failed turn may not have switched LLM off itself; with
+                    # no other turn running, nothing is generating any more.
+                    self._apply_state(lambda machine: machine.set(ChatState.LLM, False))
+        if self._closed:
+            raise SessionClosedError(f"session {self._session_id} closed during the chat turn")
+        return "".join(spoken)  # cancelled by clear_buffer: what was said so far
+
+    async def _speak(self, text: str) -> None:
+        self._speak_now(text)
+
+    def _speak_now(self, text: str) -> None:
+        # On the loop: ANALYZING counts this ttstf until the server's stf answers it.
+        core = self._require_core("speech")
+        self._apply_state(lambda machine: machine.analyzing_up())
+        try:
+            core.send("ttstf", {"message": text})
+        except BaseException:
+            self._apply_state(lambda machine: machine.analyzing_down())
+            raise
+
+    async def _send_on_loop(self, msg_type: str, data: dict[str, Any]) -> None:
+        self._require_core(msg_type).send(msg_type, data)
+
+    async def _clear_on_loop(self) -> None:
+        # Cancel turns first: nothing they would still say may slip in after clear-buffer.
+        self._cancel_turns_on_loop()
+        core = self._core
+        if core is not None:
+            core.send("clear-buffer", {})
+        self._apply_state(lambda machine: machine.clear())
+        if self._timer_wake is not None:
+            self._timer_wake.set()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _ensure_open(self) -> None:
+        if self._closed or self._closing:
+            raise SessionClosedError(f"session {self._session_id} is closed")
+
+    def _require_core(self, what: str) -> WebRtcCore:
+        core = self._core
+        if core is None:
+            raise STFError(f"{what} requires WebRTC (STF mode); this is a REST-only session")
+        return core
+
+    def _speech_text(self, message: str) -> str:
+        from perso_sync._emoji import remove_emoji
+
+        self._ensure_open()
+        _check_message(message)
+        text = remove_emoji(message).strip()
+        if not text:
+            raise InvalidInputError("message has nothing to speak once emoji are removed")
+        self._require_core("speech")
+        return text
+
+    def _call_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._runtime.call(fn, *args, timeout=_LOOP_CALL_TIMEOUT)
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        future: concurrent.futures.Future[Any] = self._runtime.spawn(fn, *args)
+        with self._lock:
+            if self._closed:
+                future.cancel()
+                return
+            self._tasks.add(future)
+        future.add_done_callback(self._task_done)
+
+    def _task_done(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._tasks.discard(future)
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            _log.error("session %s background task failed", self._session_id, exc_info=error)
+            self._report_error(error)
+
+    def _apply_state(
+        self, change: Callable[[ChatStateMachine], frozenset[ChatState] | None]
+    ) -> None:
+        # Any thread. The lock keeps the machine consistent and the notifications in the order
+        # of the changes; the dispatcher runs the subscribers later, off the loop.
+        with self._lock:
+            active = change(self._machine)
+            if active is None or self._closed:
+                return
+            for callback in self._state_subscribers.values():
+                self._dispatcher.submit(callback, active)
+            self._idle.notify_all()
+
+    def _set_state(self, state: ChatState, on: bool) -> None:
+        self._apply_state(lambda machine: machine.set(state, on))
+
+    def _append_chat_log(self, text: str, *, is_user: bool) -> None:
+        entry = Chat(is_user=is_user, text=text, timestamp=_dt.datetime.now(_dt.timezone.utc))
+        with self._lock:
+            self._chat_log.append(entry)
+            if self._closed:
+                return
+            for callback in self._log_subscribers.values():
+                self._dispatcher.submit(callback, list(self._chat_log))
+
+    def _register(
+        self, table: dict[int, Any], callback: Callable[..., object]
+    ) -> Callable[[], None]:
+        if not callable(callback):
+            raise InvalidInputError("callback must be callable")
+        with self._lock:
+            self._ensure_open()
+            key = next(self._ids)
+            table[key] = callback
+
+        def remove() -> None:
+            with self._lock:
+                table.pop(key, None)
+
+        return remove
+
+    def _report_error(self, error: BaseException) -> None:
+        with self._lock:
+            handler = self._error_handler
+        if handler is None:
+            _log.warning("session %s: %s", self._session_id, error)
+            return
+        self._dispatcher.submit(handler, error)
+
+    def _on_callback_error(self, error: BaseException) -> None:
+        # Runs in the dispatcher's worker thread; the dispatcher logs a raising handler.
+        with self._lock:
+            handler = self._error_handler
+        if handler is None:
+            _log.error("a callback of session %s raised", self._session_id, exc_info=error)
+            return
+        handler(error)
+
+
+# ---------------------------------------------------------------------------------------------
+# module helpers
+
+
+def _check_message(message: object) -> None:
+    if not isinstance(message, str):
+        raise InvalidInputError("message must be a string")
+    if not message.strip():
+        raise InvalidInputError("message must not be empty")
+
+
+def _check_size(width: object, height: object) -> None:
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidInputError(f"{name} must be a positive number of seconds, not {value!r}")
+
+
+def _as_states(value: object) -> list[ChatState]:
+    if value is None:
+        return []
+    if isinstance(value, ChatState):
+        return [value]
+    if isinstance(value, Iterable) and not isinstance(value, str):
+        return [ChatState(item) for item in value]
+    return [ChatState(value)]
+
+
+def _resample_or_keep(audio: bytes) -> bytes:
+    from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, resample_wav
+
+    try:
+        return resample_wav(audio, TTS_TARGET_SAMPLE_RATE)
+    except Exception as exc:  # noqa: BLE001 -- documented fallback: the original audio
+        _log.debug("TTS resample failed, returning the original audio: %s", exc)
+        return audio
+
+
+class _PrefixedReader(io.RawIOBase):
+    """A non-seekable binary stream with its first bytes already read: replays them first."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            data, self._head = self._head + self._rest.read(), b""
+            return data
+        if self._head:
+            data, self._head = self._head[:size], self._head[size:]
+            return data
+        return self._rest.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@contextlib.contextmanager
+def _open_upload_source(
+    file: bytes | str | os.PathLike[str] | BinaryIO,
+) -> Iterator[tuple[BinaryIO, bytes, int | None]]:
+    """(reader, first bytes, total size or None) of an STF upload source; closes what it
+    opened."""
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        data = bytes(file)
+        if not data:
+            raise InvalidInputError("the STF file is empty")
+        yield io.BytesIO(data), data[:_SNIFF_BYTES], len(data)
+        return
+    if isinstance(file, (str, os.PathLike)):
+        path = os.fspath(file)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 -- closed by the with block below
+        except OSError as exc:
+            raise InvalidInputError(f"cannot open the STF file {path!r}: {exc}") from exc
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise InvalidInputError(f"the STF file {path!r} is empty")
+            head = handle.read(_SNIFF_BYTES)
+            handle.seek(0)
+            yield cast(BinaryIO, handle), head, size
+        return
+    read = getattr(file, "read", None)
+    if not callable(read):
+        raise InvalidInputError(
+            f"file must be bytes, a path or a binary file object, not {type(file).__name__}"
+        )
+    seekable = getattr(file, "seekable", None)
+    if callable(seekable) and seekable():
+        start = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        file.seek(start)
+        head = file.read(_SNIFF_BYTES)
+        file.seek(start)
+        if not isinstance(head, (bytes, bytearray)):
+            raise InvalidInputError("file must be opened in binary mode")
+        yield file, bytes(head), max(0, end - start)
+        return
+    head = read(_SNIFF_BYTES)
+    if not isinstance(head, (bytes, bytearray)):
+        raise InvalidInputError("file must be opened in binary mode")
+    yield cast(BinaryIO, _PrefixedReader(bytes(head), file)), bytes(head), None
