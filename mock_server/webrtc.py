@@ -551,12 +551,15 @@ class _Upload:
         self._digest = hashlib.sha256()
         self._size = 0
         self._done = False
+        self._rejected = False
 
     def ready(self) -> None:
         self._channel.send("")
         self._peer._journal(FILE_LABEL, "out", "")
 
     def receive(self, raw: str | bytes) -> None:
+        if self._rejected:
+            return  # still in flight while the channel closes
         if self._done:
             self._reject("message after end of file")
         elif isinstance(raw, str):
@@ -594,7 +597,7 @@ class _Upload:
             self._peer._journal(FILE_LABEL, "out", info.file_ref)
 
     def _reject(self, reason: str) -> None:
-        self._done = True
+        self._done = self._rejected = True
         self._chunks.clear()
         self._peer._journal(FILE_LABEL, "in", {"error": reason, "size": self._size})
         logger.info("session %s: upload rejected: %s", self._peer.session_id, reason)
@@ -646,12 +649,21 @@ class Answerer:
         except (*_AIORTC_ERRORS, asyncio.TimeoutError) as exc:
             peer._finish("failed")
             await peer.close()
+            if isinstance(exc, InvalidOfferError):
+                raise
             raise InvalidOfferError(f"cannot answer the offer: {exc!r}") from exc
         return {"type": answer.type, "sdp": answer.sdp}
 
     @staticmethod
     async def _negotiate(peer: Peer, sdp: str) -> RTCSessionDescription:
         await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if peer.pc.sctp is None:
+            # aiortc accepts an SDP without any section; the protocol cannot work without the
+            # `message` channel, so say what is missing instead of answering an empty session.
+            raise InvalidOfferError(
+                "the offer has no data channel section: create the 'message' channel "
+                "before createOffer"
+            )
         peer._add_tracks()
         await peer.pc.setLocalDescription(await peer.pc.createAnswer())
         return peer.pc.localDescription
