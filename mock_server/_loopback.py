@@ -34,6 +34,7 @@ __all__ = ["ensure_loopback_candidates", "has_non_loopback_ipv4"]
 logger = logging.getLogger("mock_server.loopback")
 
 LOOPBACK_ADDRESS = "127.0.0.1"
+_HostAddresses = Callable[[bool, bool], list[str]]
 _install_lock = threading.Lock()
 _installed = False
 
@@ -47,9 +48,7 @@ def has_non_loopback_ipv4() -> bool:
     return False
 
 
-def _with_loopback_fallback(
-    original: Callable[[bool, bool], list[str]],
-) -> Callable[[bool, bool], list[str]]:
+def _with_loopback_fallback(original: _HostAddresses) -> _HostAddresses:
     def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
         addresses = original(use_ipv4, use_ipv6)
         if use_ipv4 and not any("." in address for address in addresses):
