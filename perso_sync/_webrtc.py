@@ -62,6 +62,7 @@ LOST_CODE = 408
 LOST_REASON = "Request Timeout"
 # How many frames a recorder may lag behind before the oldest are dropped (about 2 s of video).
 _RECORDER_BUFFER = 64
+_RECORDER_FLUSH_TIMEOUT = 2.0
 
 
 @attrs.frozen(kw_only=True)
@@ -216,6 +217,7 @@ class _RelayTrack:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.buffer = _FrameBuffer(_RECORDER_BUFFER)
+        self.delivered = False
         self.finished = anyio.Event()
 
     async def recv(self) -> Any:
@@ -225,6 +227,7 @@ class _RelayTrack:
         if frame is None:
             self.finished.set()
             raise MediaStreamError
+        self.delivered = True
         return frame
 
 
@@ -233,6 +236,19 @@ class _Recording:
     recorder: MediaRecorder
     relays: list[_RelayTrack]
     path: str
+
+    def accepts(self, kind: str) -> bool:
+        """Whether a frame of ``kind`` may go to the recorder now.
+
+        MediaRecorder sizes its video stream from the first video frame, but the container
+        header (which fixes every codec's parameters) is written at the first muxed packet of
+        any stream. So audio is held back until the video relay has handed out its first
+        frame; otherwise the video stream fails with "Cannot change width after codec is
+        open" and the file has no video.
+        """
+        if kind == "audio":
+            return all(relay.delivered for relay in self.relays if relay.kind == "video")
+        return True
 
 
 class _FileTransfer:
@@ -534,7 +550,7 @@ class WebRtcCore:
                     for subscriber in self._subscribers:
                         subscriber.push(frame)
                 recording = self._recording
-                if recording is not None:
+                if recording is not None and recording.accepts(track.kind):
                     for relay in recording.relays:
                         if relay.kind == track.kind:
                             relay.buffer.push(frame)
@@ -785,8 +801,9 @@ class WebRtcCore:
         with anyio.CancelScope(shield=True):
             for relay in recording.relays:
                 relay.buffer.end()
-            # Let the recorder encode what is still buffered before it is stopped.
-            with anyio.move_on_after(self._options.close_timeout):
+            # Let the recorder encode what is still buffered before it is stopped (bounded:
+            # a recorder task that died never reads its end marker).
+            with anyio.move_on_after(min(self._options.close_timeout, _RECORDER_FLUSH_TIMEOUT)):
                 for relay in recording.relays:
                     await relay.finished.wait()
             try:

@@ -7,7 +7,6 @@ thread: the core only needs a loop and a task group.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import hashlib
 import io
 import json
@@ -20,11 +19,10 @@ from typing import Any
 import anyio
 import av
 import pytest
-from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mock_server._loopback import ensure_loopback_candidates
+from mock_server.webrtc import Answerer, Peer, PeerConfig
 from perso_sync._webrtc import CoreOptions, WebRtcCore, _ice_servers, parse_server_message
 from perso_sync.errors import ApiError, SessionClosedError, STFError, Timeout
 
@@ -42,138 +40,42 @@ def anyio_backend() -> str:
 # --------------------------------------------------------------------------- the answerer
 
 
-class _PacedTrack(MediaStreamTrack):
-    """Frames at real-time pace, as a server's avatar would send them."""
-
-    def __init__(self, period: float, clock_rate: int) -> None:
-        super().__init__()
-        self._period = period
-        self._clock_rate = clock_rate
-        self._start: float | None = None
-        self._count = 0
-
-    async def _next_pts(self) -> int:
-        loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        due = self._start + self._count * self._period
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        self._count += 1
-        return round((self._count - 1) * self._period * self._clock_rate)
+SESSION = "sess-webrtc-core"
 
 
-class GreyVideo(_PacedTrack):
-    kind = "video"
+class MockPeerServer:
+    """The mock server's WebRTC answerer (mock_server.webrtc) on the test's own loop.
 
-    def __init__(self, size: list[int]) -> None:
-        super().__init__(1 / 15, 90_000)
-        self.size = size  # [width, height], changed by change-size
-
-    async def recv(self) -> av.VideoFrame:
-        pts = await self._next_pts()
-        frame = av.VideoFrame(self.size[0], self.size[1], "yuv420p")
-        for plane in frame.planes:
-            plane.update(bytes([128]) * plane.buffer_size)
-        frame.pts, frame.time_base = pts, fractions.Fraction(1, 90_000)
-        return frame
-
-
-class ToneAudio(_PacedTrack):
-    kind = "audio"
+    ``exchange`` answers the offer directly, as the mock's exchange endpoint would (the REST hop
+    is the facade's job and is tested there).
+    """
 
     def __init__(self) -> None:
-        super().__init__(0.02, 48_000)
-
-    async def recv(self) -> av.AudioFrame:
-        pts = await self._next_pts()
-        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
-        frame.planes[0].update(bytes(range(256)) * 7 + bytes(128))
-        frame.sample_rate = 48_000
-        frame.pts, frame.time_base = pts, fractions.Fraction(1, 48_000)
-        return frame
-
-
-class LocalAnswerer:
-    """A small Perso-like WebRTC answerer: avatar audio+video in one stream, `message` channel
-    with server pings, `file` channels that store uploads under their sha256."""
-
-    def __init__(self, *, server_ping_interval: float = 0.05, file_mode: str = "normal") -> None:
-        self.server_ping_interval = server_ping_interval
-        self.pinging = True
-        self.file_mode = file_mode  # normal | stall (never ready) | close (closes after ready)
-        self.messages: list[dict[str, Any]] = []
-        self.message_seen = anyio.Event()
-        self.files: dict[str, bytes] = {}
-        self.pcs: set[RTCPeerConnection] = set()
-        self.channels: list[RTCDataChannel] = []
-        self.size = [WIDTH, HEIGHT]
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def sent(self, msg_type: str) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m.get("type") == msg_type]
+        self.journal: list[tuple[str, str, Any]] = []
+        self.config = PeerConfig(ping_interval=0.05, fps=10)
+        self.answerer = Answerer(
+            on_message=lambda sid, channel, direction, payload: self.journal.append(
+                (channel, direction, payload)
+            ),
+            on_state=lambda sid, event: None,
+        )
 
     async def exchange(self, offer: dict[str, str]) -> dict[str, str]:
-        ensure_loopback_candidates()
-        pc = RTCPeerConnection()
-        self.pcs.add(pc)
-        pc.on("datachannel", self._on_datachannel)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type=offer["type"]))
-        pc.addTrack(ToneAudio())
-        pc.addTrack(GreyVideo(self.size))
-        await pc.setLocalDescription(await pc.createAnswer())
-        return {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp}
+        return await self.answerer.answer(SESSION, offer, self.config)
 
-    def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        self.channels.append(channel)
-        if channel.label == "message":
-            channel.on("message", self._on_message)
-            task = asyncio.get_running_loop().create_task(self._ping(channel))
-            self._tasks.add(task)
-        elif channel.label == "file":
-            self._serve_file(channel)
+    @property
+    def peer(self) -> Peer:
+        peer = self.answerer.peer(SESSION)
+        assert peer is not None
+        return peer
 
-    def _on_message(self, raw: str | bytes) -> None:
-        self.messages.append(json.loads(raw))
-        self.message_seen.set()
-        self.message_seen = anyio.Event()
-        msg = self.messages[-1]
-        if msg["type"] == "change-size":
-            self.size[:] = [msg["data"]["width"], msg["data"]["height"]]
-
-    async def _ping(self, channel: RTCDataChannel) -> None:
-        while channel.readyState in ("connecting", "open"):
-            if self.pinging and channel.readyState == "open":
-                channel.send(json.dumps({"type": "ping", "data": {}}))
-            await asyncio.sleep(self.server_ping_interval)
-
-    def _serve_file(self, channel: RTCDataChannel) -> None:
-        if self.file_mode == "stall":
-            return
-        received = bytearray()
-
-        def on_message(data: str | bytes) -> None:
-            if isinstance(data, bytes) and data:
-                received.extend(data)
-                if self.file_mode == "close":
-                    channel.close()
-            elif data == b"":
-                ref = hashlib.sha256(received).hexdigest()
-                self.files[ref] = bytes(received)
-                channel.send(ref)
-
-        channel.on("message", on_message)
-        channel.send("")  # ready to receive
+    def received(self, msg_type: str) -> list[dict[str, Any]]:
+        return [m for m in self.peer.received if m["type"] == msg_type]
 
     def send_raw(self, text: str) -> None:
-        message_channel = next(c for c in self.channels if c.label == "message")
-        message_channel.send(text)
-
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for pc in list(self.pcs):
-            await pc.close()
-        self.pcs.clear()
+        channel = self.peer._message_channel  # test-only: the mock has no raw-send fault
+        assert channel is not None
+        channel.send(text)
 
 
 class Hooks:
@@ -203,17 +105,25 @@ def decoder_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.endswith("-decoder") and t.is_alive()]
 
 
+async def wait_for_requested_size(core: WebRtcCore) -> None:
+    """Frames sent before the server applied our change-size have its default size."""
+    with anyio.fail_after(10):
+        async for frame in core.subscribe_video_frames(max_buffer=1):
+            if (frame.width, frame.height) == (WIDTH, HEIGHT):
+                return
+
+
 @pytest.fixture
-async def answerer() -> AsyncIterator[LocalAnswerer]:
-    server = LocalAnswerer()
+async def answerer() -> AsyncIterator[MockPeerServer]:
+    server = MockPeerServer()
     try:
         yield server
     finally:
-        await server.close()
+        await server.answerer.close_all()
 
 
 async def open_core(
-    server: LocalAnswerer,
+    server: MockPeerServer,
     hooks: Hooks,
     tg: anyio.abc.TaskGroup | None,
     options: CoreOptions = FAST,
@@ -232,7 +142,7 @@ async def open_core(
 # --------------------------------------------------------------------------- lifecycle
 
 
-async def test_connect_sends_change_size_and_pings_both_ways(answerer: LocalAnswerer) -> None:
+async def test_connect_sends_change_size_and_pings_both_ways(answerer: MockPeerServer) -> None:
     hooks = Hooks()
     options = CoreOptions(ping_interval=0.05, ping_timeout=0.4)
     async with anyio.create_task_group() as tg:
@@ -240,10 +150,10 @@ async def test_connect_sends_change_size_and_pings_both_ways(answerer: LocalAnsw
         try:
             assert core.audio_track is not None
             assert core.video_track is not None
-            await wait_until(lambda: len(answerer.sent("change-size")) == 1)
-            assert answerer.sent("change-size")[0]["data"] == {"width": WIDTH, "height": HEIGHT}
+            await wait_until(lambda: len(answerer.received("change-size")) == 1)
+            assert answerer.received("change-size")[0]["data"] == {"width": WIDTH, "height": HEIGHT}
             # Our pings flow for well over ping_timeout; the server's pings keep us open.
-            await wait_until(lambda: len(answerer.sent("ping")) >= 20)
+            await wait_until(lambda: len(answerer.received("ping")) >= 20)
             assert not core.closed
             assert hooks.closes == []
             assert all(t != "ping" for t, _ in hooks.messages)  # pings stay internal
@@ -253,7 +163,7 @@ async def test_connect_sends_change_size_and_pings_both_ways(answerer: LocalAnsw
 
 
 async def test_server_messages_reach_the_hook_and_malformed_ones_are_dropped(
-    answerer: LocalAnswerer,
+    answerer: MockPeerServer,
 ) -> None:
     hooks = Hooks()
     async with anyio.create_task_group() as tg:
@@ -273,13 +183,13 @@ async def test_server_messages_reach_the_hook_and_malformed_ones_are_dropped(
 
 
 async def test_watchdog_closes_as_lost_when_the_server_stops_pinging(
-    answerer: LocalAnswerer,
+    answerer: MockPeerServer,
 ) -> None:
     hooks = Hooks()
     options = CoreOptions(ping_interval=0.05, ping_timeout=0.5)
     async with anyio.create_task_group() as tg:
         core = await open_core(answerer, hooks, tg, options)
-        answerer.pinging = False
+        answerer.peer.stop_pings()
         with anyio.fail_after(10):
             await hooks.closed.wait()
         assert core.closed
@@ -291,18 +201,18 @@ async def test_watchdog_closes_as_lost_when_the_server_stops_pinging(
     assert decoder_threads() == []
 
 
-async def test_server_closing_the_connection_closes_as_lost(answerer: LocalAnswerer) -> None:
+async def test_server_closing_the_connection_closes_as_lost(answerer: MockPeerServer) -> None:
     hooks = Hooks()
     async with anyio.create_task_group() as tg:
         await open_core(answerer, hooks, tg)
-        await answerer.close()
+        await answerer.answerer.close(SESSION)
         with anyio.fail_after(10):
             await hooks.closed.wait()
     assert hooks.closes == [(False, 408, "Request Timeout")]
 
 
 async def test_manual_close_notifies_once_and_releases_everything(
-    answerer: LocalAnswerer,
+    answerer: MockPeerServer,
 ) -> None:
     hooks = Hooks()
     core = await open_core(answerer, hooks, None)  # no task group: the core hosts its jobs
@@ -320,7 +230,7 @@ async def test_manual_close_notifies_once_and_releases_everything(
         await core.upload_file(io.BytesIO(b"x"), total=1)
 
 
-async def test_cancelling_the_owner_task_group_closes_the_core(answerer: LocalAnswerer) -> None:
+async def test_cancelling_the_owner_task_group_closes_the_core(answerer: MockPeerServer) -> None:
     hooks = Hooks()
     async with anyio.create_task_group() as tg:
         core = await open_core(answerer, hooks, tg)
@@ -381,7 +291,7 @@ async def test_exchange_errors_propagate_and_nothing_stays_open() -> None:
 # --------------------------------------------------------------------------- STF upload
 
 
-async def test_upload_of_5_mb_is_byte_exact_with_progress(answerer: LocalAnswerer) -> None:
+async def test_upload_of_5_mb_is_byte_exact_with_progress(answerer: MockPeerServer) -> None:
     hooks = Hooks()
     payload = os.urandom(5 * 1024 * 1024 + 123)
     progress: list[tuple[int, int | None]] = []
@@ -393,20 +303,20 @@ async def test_upload_of_5_mb_is_byte_exact_with_progress(answerer: LocalAnswere
                 total=len(payload),
                 progress=lambda sent, total: progress.append((sent, total)),
             )
-            assert hashlib.sha256(answerer.files[ref]).digest() == hashlib.sha256(payload).digest()
+            assert answerer.peer.files[ref].sha256 == hashlib.sha256(payload).hexdigest()
             assert progress[-1] == (len(payload), len(payload))
             assert [sent for sent, _ in progress] == sorted(sent for sent, _ in progress)
             assert len(progress) == -(-len(payload) // (64 * 1024))
             # The message channel is untouched by the upload.
             core.send("stf", {"message": "", "file_ref": ref, "format": "wav"})
-            await wait_until(lambda: len(answerer.sent("stf")) == 1)
-            assert answerer.sent("stf")[0]["data"]["file_ref"] == ref
+            await wait_until(lambda: len(answerer.received("stf")) == 1)
+            assert answerer.received("stf")[0]["data"]["file_ref"] == ref
         finally:
             await core.close()
 
 
-async def test_stalled_file_channel_times_out(answerer: LocalAnswerer) -> None:
-    answerer.file_mode = "stall"
+async def test_stalled_file_channel_times_out(answerer: MockPeerServer) -> None:
+    answerer.config.stall_file_channel = True
     hooks = Hooks()
     async with anyio.create_task_group() as tg:
         core = await open_core(answerer, hooks, tg)
@@ -419,8 +329,8 @@ async def test_stalled_file_channel_times_out(answerer: LocalAnswerer) -> None:
             await core.close()
 
 
-async def test_file_channel_closed_early_fails_the_upload(answerer: LocalAnswerer) -> None:
-    answerer.file_mode = "close"
+async def test_file_channel_closed_early_fails_the_upload(answerer: MockPeerServer) -> None:
+    answerer.config.max_file_size = 100_000  # the mock closes the channel past this
     hooks = Hooks()
     async with anyio.create_task_group() as tg:
         core = await open_core(answerer, hooks, tg)
@@ -435,15 +345,15 @@ async def test_file_channel_closed_early_fails_the_upload(answerer: LocalAnswere
 # --------------------------------------------------------------------------- media
 
 
-async def test_video_frames_have_the_requested_size(answerer: LocalAnswerer) -> None:
+async def test_video_frames_have_the_requested_size(answerer: MockPeerServer) -> None:
     hooks = Hooks()
     async with anyio.create_task_group() as tg:
         core = await open_core(answerer, hooks, tg)
         try:
-            frames = core.subscribe_video_frames(max_buffer=2)
+            await wait_for_requested_size(core)
             seen = []
             with anyio.fail_after(10):
-                async for frame in frames:
+                async for frame in core.subscribe_video_frames(max_buffer=2):
                     seen.append(frame)
                     if len(seen) == 3:
                         break
@@ -455,7 +365,7 @@ async def test_video_frames_have_the_requested_size(answerer: LocalAnswerer) -> 
             await core.close()
 
 
-async def test_frame_subscription_ends_when_the_core_closes(answerer: LocalAnswerer) -> None:
+async def test_frame_subscription_ends_when_the_core_closes(answerer: MockPeerServer) -> None:
     hooks = Hooks()
     async with anyio.create_task_group() as tg:
         core = await open_core(answerer, hooks, tg)
@@ -474,13 +384,14 @@ async def test_frame_subscription_ends_when_the_core_closes(answerer: LocalAnswe
 
 
 async def test_recording_to_mp4_has_video_and_audio(
-    answerer: LocalAnswerer, tmp_path: Path
+    answerer: MockPeerServer, tmp_path: Path
 ) -> None:
     hooks = Hooks()
     path = tmp_path / "avatar.mp4"
     async with anyio.create_task_group() as tg:
         core = await open_core(answerer, hooks, tg)
         try:
+            await wait_for_requested_size(core)
             await core.start_recording(str(path))
             count = 0
             with anyio.fail_after(10):
@@ -500,15 +411,15 @@ async def test_recording_to_mp4_has_video_and_audio(
 
 
 async def test_recording_stops_at_close_and_wav_is_audio_only(
-    answerer: LocalAnswerer, tmp_path: Path
+    answerer: MockPeerServer, tmp_path: Path
 ) -> None:
     hooks = Hooks()
     path = tmp_path / "avatar.wav"
     async with anyio.create_task_group() as tg:
         core = await open_core(answerer, hooks, tg)
         await core.start_recording(str(path))
-        pings_before = len(answerer.sent("ping"))
-        await wait_until(lambda: len(answerer.sent("ping")) >= pings_before + 10)  # ~0.5 s
+        pings_before = len(answerer.received("ping"))
+        await wait_until(lambda: len(answerer.received("ping")) >= pings_before + 10)  # ~0.5 s
         await core.close()  # finalizes the file
     with av.open(str(path)) as container:
         assert not container.streams.video
@@ -516,7 +427,7 @@ async def test_recording_stops_at_close_and_wav_is_audio_only(
     assert samples > 0
 
 
-async def test_receive_video_false_stops_video_decoding(answerer: LocalAnswerer) -> None:
+async def test_receive_video_false_stops_video_decoding(answerer: MockPeerServer) -> None:
     hooks = Hooks()
     options = CoreOptions(receive_video=False)
     async with anyio.create_task_group() as tg:
