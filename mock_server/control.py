@@ -1,0 +1,174 @@
+"""The mock's control API over HTTP, under ``/_mock/`` (for clients in other processes or
+languages, e.g. the official JS SDK run against ``python -m mock_server``).
+
+Not journaled, no API key (the mock binds to loopback). Bodies and answers are JSON.
+
+| method | path | body → answer |
+|---|---|---|
+| GET | ``/_mock/journal`` | → every journal entry (``JournalEntry.to_dict()``) |
+| DELETE | ``/_mock/journal`` | clears it |
+| POST | ``/_mock/reset`` | back to the seeded state |
+| GET | ``/_mock/sessions`` | → ``[{session_id, status, termination_reason, capability, events,
+params}]`` |
+| POST | ``/_mock/sessions/{sid}/terminate`` | ``{"reason"?}`` → terminates the session |
+| POST | ``/_mock/faults`` | ``{"endpoint", ...Fault fields}`` → arms a fault |
+| DELETE | ``/_mock/faults`` | disarms every fault |
+| PUT | ``/_mock/llm_script`` | see below |
+| GET | ``/_mock/catalog`` | → the catalog in its file shape |
+| PUT | ``/_mock/catalog`` | a (partial) catalog: keys given replace the current ones |
+
+``PUT /_mock/llm_script`` body: ``{"session_id"?, "rules": [{"pattern", "reply"?, "fail"?,
+"follow_up"?, "tool_calls"?: [{"name", "arguments"}], "events"?, "done"?, "times"?}],
+"default_reply"?, "follow_up"?, "delay"?, "framing"?, "keep_default_rules"?}``; without
+``session_id`` it replaces the server-wide script.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from aiohttp import web
+
+from mock_server.catalog import Catalog, CatalogError
+from mock_server.faults import Fault
+from mock_server.llm_script import LlmScript, Rule, ToolCall, default_rules
+
+if TYPE_CHECKING:
+    from mock_server.app import MockContext
+
+_FAULT_FIELDS = {f.name for f in attrs.fields(Fault)} - {"endpoint", "hits"}
+_RULE_FIELDS = {"pattern", "reply", "fail", "follow_up", "events", "done", "times"}
+_SCRIPT_FIELDS = {"default_reply", "follow_up", "delay", "framing", "words_per_delta"}
+
+
+def _bad(detail: str) -> web.Response:
+    body = {"type": "validation_error", "errors": [{"code": "invalid", "detail": detail}]}
+    return web.json_response(body, status=400)
+
+
+async def _json(request: web.Request) -> Any:
+    raw: bytes = request.get("mock_raw") or await request.read()
+    import json
+
+    try:
+        return json.loads(raw or b"{}")
+    except ValueError:
+        return None
+
+
+def script_from_json(data: dict[str, Any]) -> LlmScript:
+    """An :class:`LlmScript` from its JSON form (see the module table); ValueError if bad."""
+    rules = []
+    for raw in data.get("rules") or []:
+        if not isinstance(raw, dict) or not isinstance(raw.get("pattern"), str):
+            raise ValueError("each rule needs a string 'pattern'")
+        unknown = set(raw) - _RULE_FIELDS - {"tool_calls"}
+        if unknown:
+            raise ValueError(f"unknown rule fields: {sorted(unknown)}")
+        calls = [
+            ToolCall(name=str(c["name"]), arguments=dict(c.get("arguments") or {}))
+            for c in raw.get("tool_calls") or []
+        ]
+        rules.append(Rule(tool_calls=calls, **{k: v for k, v in raw.items() if k in _RULE_FIELDS}))
+    if data.get("keep_default_rules"):
+        rules.extend(default_rules())
+    options = {k: v for k, v in data.items() if k in _SCRIPT_FIELDS}
+    return LlmScript(rules=rules, **options)
+
+
+def add_control_routes(app: web.Application, ctx: MockContext) -> None:
+    async def get_journal(request: web.Request) -> web.StreamResponse:
+        return web.json_response(ctx.journal.to_list())
+
+    async def clear_journal(request: web.Request) -> web.StreamResponse:
+        ctx.journal.clear()
+        return web.json_response({})
+
+    async def reset(request: web.Request) -> web.StreamResponse:
+        await ctx.reset()
+        return web.json_response({})
+
+    async def sessions(request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            [
+                {
+                    "session_id": s.session_id,
+                    "status": s.status,
+                    "termination_reason": s.termination_reason,
+                    "capability": s.capability,
+                    "events": s.events,
+                    "params": s.params,
+                }
+                for s in ctx.sessions.values()
+            ]
+        )
+
+    async def terminate(request: web.Request) -> web.StreamResponse:
+        session = ctx.session(request.match_info["session_id"])
+        if session is None:
+            return web.json_response({}, status=404)
+        body = await _json(request) or {}
+        session.terminate(str(body.get("reason") or "GRACEFUL_TERMINATION"))
+        return web.json_response({"status": session.status})
+
+    async def add_fault(request: web.Request) -> web.StreamResponse:
+        body = await _json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("endpoint"), str):
+            return _bad("a fault needs a string 'endpoint'")
+        unknown = set(body) - _FAULT_FIELDS - {"endpoint"}
+        if unknown:
+            return _bad(f"unknown fault fields: {sorted(unknown)}")
+        try:
+            ctx.faults.add(body.pop("endpoint"), **body)
+        except (TypeError, ValueError) as exc:
+            return _bad(str(exc))
+        return web.json_response({}, status=201)
+
+    async def clear_faults(request: web.Request) -> web.StreamResponse:
+        ctx.faults.clear()
+        return web.json_response({})
+
+    async def put_script(request: web.Request) -> web.StreamResponse:
+        body = await _json(request)
+        if not isinstance(body, dict):
+            return _bad("expected a JSON object")
+        try:
+            script = script_from_json(body)
+        except (TypeError, ValueError) as exc:
+            return _bad(str(exc))
+        session_id = body.get("session_id")
+        if session_id is None:
+            ctx.llm_script = script
+        else:
+            session = ctx.session(str(session_id))
+            if session is None:
+                return web.json_response({}, status=404)
+            session.llm_script = script
+        return web.json_response({})
+
+    async def get_catalog(request: web.Request) -> web.StreamResponse:
+        return web.json_response(ctx.catalog.to_dict())
+
+    async def put_catalog(request: web.Request) -> web.StreamResponse:
+        body = await _json(request)
+        if not isinstance(body, dict):
+            return _bad("expected a JSON object")
+        try:
+            merged = Catalog({**ctx.catalog.to_dict(), **body})
+        except CatalogError as exc:
+            return _bad(str(exc))
+        ctx.catalog.restore(merged)
+        return web.json_response({})
+
+    router = app.router
+    router.add_get("/_mock/journal", get_journal)
+    router.add_delete("/_mock/journal", clear_journal)
+    router.add_post("/_mock/reset", reset)
+    router.add_get("/_mock/sessions", sessions)
+    router.add_post("/_mock/sessions/{session_id}/terminate", terminate)
+    router.add_post("/_mock/faults", add_fault)
+    router.add_delete("/_mock/faults", clear_faults)
+    router.add_put("/_mock/llm_script", put_script)
+    router.add_get("/_mock/catalog", get_catalog)
+    router.add_put("/_mock/catalog", put_catalog)

@@ -1,0 +1,243 @@
+"""What the mock server saw: every HTTP request and every data-channel message.
+
+Tests query it instead of guessing::
+
+    req = server.journal.last(endpoint="create_session")
+    assert req.body["capability"] == ["STF_WEBRTC", "LLM"]
+    assert req.headers["PersoLive-APIKey"] == "***"          # the key value is never stored
+    msg = server.journal.wait_for(lambda e: e.kind == "datachannel" and e.type == "stf", 5)
+
+Entries are :class:`JournalEntry` objects, appended in arrival order. Thread-safe: the server's
+loop thread appends while the test thread reads. The API key is redacted from header values (every
+sensitive header) and from any string in the query or body equal to it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+REDACTED = "***"
+SENSITIVE_HEADERS = frozenset({"persolive-apikey", "authorization", "cookie"})
+
+
+@attrs.frozen(kw_only=True)
+class JournalEntry:
+    """One HTTP request (``kind="http"``) or data-channel message (``kind="datachannel"``).
+
+    HTTP fields: ``method``, ``path``, ``query`` (dict, last value wins), ``headers`` (dict,
+    sensitive values redacted), ``body`` (decoded JSON; for multipart a summary
+    ``{"fields": {...}, "files": {name: {"filename", "content_type", "size"}}}``; for other
+    bodies the text, or ``{"binary": size}``; ``None`` when empty), ``endpoint`` (the route
+    name, e.g. ``"create_session"``, ``"llm"``; ``None`` for unknown paths), ``status`` (the
+    response status, ``None`` while the response is still being written, e.g. a stream).
+    Data-channel fields: ``channel`` (``"message"`` / ``"file"``), ``direction`` (``"in"`` =
+    client→server, ``"out"`` = server→client), ``payload`` (a decoded dict or a string), and
+    ``type`` (the message's ``type`` when the payload is a dict).
+    Both: ``kind``, ``time`` (``time.time()``), ``session_id`` (or ``None``), ``seq``.
+    """
+
+    kind: str
+    seq: int
+    time: float
+    session_id: str | None = None
+    method: str | None = None
+    path: str | None = None
+    query: dict[str, str] = attrs.field(factory=dict)
+    headers: dict[str, str] = attrs.field(factory=dict)
+    body: Any = None
+    endpoint: str | None = None
+    status: int | None = None
+    channel: str | None = None
+    direction: str | None = None
+    payload: Any = None
+
+    @property
+    def type(self) -> str | None:
+        """The data-channel message type (``"ping"``, ``"ttstf"`` ...) when known."""
+        if isinstance(self.payload, dict):
+            value = self.payload.get("type")
+            return value if isinstance(value, str) else None
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = attrs.asdict(self)
+        out["type"] = self.type
+        return out
+
+
+class Journal:
+    """Thread-safe, append-only log of requests and data-channel messages (see module doc)."""
+
+    def __init__(self, secrets: Callable[[], list[str]] | None = None) -> None:
+        self._entries: list[JournalEntry] = []
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._secrets = secrets or (lambda: [])
+
+    # -- writing (server side) ------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with every string equal to (or containing) a secret replaced."""
+        secrets = [s for s in self._secrets() if s]
+        return _redact(value, secrets)
+
+    def record_http(
+        self,
+        *,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        headers: dict[str, str],
+        body: Any,
+        endpoint: str | None,
+        session_id: str | None,
+    ) -> int:
+        """Append a request; returns its ``seq`` so the status can be set later."""
+        safe_headers = {
+            name: (REDACTED if name.lower() in SENSITIVE_HEADERS else value)
+            for name, value in headers.items()
+        }
+        with self._cond:
+            seq = self._next_seq()
+            self._entries.append(
+                JournalEntry(
+                    kind="http",
+                    seq=seq,
+                    time=time.time(),
+                    session_id=session_id,
+                    method=method,
+                    path=self.redact(path),
+                    query=self.redact(query),
+                    headers=self.redact(safe_headers),
+                    body=self.redact(body),
+                    endpoint=endpoint,
+                )
+            )
+            self._cond.notify_all()
+        return seq
+
+    def set_status(self, seq: int, status: int) -> None:
+        with self._cond:
+            for index in range(len(self._entries) - 1, -1, -1):
+                entry = self._entries[index]
+                if entry.seq == seq:
+                    self._entries[index] = attrs.evolve(entry, status=status)
+                    break
+            self._cond.notify_all()
+
+    def record_datachannel(
+        self, session_id: str, channel: str, direction: str, payload: Any
+    ) -> None:
+        if isinstance(payload, str):
+            # Text messages are JSON on the message channel; keep them decoded when they are.
+            try:
+                decoded = json.loads(payload)
+            except ValueError:
+                decoded = payload
+            payload = decoded if isinstance(decoded, dict) else payload
+        elif isinstance(payload, (bytes, bytearray, memoryview)):
+            payload = {"binary": len(payload)}
+        with self._cond:
+            self._entries.append(
+                JournalEntry(
+                    kind="datachannel",
+                    seq=self._next_seq(),
+                    time=time.time(),
+                    session_id=session_id,
+                    channel=channel,
+                    direction=direction,
+                    payload=self.redact(payload),
+                )
+            )
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._entries.clear()
+            self._cond.notify_all()
+
+    # -- reading (tests) ------------------------------------------------------------------
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._entries)
+
+    def __iter__(self) -> Iterator[JournalEntry]:
+        return iter(self.entries())
+
+    def entries(
+        self, predicate: Callable[[JournalEntry], bool] | None = None, **match: Any
+    ) -> list[JournalEntry]:
+        """A snapshot of the entries matching every ``field=value`` (and ``predicate``).
+
+        Fields: any :class:`JournalEntry` attribute or ``type``; e.g.
+        ``entries(kind="http", endpoint="tts", session_id=sid)``,
+        ``entries(kind="datachannel", direction="in", type="ttstf")``.
+        """
+        with self._cond:
+            snapshot = list(self._entries)
+        return [e for e in snapshot if _matches(e, match) and (predicate is None or predicate(e))]
+
+    def requests(self, **match: Any) -> list[JournalEntry]:
+        """HTTP entries matching ``match`` (see :meth:`entries`)."""
+        return self.entries(kind="http", **match)
+
+    def messages(self, **match: Any) -> list[JournalEntry]:
+        """Data-channel entries matching ``match`` (see :meth:`entries`)."""
+        return self.entries(kind="datachannel", **match)
+
+    def last(
+        self, predicate: Callable[[JournalEntry], bool] | None = None, **match: Any
+    ) -> JournalEntry | None:
+        found = self.entries(predicate, **match)
+        return found[-1] if found else None
+
+    def wait_for(
+        self,
+        predicate: Callable[[JournalEntry], bool] | None = None,
+        timeout: float = 5.0,
+        **match: Any,
+    ) -> JournalEntry:
+        """Block until an entry matches (already present ones count); TimeoutError after
+        ``timeout`` seconds. Use it instead of sleeping for data-channel messages."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for entry in self._entries:
+                    if _matches(entry, match) and (predicate is None or predicate(entry)):
+                        return entry
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no journal entry matched {match or predicate!r}")
+                self._cond.wait(remaining)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """Every entry as a JSON-able dict (what ``GET /_mock/journal`` returns)."""
+        return [entry.to_dict() for entry in self.entries()]
+
+
+def _matches(entry: JournalEntry, match: dict[str, Any]) -> bool:
+    return all(getattr(entry, key) == value for key, value in match.items())
+
+
+def _redact(value: Any, secrets: list[str]) -> Any:
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {_redact(k, secrets): _redact(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, secrets) for v in value]
+    return value
