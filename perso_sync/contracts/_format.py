@@ -605,11 +605,11 @@ def _parse_expect(r: _Reader, raw: Any, field: str) -> Expectation:
         r.str_(r.req(target, "session_id", f"{field}.target"), f"{field}.target.session_id")
     elif target:
         raise r.fail(f"{field}.target", "only session.* and llm.* calls take a target")
-    if ("result" in obj) == ("raises" in obj):
-        raise r.fail(field, "needs exactly one of 'result' or 'raises'")
     raises = None
     if "raises" in obj:
         raises = _parse_raises(r, obj["raises"], f"{field}.raises")
+    if ("result" in obj) == ("raises" in obj):
+        raise r.fail(field, "needs exactly one of 'result' or 'raises'")
     return Expectation(
         call=call,
         args=args,
@@ -962,7 +962,7 @@ def _compare(
                 Mismatch(where, f"expected an array, got {_json_type(actual)} {_short(actual)}")
             )
             return
-        if mode == "type" and rule is not None:
+        if mode == "type" and rule is not None and len(actual) != len(expected):
             if len(actual) < rule.min:
                 out.append(
                     Mismatch(where, f"expected at least {rule.min} element(s), got {len(actual)}")
@@ -971,6 +971,10 @@ def _compare(
                 for i, item in enumerate(actual):
                     _compare(expected[0], item, (*path, i), rules, mode, strict, out)
             return
+        if mode == "type" and rule is not None and len(actual) < rule.min:
+            out.append(
+                Mismatch(where, f"expected at least {rule.min} element(s), got {len(actual)}")
+            )
         if mode == "type" and expected and len(actual) != len(expected):
             # inside a cascade, arrays are "each like the first"
             for i, item in enumerate(actual):
