@@ -211,7 +211,7 @@ class SseParser:
                 # Platform framing (and one-line standard events): the line is the event.
                 try:
                     obj = json.loads(value)
-                except ValueError:  # incl. UnicodeDecodeError: maybe the first of many lines
+                except (ValueError, RecursionError):  # incl. bad UTF-8; maybe the first of many
                     self._hold(value, events)
                     return
                 events.append(event_from_json(obj))
@@ -240,10 +240,10 @@ class SseParser:
         joined = b"\n".join([*self._data, value])
         try:
             obj = json.loads(joined)
-        except ValueError:
+        except (ValueError, RecursionError):
             try:
                 json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 self._hold(value, events)
                 return
             events.append(self._fail(f"unparsable stream data: {_preview(self._data[0])!r}"))
@@ -261,7 +261,7 @@ class SseParser:
             return  # a standard-SSE event with empty data (e.g. a keep-alive): nothing to say
         try:
             obj = json.loads(joined)
-        except ValueError:
+        except (ValueError, RecursionError):
             events.append(self._fail(f"unparsable stream data: {_preview(joined)!r}"))
             return
         events.append(event_from_json(obj))

@@ -1,0 +1,676 @@
+"""LLM turns with client tools: ``ChatTool``, ``LlmProcessor`` and the chunks of ``process_llm``.
+
+A turn (PROTOCOL.md §6) runs on the runtime loop (``_runtime.py``): the request is streamed with
+``httpx.AsyncClient`` (anyio-native, so abort, ``break`` and ``clear_buffer`` cancel it cleanly,
+and its ``MockTransport`` is the seam the contract tests use), parsed by ``_sse.SseParser`` and
+booked by ``_llm_turn.LlmTurn``. The user's thread reads the chunks through a sync iterator::
+
+    processor = LlmProcessor(api_server=url, session_id=sid, client_tools=[weather])
+    with processor.process_llm("What's the weather in Seoul?") as stream:
+        for chunk in stream:
+            if chunk.type == "message" and chunk.finish:
+                print(chunk.message)
+
+Threads: async tools run as tasks on the loop, sync tools on worker threads, all concurrently;
+``LlmProcessorCallbacks`` are delivered in order by a ``CallbackDispatcher`` (never on the loop
+thread). Session-scoped requests carry no API key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from perso_sync import _endpoints
+from perso_sync._llm_turn import (
+    Done,
+    ErrorChunk,
+    Failed,
+    LlmChunk,
+    LlmTurn,
+    MessageChunk,
+    RunTools,
+    ToolCallChunk,
+    ToolResultChunk,
+    ToolRun,
+    TurnStep,
+)
+from perso_sync._runtime import CallbackDispatcher, SyncStream, get_runtime, run_sync_off_loop
+from perso_sync._sse import SseParser
+from perso_sync.errors import (
+    ApiError,
+    InvalidInputError,
+    LLMError,
+    PersoConnectionError,
+    PersoError,
+    PersoTimeoutError,
+)
+from perso_sync.models import ChatState
+
+if TYPE_CHECKING:
+    import anyio
+    import httpx
+
+__all__ = [
+    "AbortSignal",
+    "ChatTool",
+    "ErrorChunk",
+    "LlmChunk",
+    "LlmProcessor",
+    "LlmProcessorCallbacks",
+    "LlmStream",
+    "MessageChunk",
+    "ToolCallChunk",
+    "ToolResultChunk",
+]
+
+DEFAULT_TIMEOUT = 60.0  # seconds: connect, and the longest silence inside a streamed answer
+_CONNECT_TIMEOUT = 10.0
+_ERROR_BODY_LIMIT = 64 * 1024  # bytes of a non-2xx body read for the ApiError
+_CLOSE_TIMEOUT = 2.0  # bound on closing a response while being cancelled
+DEFAULT_TOOL_ERROR_RESULT: Mapping[str, Any] = {"result": "error!"}
+
+
+@attrs.frozen
+class ChatTool:
+    """A client tool the LLM may call.
+
+    ``parameters`` is a JSON Schema of the arguments; ``call`` takes the decoded arguments dict
+    and returns a JSON-able object; it may be a plain function (run on a worker thread) or an
+    ``async def`` (run on the runtime loop; it must not call the blocking API). With
+    ``execute_only=True`` the LLM is not asked to answer after the tool ran (unless other tools
+    of the same request need it).
+    """
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    call: Callable[[dict[str, Any]], Any]
+    execute_only: bool = False
+
+    def schema(self) -> dict[str, Any]:
+        """The entry of the request's ``tools`` list."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": dict(self.parameters),
+            },
+        }
+
+    def is_async(self) -> bool:
+        """True when ``call`` is a coroutine function (run on the loop, not on a thread)."""
+        call = self.call
+        return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+            getattr(call, "__call__", None)  # noqa: B004 -- an object with an async __call__
+        )
+
+
+class AbortSignal:
+    """Cancels a running ``process_llm`` turn; ``abort()`` may be called from any thread.
+
+    The stream then yields one final ``message`` chunk with the text received so far (if any)
+    and ends; no further request is sent. Aborting twice is harmless.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._aborted = False
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def aborted(self) -> bool:
+        """True once ``abort()`` was called."""
+        return self._aborted
+
+    def abort(self) -> None:
+        """Abort the turn(s) this signal was given to."""
+        with self._lock:
+            if self._aborted:
+                return
+            self._aborted = True
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
+
+    def _subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` on abort (at once if already aborted); returns an unsubscribe."""
+        with self._lock:
+            if not self._aborted:
+                self._listeners.append(listener)
+                return lambda: self._unsubscribe(listener)
+        listener()
+        return lambda: None
+
+    def _unsubscribe(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def __repr__(self) -> str:
+        return f"AbortSignal(aborted={self._aborted})"
+
+
+@attrs.frozen
+class LlmProcessorCallbacks:
+    """Side-effect hooks of an :class:`LlmProcessor`, called in order on a worker thread.
+
+    ``on_chat_state_change(add, remove)``: ``ChatState.LLM`` is added when a turn starts and
+    removed when it ends. ``on_error(error)``: a turn failed (the ``LLMError``).
+    ``on_chat_log(message, is_user)`` and ``on_ttstf(message)`` are used by
+    :meth:`LlmProcessor.process_chat` (``process_llm``, as in the JS SDK, neither logs nor
+    speaks).
+    """
+
+    on_chat_state_change: Callable[[ChatState | None, ChatState | None], object] | None = None
+    on_error: Callable[[BaseException], object] | None = None
+    on_chat_log: Callable[[str, bool], object] | None = None
+    on_ttstf: Callable[[str], object] | None = None
+
+
+class LlmStream(Iterator[LlmChunk]):
+    """The chunks of one ``process_llm`` turn: a sync iterator, a context manager, ``close()``.
+
+    Iterate it once. Leaving the ``with`` block, ``close()``, ``break`` (the stream is then
+    collected) and an ``AbortSignal`` all cancel the loop-side work and close the HTTP stream.
+    """
+
+    def __init__(self, stream: SyncStream[LlmChunk]) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> LlmStream:
+        iter(self._stream)
+        return self
+
+    def __next__(self) -> LlmChunk:
+        return next(self._stream)
+
+    def close(self) -> None:
+        """Cancel the turn if it still runs and close its HTTP stream. Idempotent."""
+        self._stream.close()
+
+    def __enter__(self) -> LlmStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _map_transport_error(exc: Exception) -> PersoError:
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return PersoTimeoutError(f"LLM request timed out: {type(exc).__name__}")
+    return PersoConnectionError(f"LLM request failed: {type(exc).__name__}: {exc}")
+
+
+def _api_error(status: int, body: bytes, content_type: str | None) -> ApiError:
+    from perso_sync._error_map import api_error_from_response
+
+    return api_error_from_response(status, body, content_type)
+
+
+def _error_result(exc: BaseException) -> dict[str, Any]:
+    return {"error": str(exc) or type(exc).__name__}
+
+
+class LlmProcessor:
+    """LLM turns for one session id, with client tools and a message history.
+
+    Works with any session id, with or without WebRTC. ``http_transport`` (an
+    ``httpx.AsyncBaseTransport``) replaces the network, e.g. ``httpx.MockTransport``.
+    ``timeout`` bounds connecting and every silence inside a streamed answer. Call ``close()``
+    (or use ``with``) to release the HTTP connections.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_server: str,
+        session_id: str,
+        client_tools: Sequence[ChatTool] = (),
+        callbacks: LlmProcessorCallbacks | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not isinstance(session_id, str) or not session_id:
+            raise InvalidInputError("session_id must be a non-empty string")
+        self._url = _endpoints.normalize_api_server(api_server) + _endpoints.llm_v2(session_id)
+        self.session_id = session_id
+        self._client_tools = _check_tools(client_tools)
+        self._callbacks = callbacks or LlmProcessorCallbacks()
+        self._timeout = timeout
+        self._transport = http_transport
+        self._history: list[dict[str, Any]] = []
+        self._history_lock = threading.Lock()
+        self._dispatcher: CallbackDispatcher | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._client_owner: object = None  # the runtime the client belongs to (fork-safe)
+
+    def __repr__(self) -> str:
+        return f"LlmProcessor(url={self._url!r}, tools={[t.name for t in self._client_tools]})"
+
+    # -- history -------------------------------------------------------------------------------
+
+    def get_history(self) -> list[dict[str, Any]]:
+        """A copy of the conversation history (entries have ``role``, ``content``, ...)."""
+        with self._history_lock:
+            return [dict(entry) for entry in self._history]
+
+    def add_to_history(self, entry: Mapping[str, Any]) -> None:
+        """Append one history entry, e.g. ``{"role": "assistant", "content": "..."}``."""
+        if not isinstance(entry, Mapping):
+            raise InvalidInputError("a history entry must be a mapping (a dict)")
+        with self._history_lock:
+            self._history.append(dict(entry))
+
+    def _commit(self, entries: list[dict[str, Any]]) -> None:
+        with self._history_lock:
+            self._history.extend(entries)
+
+    # -- turns ---------------------------------------------------------------------------------
+
+    def process_llm(
+        self,
+        message: str,
+        tools: Sequence[ChatTool] | None = None,
+        abort: AbortSignal | None = None,
+    ) -> LlmStream:
+        """Send ``message`` and stream the answer as chunks (see :class:`LlmStream`).
+
+        ``tools`` replaces the processor's client tools for this turn. Errors arrive as an
+        :class:`ErrorChunk` (the last chunk); the turn's history is kept only on success. An
+        empty message is refused (:class:`InvalidInputError`) before any request.
+        """
+        message = _check_message(message)
+        turn_tools = self._client_tools if tools is None else _check_tools(tools)
+        runtime = get_runtime()
+        return LlmStream(runtime.iterate(self._chunks, message, turn_tools, abort))
+
+    def process_chat(self, message: str) -> str:
+        """Run a turn with the callbacks as its side effects and return the final text.
+
+        The user message and each finished answer go to ``on_chat_log``, each text delta to
+        ``on_ttstf``, the LLM state to ``on_chat_state_change``; a failure goes to ``on_error``
+        and is raised (``LLMError``). A raising tool gives ``{"result": "error!"}``.
+        """
+        message = _check_message(message)
+        callbacks = self._callbacks
+        dispatcher = self._get_dispatcher()
+
+        def on_delta(text: str) -> None:
+            if callbacks.on_ttstf is not None:
+                dispatcher.submit(callbacks.on_ttstf, text)
+
+        def on_state(add: ChatState | None, remove: ChatState | None) -> None:
+            if callbacks.on_chat_state_change is not None:
+                dispatcher.submit(callbacks.on_chat_state_change, add, remove)
+
+        def on_log(text: str, is_user: bool) -> None:
+            if callbacks.on_chat_log is not None:
+                dispatcher.submit(callbacks.on_chat_log, text, is_user)
+
+        try:
+            return get_runtime().call(self._run_chat_turn_kw, message, on_delta, on_state, on_log)
+        except LLMError as exc:
+            if callbacks.on_error is not None:
+                dispatcher.submit(callbacks.on_error, exc)
+            raise
+
+    async def _run_chat_turn_kw(
+        self,
+        message: str,
+        on_delta: Callable[[str], None],
+        on_state: Callable[[ChatState | None, ChatState | None], None],
+        on_log: Callable[[str, bool], None],
+    ) -> str:
+        return await self.run_chat_turn(
+            message, on_delta=on_delta, on_state=on_state, on_log=on_log
+        )
+
+    async def run_chat_turn(
+        self,
+        message: str,
+        *,
+        on_delta: Callable[[str], None],
+        on_state: Callable[[ChatState | None, ChatState | None], None],
+        on_log: Callable[[str, bool], None],
+        tool_error_result: Mapping[str, Any] = DEFAULT_TOOL_ERROR_RESULT,
+    ) -> str:
+        """The avatar-driving turn (``Session.process_chat``), awaited ON the runtime loop.
+
+        The hooks are loop-side and must not block: ``on_delta(text)`` for every text delta
+        (emoji removed), ``on_state(add, remove)`` for ``ChatState.LLM``, ``on_log(text,
+        is_user)`` for the user message and each finished answer. Returns the assistant's last
+        message; raises ``LLMError``; cancellable (``clear_buffer``). A raising tool gives
+        ``tool_error_result``.
+        """
+        message = _check_message(message)
+        error_result = dict(tool_error_result)
+        engine = _TurnEngine(self, message, self._client_tools, lambda exc: dict(error_result))
+        on_log(message, True)
+        on_state(ChatState.LLM, None)
+        try:
+            while True:
+                step = await engine.next_step()
+                if step is None:
+                    break
+                for delta in step.deltas:
+                    on_delta(delta)
+                for text in step.messages:
+                    on_log(text, False)
+                if isinstance(step.decision, Failed):
+                    raise step.decision.error
+                if isinstance(step.decision, Done):
+                    return step.decision.text
+            return ""
+        finally:
+            await engine.aclose()
+            on_state(None, ChatState.LLM)
+
+    def _chunks(
+        self, message: str, tools: Sequence[ChatTool], abort: AbortSignal | None
+    ) -> AsyncIterator[LlmChunk]:
+        # Not an async generator: each step runs in a cancel scope entered and left inside
+        # __anext__, so an abort never cancels across a yield.
+        return _ChunkIterator(self, _TurnEngine(self, message, tools, _error_result), abort)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _get_dispatcher(self) -> CallbackDispatcher:
+        if self._dispatcher is None:
+            self._dispatcher = CallbackDispatcher(on_error=self._callback_failed)
+        return self._dispatcher
+
+    def _callback_failed(self, exc: BaseException) -> None:
+        import logging
+
+        logging.getLogger("perso_sync.llm").error("an LlmProcessor callback raised", exc_info=exc)
+
+    def _notify(self, name: str, *args: Any) -> None:
+        callback = getattr(self._callbacks, name)
+        if callback is not None:
+            self._get_dispatcher().submit(callback, *args)
+
+    def _http_client(self) -> httpx.AsyncClient:
+        """The processor's client, created on the runtime loop (again after a fork)."""
+        import httpx
+
+        runtime = get_runtime()
+        if self._client is None or self._client_owner is not runtime:
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, _CONNECT_TIMEOUT)),
+            )
+            self._client_owner = runtime
+        return self._client
+
+    def close(self) -> None:
+        """Release the HTTP connections and stop delivering callbacks. Idempotent."""
+        client, self._client = self._client, None
+        if client is not None and self._client_owner is get_runtime():
+            get_runtime().call(client.aclose, timeout=_CLOSE_TIMEOUT)
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+
+    def __enter__(self) -> LlmProcessor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _check_message(message: str) -> str:
+    if not isinstance(message, str):
+        raise InvalidInputError(f"message must be a str, not {type(message).__name__}")
+    if not message.strip():
+        raise InvalidInputError("message must not be empty")
+    return message
+
+
+def _check_tools(tools: Sequence[ChatTool]) -> tuple[ChatTool, ...]:
+    checked = tuple(tools)
+    names = set()
+    for tool in checked:
+        if not isinstance(tool, ChatTool):
+            raise InvalidInputError(f"tools must be ChatTool objects, not {type(tool).__name__}")
+        if tool.name in names:
+            raise InvalidInputError(f"two tools are named {tool.name!r}")
+        names.add(tool.name)
+    return checked
+
+
+class _TurnEngine:
+    """Drives one LlmTurn on the loop: requests, stream reads, tool runs. One step per call."""
+
+    def __init__(
+        self,
+        processor: LlmProcessor,
+        message: str,
+        tools: Sequence[ChatTool],
+        error_result: Callable[[BaseException], Any],
+    ) -> None:
+        self._processor = processor
+        self._tools = {tool.name: tool for tool in tools}
+        self._schemas = [tool.schema() for tool in tools]
+        self._error_result = error_result
+        self.turn = LlmTurn(message, {tool.name: tool.execute_only for tool in tools})
+        self._prior = processor.get_history()
+        self._pending: RunTools | None = None
+        self._response: httpx.Response | None = None
+        self._reader: AsyncIterator[bytes] | None = None
+        self._parser = SseParser()
+        self.finished = False
+
+    async def next_step(self) -> TurnStep | None:
+        """Do the next unit of work; None once the turn is over."""
+        if self.finished:
+            return None
+        if self._pending is not None:
+            runs, self._pending = self._pending.runs, None
+            step = self.turn.on_tool_results(await self._run_tools(runs))
+        elif self._reader is None:
+            step = await self._open()
+        else:
+            step = await self._read()
+        decision = step.decision
+        if isinstance(decision, RunTools):
+            self._pending = decision
+        elif isinstance(decision, Done):
+            self.finished = True
+            self._processor._commit(decision.history)
+        elif isinstance(decision, Failed):
+            self.finished = True
+        if self.finished:
+            await self._close_response()
+        return step
+
+    def abort(self) -> TurnStep:
+        self.finished = True
+        return self.turn.on_abort()
+
+    async def _open(self) -> TurnStep:
+        import httpx
+
+        body = self.turn.request_body(self._prior, self._schemas)
+        self._parser = SseParser()
+        client = self._processor._http_client()
+        request = client.build_request(
+            "POST",
+            self._processor._url,
+            content=json.dumps(body, ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            return self.turn.on_error(LLMError(_map_transport_error(exc)))
+        if not response.is_success:
+            try:
+                error_body = await _read_limited(response, _ERROR_BODY_LIMIT)
+            except httpx.HTTPError:
+                error_body = b""
+            finally:
+                await response.aclose()
+            error = _api_error(
+                response.status_code, error_body, response.headers.get("content-type")
+            )
+            return self.turn.on_error(LLMError(error))
+        self._response = response
+        self._reader = response.aiter_bytes()  # decoded (gzip), as it arrives
+        return TurnStep()
+
+    async def _read(self) -> TurnStep:
+        import httpx
+
+        assert self._reader is not None
+        try:
+            data = await self._reader.__anext__()
+        except StopAsyncIteration:
+            await self._close_response()
+            return self.turn.on_stream_end(self._parser.close())
+        except httpx.HTTPError as exc:
+            await self._close_response()
+            return self.turn.on_error(LLMError(_map_transport_error(exc)))
+        return self.turn.on_events(self._parser.feed(data))
+
+    async def _run_tools(self, runs: Sequence[ToolRun]) -> dict[str, Any]:
+        import anyio
+
+        results: dict[str, Any] = {}
+
+        async def run_one(run: ToolRun) -> None:
+            if run.arguments_error is not None:
+                results[run.call_id] = self._error_result(ValueError(run.arguments_error))
+                return
+            tool = self._tools[run.name]
+            try:
+                if tool.is_async():
+                    value = await tool.call(run.arguments)
+                else:
+                    value = await run_sync_off_loop(tool.call, run.arguments)
+                    if inspect.isawaitable(value):  # a plain function that returned a coroutine
+                        value = await value
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:  # noqa: BLE001 -- a tool's failure is its result
+                value = self._error_result(exc)
+            results[run.call_id] = value
+
+        async with anyio.create_task_group() as task_group:
+            for run in runs:
+                task_group.start_soon(run_one, run)
+        return results
+
+    async def _close_response(self) -> None:
+        import anyio
+
+        response, self._response, self._reader = self._response, None, None
+        if response is not None:
+            # Shielded (and bounded) so that a cancelled turn still closes its connection.
+            with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                await response.aclose()
+
+    async def aclose(self) -> None:
+        self.finished = True
+        await self._close_response()
+
+
+async def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    body = bytearray()
+    async for data in response.aiter_bytes():
+        body += data
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
+
+
+class _ChunkIterator(AsyncIterator[LlmChunk]):
+    """The async side of ``process_llm``: the engine's steps flattened into chunks, with abort
+    and the processor's callbacks."""
+
+    def __init__(
+        self, processor: LlmProcessor, engine: _TurnEngine, abort: AbortSignal | None
+    ) -> None:
+        self._processor = processor
+        self._engine = engine
+        self._ready: deque[LlmChunk] = deque()
+        self._scope: anyio.CancelScope | None = None
+        self._aborted = False
+        self._ended = False
+        self._state_off_sent = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self._runtime = get_runtime()
+        processor._notify("on_chat_state_change", ChatState.LLM, None)
+        if abort is not None:
+            self._unsubscribe = abort._subscribe(self._abort_from_any_thread)
+
+    def _abort_from_any_thread(self) -> None:
+        self._aborted = True
+        self._runtime.call_soon_threadsafe(self._cancel_step)
+
+    def _cancel_step(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def __aiter__(self) -> _ChunkIterator:
+        return self
+
+    async def __anext__(self) -> LlmChunk:
+        import anyio
+
+        while not self._ready:
+            if self._ended:
+                raise StopAsyncIteration
+            if self._aborted:
+                await self._finish(self._engine.abort())
+                continue
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                step = await self._engine.next_step()
+            self._scope = None
+            if scope.cancelled_caught:
+                continue  # aborted: handled at the top of the loop
+            if step is None:
+                await self._finish(None)
+                continue
+            self._ready.extend(step.chunks)
+            if isinstance(step.decision, Failed):
+                self._processor._notify("on_error", step.decision.error)
+            if self._engine.finished:
+                await self._finish(None)
+        return self._ready.popleft()
+
+    async def _finish(self, last: TurnStep | None) -> None:
+        if last is not None:
+            self._ready.extend(last.chunks)
+        if not self._ended:
+            self._ended = True
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self._engine.aclose()
+        if not self._state_off_sent:
+            self._state_off_sent = True
+            self._processor._notify("on_chat_state_change", None, ChatState.LLM)
