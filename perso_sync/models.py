@@ -488,7 +488,7 @@ def _locale(instance: object, attribute: attrs.Attribute[Any], value: Any) -> No
 def _mcp_servers(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
-    if not all(isinstance(item, str) and item for item in value):
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise InvalidInputError(
             f"SessionParams.{attribute.name} must be a list of mcpserver_id strings, got {value!r}"
         )
