@@ -385,7 +385,12 @@ class RestTransport:
             # Only a connect timeout: the request never reached the server. A read timeout is
             # not retried (the user already waited the full read timeout once).
             return isinstance(exc.__cause__, requests.exceptions.ConnectTimeout)
-        return isinstance(exc, PersoConnectionError)
+        # Network failures only (refused, reset, DNS, a body cut off): the same request may well
+        # work again. Anything else from requests is not expected to change on a retry.
+        return isinstance(exc, PersoConnectionError) and isinstance(
+            exc.__cause__,
+            (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError),
+        )
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
         outcome = retry_state.outcome
