@@ -241,9 +241,7 @@ class SseParser:
         try:
             obj = json.loads(joined)
         except (ValueError, RecursionError):
-            try:
-                json.loads(value)
-            except (ValueError, RecursionError):
+            if not self._starts_an_event(value):
                 self._hold(value, events)
                 return
             events.append(self._fail(f"unparsable stream data: {_preview(self._data[0])!r}"))
@@ -252,6 +250,16 @@ class SseParser:
         self._data_size = 0
         events.append(event_from_json(obj))
         self._failed = isinstance(events[-1], StreamFailed)
+
+    @staticmethod
+    def _starts_an_event(value: bytes | bytearray) -> bool:
+        # A complete event object on its own line (platform framing); a scalar or an object
+        # without "status" is more likely a line of a pretty-printed multi-line event.
+        try:
+            obj = json.loads(value)
+        except (ValueError, RecursionError):
+            return False
+        return isinstance(obj, dict) and "status" in obj
 
     def _dispatch(self, events: list[LlmEvent]) -> None:
         joined = b"\n".join(self._data)
