@@ -179,13 +179,13 @@ def _patched_requests(platform: FakePlatform, api_server: str) -> Iterator[None]
 def _httpx_transport(platform: FakePlatform) -> Any:
     import httpx
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: httpx.Request) -> httpx.Response:
         observed = ObservedRequest(
             method=request.method,
             path=request.url.path,
             query=dict(request.url.params),
             headers=dict(request.headers),
-            body=request.read(),
+            body=await request.aread(),
         )
         status, headers, body = platform.serve(observed)
         return httpx.Response(status, headers=headers, content=body)

@@ -92,7 +92,7 @@ CALLS: Final[Mapping[str, frozenset[str]]] = {
     "client.get_all_settings": frozenset(),
     "client.get_intro_message": frozenset({"prompt_id"}),
     "client.get_session_templates": frozenset(),
-    "client.get_session_template": frozenset({"template_id"}),
+    "client.get_session_template": frozenset({"session_template_id"}),
     "client.create_session_id": frozenset({"params", "session_template_id"}),
     "client.get_session_info": frozenset({"session_id"}),
     "client.get_ice_servers": frozenset({"session_id"}),

@@ -200,8 +200,9 @@ def run_provider(contract: Contract, server: Any, *, timeout: float = 10.0) -> l
     with requests.Session() as http:
         for index, interaction in enumerate(contract.interactions):
             kwargs = _request_kwargs(interaction, setup)
+            kwargs["url"] = server.url + kwargs["url"]
             try:
-                response = http.request(timeout=timeout, **kwargs, url=server.url + kwargs["url"])
+                response = http.request(timeout=timeout, **kwargs)
             except requests.RequestException as exc:
                 out.append(Mismatch(f"interactions[{index}]", f"request failed: {exc!r}"))
                 continue
