@@ -249,6 +249,7 @@ class Session:
         # Loop-side objects: touched only on the runtime's loop thread.
         self._timer_wake: anyio.Event | None = None
         self._turn_scopes: set[anyio.CancelScope] = set()
+        self._llm_turns = 0
 
         self._stt_lock = threading.Lock()
         self._stt_recorder: WavRecorder | None = None
@@ -601,8 +602,8 @@ class Session:
         """Close the session (code 200): ``on_close`` callbacks get ``True``.
 
         Cancels running chat turns, stops recordings, closes the channels and the peer
-        connection. Idempotent; a call while another thread closes waits (up to ``timeout``)
-        for that close to finish.
+        connection (a REST-only session posts ``SESSION_END`` instead). Idempotent; a call
+        while another thread closes waits (up to ``timeout``) for that close to finish.
         """
         with self._lock:
             first = not self._closing
@@ -618,6 +619,12 @@ class Session:
                 _log.warning("closing session %s: %s", self._session_id, exc)
         # The core's on_closed hook normally did this already; a no-op then.
         self._finish_close(True, *_MANUAL)
+        if core is None:
+            # A REST-only session has no peer connection whose end the server would notice.
+            try:
+                self._client.create_session_event(self._session_id, SessionEvent.SESSION_END)
+            except PersoError as exc:
+                _log.warning("session %s: SESSION_END not recorded: %s", self._session_id, exc)
 
     def _close_at_exit(self) -> None:
         """Interpreter exit (runtime hook): close within a bounded time."""
@@ -641,6 +648,7 @@ class Session:
         self._cancel_tasks()
         self._cancel_turns()
         self._stop_stt_recorder_quietly()
+        self._close_processor()
         self._closed_event.set()
         if not manual and self._core is None:
             _log.warning("session %s lost: %s %s", self._session_id, code, reason)
@@ -665,6 +673,22 @@ class Session:
     def _cancel_turns_on_loop(self) -> None:
         for scope in list(self._turn_scopes):
             scope.cancel()
+
+    def _close_processor(self) -> None:
+        # Releases the LLM HTTP connections; LlmProcessor.close() blocks on the loop.
+        if self._runtime.in_loop_thread():
+            with contextlib.suppress(PersoError):
+                self._runtime.start_soon(self._close_processor_off_loop)
+            return
+        try:
+            self._processor.close()
+        except PersoError as exc:
+            _log.debug("closing the LLM processor of %s: %s", self._session_id, exc)
+
+    async def _close_processor_off_loop(self) -> None:
+        from perso_sync._runtime import run_sync_off_loop
+
+        await run_sync_off_loop(self._close_processor)
 
     def _stop_stt_recorder_quietly(self) -> None:
         recorder = self._stt_recorder
@@ -971,8 +995,8 @@ class Session:
 
     async def _end_voice_chat_on_loop(self, data: dict[str, Any]) -> None:
         core = self._require_core("stop_voice_chat")
-        self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
         self._apply_state(lambda machine: machine.analyzing_up())
+        self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
         try:
             core.send("record-end-stt", data)
         except BaseException:
@@ -1131,11 +1155,17 @@ class Session:
                 except PersoError as exc:
                     self._report_error(exc)
 
-        def on_state(add: object = (), remove: object = ()) -> None:
-            for state in _as_states(add):
-                self._set_state(state, True)
-            for state in _as_states(remove):
-                self._set_state(state, False)
+        def on_state(add: ChatState | None, remove: ChatState | None) -> None:
+            # Concurrent turns share one LLM state: it is off only once every turn is done.
+            if add is ChatState.LLM:
+                self._llm_turns += 1
+            elif remove is ChatState.LLM:
+                self._llm_turns = max(0, self._llm_turns - 1)
+                if self._llm_turns:
+                    return
+            for state, on in ((add, True), (remove, False)):
+                if state is not None:
+                    self._set_state(state, on)
 
         def on_log(text: str, is_user: bool) -> None:
             self._append_chat_log(text, is_user=is_user)
@@ -1150,10 +1180,6 @@ class Session:
                 )
             finally:
                 self._turn_scopes.discard(scope)
-                if not self._turn_scopes:
-                    # A cancelled or failed turn may not have switched LLM off itself; with
-                    # no other turn running, nothing is generating any more.
-                    self._apply_state(lambda machine: machine.set(ChatState.LLM, False))
         if self._closed:
             raise SessionClosedError(f"session {self._session_id} closed during the chat turn")
         return "".join(spoken)  # cancelled by clear_buffer: what was said so far
@@ -1308,16 +1334,6 @@ def _check_size(width: object, height: object) -> None:
 def _check_positive(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise InvalidInputError(f"{name} must be a positive number of seconds, not {value!r}")
-
-
-def _as_states(value: object) -> list[ChatState]:
-    if value is None:
-        return []
-    if isinstance(value, ChatState):
-        return [value]
-    if isinstance(value, Iterable) and not isinstance(value, str):
-        return [ChatState(item) for item in value]
-    return [ChatState(value)]
 
 
 def _resample_or_keep(audio: bytes) -> bytes:

@@ -1,0 +1,289 @@
+"""Session: chat, avatar speech, chat states, chat log and callbacks (public API, mock server,
+real WebRTC)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import _session_helpers as helpers
+import pytest
+from _session_helpers import (
+    IDLE,
+    A,
+    Recorder,
+    S,
+    StateRecorder,
+    sent_messages,
+    wait_sent,
+    wait_until,
+)
+
+import perso_sync
+from mock_server import LlmScript, Rule
+from perso_sync.models import ChatState
+
+client = helpers.client
+open_session = helpers.open_session
+
+REPLY = "Nice to meet you. How are you today?"
+
+
+def _script(reply: str = REPLY, **kwargs: Any) -> LlmScript:
+    return LlmScript(rules=[Rule(pattern=r"(?i)hello", reply=reply)], words_per_delta=3, **kwargs)
+
+
+def test_full_lifecycle_with_chat(perso_mock: Any, open_session: Any) -> None:
+    sid = perso_mock.create_session_id()
+    perso_mock.set_llm_script(sid, _script())
+    closes = Recorder()
+    logs = Recorder()
+    states = StateRecorder()
+
+    with open_session(sid) as session:
+        assert session.session_id == sid == session.get_session_id()
+        assert session.close_status == perso_sync.CloseStatus(True, None, None)
+        session.on_close(closes)
+        session.subscribe_chat_log(logs)
+        session.subscribe_chat_states(states)
+
+        answer = session.process_chat("Hello there")
+
+        assert answer == REPLY
+
+        # Every delta went to the avatar as it arrived, in order, nothing lost or added.
+        def spoken() -> list[str]:
+            return [data["message"] for data in sent_messages(perso_mock, sid, "ttstf")]
+
+        wait_until(lambda: "".join(spoken()) == REPLY, what="the whole reply at the avatar")
+        assert len(spoken()) >= 2
+        logs.wait_for(lambda calls: calls and len(calls[-1]) == 2)
+        user, assistant = logs.snapshot()[-1]
+        assert (user.is_user, user.text) == (True, "Hello there")
+        assert (assistant.is_user, assistant.text) == (False, REPLY)
+        assert session.get_message_history() == [
+            {"role": "user", "content": "Hello there"},
+            {"role": "assistant", "type": "message", "content": REPLY},
+        ]
+        states.wait_for(lambda calls: any(ChatState.LLM in active for active in calls))
+        states.wait_for(lambda calls: any(S in active for active in calls))
+        # The mock answers every ttstf with an stf: the avatar really spoke.
+        perso_mock.journal.wait_for(
+            session_id=sid, channel="message", direction="out", type="stf", timeout=5
+        )
+
+    closes.wait_count(1)
+    assert closes.calls == [True]
+    assert session.closed
+    assert session.close_status == perso_sync.CloseStatus(False, 200, "OK")
+    perso_mock.wait_for_status(sid, "TERMINATED")
+
+
+def test_one_ttstf_turn_state_sequence(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    states = StateRecorder()
+    session.subscribe_chat_states(states)
+
+    session.process_ttstf("Good morning")
+
+    assert session.wait_until_idle(timeout=10)
+    states.wait_idle_after(S)
+    assert states.snapshot() == [{A}, {S}, IDLE]
+    assert [d["message"] for d in sent_messages(perso_mock, session.session_id, "ttstf")] == [
+        "Good morning"
+    ]
+
+
+def test_two_overlapping_ttstf_turns(perso_mock: Any, open_session: Any) -> None:
+    # The mock answers each ttstf 0.5 s later, so both are pending before the first stf.
+    session = open_session(peer={"speech_delay": 0.5})
+    states = StateRecorder()
+    session.subscribe_chat_states(states)
+
+    session.process_ttstf("First sentence.")
+    session.process_ttstf("Second sentence.")
+
+    assert session.wait_until_idle(timeout=15)
+    states.wait_idle_after(S)
+    assert states.snapshot() == [{A}, {A, S}, {S}, IDLE]
+
+
+def test_clear_buffer_mid_speech(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    states = StateRecorder()
+    session.subscribe_chat_states(states)
+    session.process_ttstf("A long sentence that the avatar starts to speak.")
+    states.wait_for(lambda calls: any(S in active for active in calls))
+
+    session.clear_buffer()
+
+    assert session.chat_states == IDLE
+    assert session.wait_until_idle(timeout=0)
+    states.wait_for(lambda calls: calls[-1] == IDLE)
+    assert wait_sent(perso_mock, session.session_id, "clear-buffer") == [{}]
+
+
+def test_clear_buffer_cancels_the_running_chat_turn(perso_mock: Any, open_session: Any) -> None:
+    sid = perso_mock.create_session_id()
+    words = " ".join(f"word{i}" for i in range(40))
+    perso_mock.set_llm_script(sid, _script(words, delay=0.05))
+    session = open_session(sid)
+    result: dict[str, Any] = {}
+
+    def chat() -> None:
+        result["text"] = session.process_chat("hello, talk for a while")
+
+    worker = threading.Thread(target=chat)
+    worker.start()
+    perso_mock.journal.wait_for(session_id=sid, channel="message", direction="in", type="ttstf")
+
+    session.clear_buffer()
+    worker.join(10)
+
+    assert not worker.is_alive()
+    # The turn stopped early: its caller gets what was said before the clear, not the reply.
+    assert words.startswith(result["text"])
+    assert result["text"] != words
+    assert session.chat_states == IDLE
+    wait_sent(perso_mock, sid, "clear-buffer")  # same channel: every ttstf came before it
+    spoken = "".join(d["message"] for d in sent_messages(perso_mock, sid, "ttstf"))
+    assert spoken == result["text"]
+
+
+def test_chat_log_entries(perso_mock: Any, open_session: Any) -> None:
+    sid = perso_mock.create_session_id()
+    perso_mock.set_llm_script(sid, _script())
+    session = open_session(sid)
+    logs = Recorder()
+    session.subscribe_chat_log(logs)
+
+    session.process_ttstf("Welcome 👋 to the demo")
+    session.process_chat("hello")
+
+    logs.wait_count(3)
+    entries = [(c.is_user, c.text) for c in logs.snapshot()[-1]]
+    assert entries == [(False, "Welcome  to the demo"), (True, "hello"), (False, REPLY)]
+    assert [len(log) for log in logs.snapshot()] == [1, 2, 3]
+    assert [(c.is_user, c.text) for c in session.get_chat_log()] == entries
+    # process_ttstf adds to the history what the avatar said, emoji removed
+    assert session.get_message_history()[0] == {
+        "role": "assistant",
+        "type": "message",
+        "content": "Welcome  to the demo",
+    }
+
+
+def test_process_custom_chat_warns_and_keeps_no_history(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    with pytest.warns(DeprecationWarning, match="process_ttstf"):
+        session.process_custom_chat("Custom words")
+    assert wait_sent(perso_mock, session.session_id, "ttstf") == [{"message": "Custom words"}]
+    assert session.get_message_history() == []
+    assert session.get_chat_log() == []
+
+
+def test_chat_error_is_raised_and_given_to_the_error_handler(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session()
+    errors = Recorder()
+    session.set_error_handler(errors)
+
+    with pytest.raises(perso_sync.LLMError) as raised:
+        session.process_chat("please fail")
+
+    errors.wait_count(1)
+    assert errors.calls == [raised.value]
+    assert "The mock LLM was asked to fail." in str(raised.value)
+    assert ChatState.LLM not in session.chat_states
+
+
+@pytest.mark.parametrize("message", ["", "   ", "\n\t"])
+def test_empty_messages_are_refused_without_a_request(
+    perso_mock: Any, open_session: Any, message: str
+) -> None:
+    session = open_session()
+    with pytest.raises(perso_sync.InvalidInputError):
+        session.process_chat(message)
+    with pytest.raises(perso_sync.InvalidInputError):
+        session.process_ttstf(message)
+    assert perso_mock.journal.requests(endpoint="llm") == []
+    assert sent_messages(perso_mock, session.session_id, "ttstf") == []
+
+
+def test_process_llm_streams_without_driving_the_avatar(perso_mock: Any, open_session: Any) -> None:
+    sid = perso_mock.create_session_id()
+    perso_mock.set_llm_script(sid, _script())
+    session = open_session(sid)
+
+    with session.process_llm("hello") as stream:
+        chunks = list(stream)
+
+    assert chunks[-1].type == "message"
+    assert chunks[-1].finish
+    assert chunks[-1].message == REPLY
+    assert sent_messages(perso_mock, sid, "ttstf") == []
+    assert session.chat_states == IDLE
+
+
+def test_callbacks_run_in_order_off_the_loop_and_errors_reach_the_handler(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session()
+    errors = Recorder()
+    session.set_error_handler(errors)
+    states = StateRecorder()
+
+    def broken(active: frozenset[ChatState]) -> None:
+        raise RuntimeError("subscriber bug")
+
+    session.subscribe_chat_states(broken)
+    session.subscribe_chat_states(states)
+
+    session.process_ttstf("Still speaking despite a broken subscriber")
+
+    states.wait_idle_after(S)
+    assert states.snapshot() == [{A}, {S}, IDLE]
+    assert "perso-runtime" not in states.threads
+    assert len(errors.snapshot()) == 3
+    assert all(isinstance(e, RuntimeError) for e in errors.snapshot())
+    assert not session.closed  # the loop carried on: pings, states, everything
+
+
+def test_unsubscribe_stops_notifications(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    early = StateRecorder()
+    late = StateRecorder()
+    unsubscribe = session.subscribe_chat_states(early)
+    session.subscribe_chat_states(late)
+    session.process_ttstf("One")
+    early.wait_count(1)
+    unsubscribe()
+    unsubscribe()  # idempotent
+
+    late.wait_idle_after(S)
+    assert early.snapshot() == [{A}]
+    assert late.snapshot() == [{A}, {S}, IDLE]
+
+
+def test_change_size_and_set_template_reach_the_avatar(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    session.change_size(128, 96)
+    session.set_template("chaehee", "white_shirt")
+    session.log_session_event({"action": "clicked"})
+
+    sid = session.session_id
+    assert wait_sent(perso_mock, sid, "change-size", 2)[-1] == {"width": 128, "height": 96}
+    assert wait_sent(perso_mock, sid, "set-template") == [
+        {"model": "chaehee", "dress": "white_shirt"}
+    ]
+    assert perso_mock.sessions[sid].events[-1]["event"] == "SESSION_LOG"
+    with pytest.raises(perso_sync.InvalidInputError):
+        session.change_size(0, 96)
+
+
+def test_wait_until_idle_times_out_while_speaking(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    session.process_ttstf("Speaking now")
+    assert session.wait_until_idle(timeout=0.05) is False
+    assert session.chat_states
