@@ -111,6 +111,11 @@ class PeerConfig:
     """When set, legacy STT/translate answer ``stt-error {code}`` instead."""
     client_ping_timeout: float | None = 30.0
     """No client ``ping`` for this long (after the channel opened) → the peer is lost."""
+    lost_after_silence: float = 10.0
+    """A connection that ends after this long without any packet from the client ended
+    because the client vanished (ICE consent expired), so it is "lost", not "closed". A live
+    client sends RTCP reports and pings every second or so; a graceful close comes from a
+    client that was still talking."""
 
 
 @attrs.define
@@ -192,6 +197,7 @@ class Peer:
         self._channel_closed_by_server = False
         self._closing = False
         self._last_client_ping = self._loop.time()
+        self._last_activity = self._loop.time()
         self.avatar = Avatar(
             width=config.video_max_width,
             height=config.video_max_height,
@@ -280,8 +286,9 @@ class Peer:
             elif state in ("failed", "disconnected"):
                 self._finish("lost" if self.state == "connected" else "failed")
             elif state == "closed" and not self._closing:
-                # the client closed its side (DTLS close_notify makes aiortc close ours)
-                self._finish("closed")
+                # The client closed its side (DTLS close_notify makes aiortc close ours), or
+                # it vanished and ICE consent expired, which also ends in "closed".
+                self._finish_closed()
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -307,7 +314,7 @@ class Peer:
         @channel.on("close")
         def on_close() -> None:
             if not self._channel_closed_by_server and not self._closing:
-                self._finish("closed")
+                self._finish_closed()
 
         def on_open() -> None:
             self._last_client_ping = self._loop.time()
@@ -322,6 +329,7 @@ class Peer:
             channel.once("open", on_open)
 
     def _on_message_channel(self, raw: str | bytes) -> None:
+        self._last_activity = self._loop.time()
         if isinstance(raw, bytes):
             self._journal(MESSAGE_LABEL, "in", {"binary": len(raw)})
             return
@@ -477,6 +485,7 @@ class Peer:
 
         @channel.on("message")
         def on_message(raw: str | bytes) -> None:
+            self._last_activity = self._loop.time()
             upload.receive(raw)
 
         if channel.readyState == "open":
@@ -496,7 +505,32 @@ class Peer:
         ):
             self.state = "connected"
             self.connected.set()
+            self._last_activity = self._loop.time()
+            self._spawn(self._activity_monitor())
             self._emit_state("connected")
+
+    def _finish_closed(self) -> None:
+        silence = self._loop.time() - self._last_activity
+        if self.state == "connected" and silence > self.config.lost_after_silence:
+            logger.info("session %s: closed after %.1f s of silence", self.session_id, silence)
+            self._finish("lost")
+        else:
+            self._finish("closed")
+
+    async def _activity_monitor(self) -> None:
+        """Note when packets last came from the client (RTCP, SCTP, DTLS: all count)."""
+        received = -1
+        while True:
+            await asyncio.sleep(min(1.0, self.config.lost_after_silence / 3))
+            if self.pc.connectionState == "closed":
+                return
+            report = await self.pc.getStats()
+            total = sum(
+                stats.packetsReceived for stats in report.values() if stats.type == "transport"
+            )
+            if total != received:
+                received = total
+                self._last_activity = self._loop.time()
 
     def _finish(self, event: str) -> None:
         """Report the peer's end once, then close it (from a task: we are in a handler)."""

@@ -15,10 +15,13 @@ import io
 import json
 import random
 import struct
+import sys
+import textwrap
 import wave
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aioice.ice
 import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -598,5 +601,64 @@ def test_an_unusable_offer_is_refused(offer: Any) -> None:
             await answerer.answer("s1", offer, PeerConfig())
         assert recorder.states == [("s1", "failed")]
         await answerer.close_all()
+
+    run(scenario)
+
+
+VANISHING_CLIENT = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    async def main():
+        pc = RTCPeerConnection()
+        pc.createDataChannel("message", protocol="message")
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        print(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}), flush=True)
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await pc.setRemoteDescription(RTCSessionDescription(**json.loads(line)))
+        await asyncio.Event().wait()  # until killed
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_client_that_vanishes_is_reported_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shorten ICE consent freshness (RFC 7675) from ~30 s to ~1 s, as aiortc's own tests
+    # shorten aioice timers; the client ping watchdog is off, so consent is what notices.
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.1)
+    monkeypatch.setattr(aioice.ice, "CONSENT_FAILURES", 2)
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            VANISHING_CLIENT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            offer = json.loads(await asyncio.wait_for(process.stdout.readline(), 10))
+            config = PeerConfig(client_ping_timeout=None, lost_after_silence=0.3)
+            answer = await answerer.answer("s1", offer, config)
+            process.stdin.write((json.dumps(answer) + "\n").encode())
+            await process.stdin.drain()
+            await recorder.wait_state("s1", "connected")
+            process.kill()  # no goodbye: no DTLS close_notify, no SCTP abort
+            await process.wait()
+            await recorder.wait_state("s1", "lost")
+            assert [event for _, event in recorder.states] == ["connected", "lost"]
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            await answerer.close_all()
 
     run(scenario)
