@@ -90,7 +90,8 @@ class WavInfo:
 
     ``encoding`` is ``"pcm"`` (integer samples), ``"float"`` (IEEE float) or ``"other"``
     (e.g. A-law; :func:`read_wav` refuses it, :func:`resample_wav` lets FFmpeg decode it).
-    ``data_size`` counts only the bytes really present, so a cut-off file reads as a shorter one.
+    ``data_size`` counts only the bytes really present, so a cut-off file reads as a shorter one;
+    a data size left unset by a streaming writer means "up to the end".
     """
 
     sample_rate: int
@@ -177,16 +178,18 @@ def read_wav_info(data: bytes | bytearray | memoryview) -> WavInfo:
     ``data`` chunk, zero channels or sample rate, or a sample size that is not whole bytes.
     """
     view = _check_riff(data)
+    (riff_size,) = struct.unpack_from("<I", view, 4)
     fmt: tuple[int, int, int, int] | None = None
     data_chunk: tuple[int, int] | None = None
     for chunk_id, body, size in _chunks(view):
         if chunk_id == b"fmt " and fmt is None:
             fmt = _parse_fmt(view, body, size)
         elif chunk_id == b"data" and data_chunk is None:
-            # Streaming writers leave the size at 0 or 0xFFFFFFFF: trust only what is present.
+            # Writers that cannot seek back leave the size at 0xFFFFFFFF, or at 0 with a RIFF
+            # size of 0 too: the samples then run to the end. Never trust more than is present.
             present = max(0, len(view) - body)
-            declared = present if size in (0, 0xFFFFFFFF) else size
-            data_chunk = (body, min(declared, present))
+            streaming = size == 0xFFFFFFFF or (size == 0 and riff_size in (0, 0xFFFFFFFF))
+            data_chunk = (body, present if streaming else min(size, present))
         if fmt is not None and data_chunk is not None:
             break
     if fmt is None:
@@ -652,12 +655,17 @@ class _TrackSource:
     async def pump(self, take: _Take) -> None:
         from aiortc.mediastreams import MediaStreamError
 
+        frame_type = _import_av().AudioFrame
         while True:
             try:
                 frame = await self._track.recv()
             except MediaStreamError:  # the track ended: keep what the resampler still holds
                 take.add(take.sink.flush())
                 return
+            if not isinstance(frame, frame_type):
+                raise RecordingError(
+                    f"the track delivered {type(frame).__name__}, not decoded audio frames"
+                )
             # One 20 ms frame converts in microseconds, so it is fine to do it on the loop.
             if not take.add(take.sink.push(frame)):
                 return

@@ -282,5 +282,5 @@ class ChatStates(RuleBasedStateMachine):
         assert self.m.active == fs()
 
 
-ChatStates.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+ChatStates.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 TestChatStates = ChatStates.TestCase
