@@ -19,6 +19,7 @@ import asyncio
 import fractions
 import math
 import struct
+import threading
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -102,32 +103,38 @@ def _background(template: dict[str, str] | None) -> _YuvColour:
 class SpeechTimeline:
     """When the avatar speaks: utterances play one after another on a monotonic clock.
 
-    Pure bookkeeping: times are passed in (seconds from any monotonic clock).
+    Pure bookkeeping: times are passed in (seconds from any monotonic clock). Locked, because
+    tests read ``speaking`` from their own thread while the server loop updates it.
     """
 
     def __init__(self) -> None:
         self._segments: deque[tuple[float, float]] = deque()
+        self._lock = threading.Lock()
 
     def add(self, now: float, duration: float) -> float:
         """Queue an utterance of ``duration`` seconds; return when it starts playing."""
-        self._forget_before(now)
-        start = max(now, self._segments[-1][1]) if self._segments else now
-        self._segments.append((start, start + duration))
-        return start
+        with self._lock:
+            self._forget_before(now)
+            start = max(now, self._segments[-1][1]) if self._segments else now
+            self._segments.append((start, start + duration))
+            return start
 
     def speaking(self, now: float) -> bool:
         """Whether an utterance is playing at ``now``."""
-        self._forget_before(now)
-        return bool(self._segments) and self._segments[0][0] <= now < self._segments[0][1]
+        with self._lock:
+            self._forget_before(now)
+            return bool(self._segments) and self._segments[0][0] <= now < self._segments[0][1]
 
     def cut(self, now: float) -> None:
         """Drop utterances not started yet; the one playing finishes (as on the platform)."""
-        while self._segments and self._segments[-1][0] > now:
-            self._segments.pop()
+        with self._lock:
+            while self._segments and self._segments[-1][0] > now:
+                self._segments.pop()
 
     def ends_at(self) -> float | None:
         """When the last queued utterance ends, or None when nothing is queued."""
-        return self._segments[-1][1] if self._segments else None
+        with self._lock:
+            return self._segments[-1][1] if self._segments else None
 
     def _forget_before(self, now: float) -> None:
         while self._segments and self._segments[0][1] <= now:
