@@ -73,6 +73,7 @@ class MockContext:
     answerer: Any = None
     seed_catalog: Catalog | None = None
     seed_api_key: str | None = None
+    inflight: set[asyncio.Task[Any]] = attrs.field(factory=set)
 
     def __attrs_post_init__(self) -> None:
         if self.seed_catalog is None:
@@ -82,6 +83,14 @@ class MockContext:
 
     async def reset(self) -> None:
         """Back to the seeded state: peers closed, no sessions, faults, journal or scripts."""
+        # Requests still in flight (e.g. a delayed "never answering" exchange) belong to the
+        # previous test: cancel them so they cannot act on the fresh state later.
+        current = asyncio.current_task()
+        stale = [task for task in self.inflight if task is not current and not task.done()]
+        for task in stale:
+            task.cancel()
+        if stale:
+            await asyncio.wait(stale, timeout=2)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.close_peers(), timeout=5)
         assert self.seed_catalog is not None
@@ -135,6 +144,17 @@ class MockContext:
 
 
 CTX_KEY: web.AppKey[MockContext] = web.AppKey("mock_context", MockContext)
+
+
+def _request_key(name: str, kind: type[Any]) -> Any:
+    # Typed request keys exist in recent aiohttp only; older ones take plain strings.
+    factory = getattr(web, "RequestKey", None)
+    return factory(name, kind) if factory is not None else name
+
+
+RAW_KEY = _request_key("mock_raw", bytes)
+SESSION_KEY = _request_key("mock_session", MockSession)
+FAULT_KEY = _request_key("mock_fault", Fault)
 
 
 def _as_float(value: Any) -> float | None:
@@ -524,15 +544,15 @@ def _ice_servers(session: MockSession, ctx: MockContext) -> list[Any]:
 
 
 async def get_session_info(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    return web.json_response(session_info(request["mock_session"], ctx))
+    return web.json_response(session_info(request[SESSION_KEY], ctx))
 
 
 async def get_ice_servers(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    return web.json_response({"ice_servers": _ice_servers(request["mock_session"], ctx)})
+    return web.json_response({"ice_servers": _ice_servers(request[SESSION_KEY], ctx)})
 
 
 async def exchange(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    session: MockSession = request["mock_session"]
+    session: MockSession = request[SESSION_KEY]
     ok, body = _json_body(request)
     offer = body.get("client_sdp") if ok and isinstance(body, dict) else None
     if not (
@@ -562,9 +582,13 @@ async def exchange(request: web.Request, ctx: MockContext) -> web.StreamResponse
         return error_response(
             501, "server_error", "not_implemented", f"WebRTC answerer unavailable: {exc}"
         )
+    from mock_server.webrtc import InvalidOfferError
+
     try:
         answer = await answerer.answer(session.session_id, offer, session.peer_config)
-    except Exception as exc:  # noqa: BLE001 - any answerer failure is the client's 500
+    except InvalidOfferError as exc:
+        return error_response(400, "validation_error", "invalid", str(exc), "client_sdp")
+    except Exception as exc:  # noqa: BLE001 - any other answerer failure is the client's 500
         log.warning("exchange failed for a session: %s", exc)
         return error_response(500, "server_error", "error", f"Could not answer the offer: {exc}")
     session.mark_exchanged(offer["sdp"], str(answer.get("sdp", "")))
@@ -572,7 +596,7 @@ async def exchange(request: web.Request, ctx: MockContext) -> web.StreamResponse
 
 
 async def create_event(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    session: MockSession = request["mock_session"]
+    session: MockSession = request[SESSION_KEY]
     ok, body = _json_body(request)
     record: dict[str, Any]
     if ok and isinstance(body, dict):
@@ -585,7 +609,7 @@ async def create_event(request: web.Request, ctx: MockContext) -> web.StreamResp
         record = {
             "event": None,
             "detail": None,
-            "raw": request["mock_raw"].decode(errors="replace"),
+            "raw": request[RAW_KEY].decode(errors="replace"),
         }
     record["created_at"] = iso_now()
     session.events.append(record)
@@ -615,7 +639,7 @@ def _capability_refusal(session: MockSession, ctx: MockContext, cap: str) -> web
 
 
 async def tts(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    session: MockSession = request["mock_session"]
+    session: MockSession = request[SESSION_KEY]
     refusal = _capability_refusal(session, ctx, "TTS")
     if refusal is not None:
         return refusal
@@ -649,11 +673,11 @@ async def tts(request: web.Request, ctx: MockContext) -> web.StreamResponse:
 
 
 async def stt(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    session: MockSession = request["mock_session"]
+    session: MockSession = request[SESSION_KEY]
     refusal = _capability_refusal(session, ctx, "STT")
     if refusal is not None:
         return refusal
-    form = parse_multipart(request.headers.get("Content-Type", ""), request["mock_raw"])
+    form = parse_multipart(request.headers.get("Content-Type", ""), request[RAW_KEY])
     audio = form.get("audio") if form is not None else None
     if audio is None or audio.data is None:
         return error_response(
@@ -690,7 +714,7 @@ def sse_frame(event: dict[str, Any], framing: str) -> bytes:
 
 
 async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    session: MockSession = request["mock_session"]
+    session: MockSession = request[SESSION_KEY]
     refusal = _capability_refusal(session, ctx, "LLM")
     if refusal is not None:
         return refusal
@@ -719,7 +743,7 @@ async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     settings = ctx.catalog.settings
     framing = script.framing or str(settings.get("llm_framing") or "platform")
     delay = script.delay if script.delay is not None else _as_float(settings.get("llm_delay"))
-    fault: Fault | None = request.get("mock_fault")
+    fault: Fault | None = request.get(FAULT_KEY)
     response = web.StreamResponse(
         status=200,
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"},
@@ -817,7 +841,7 @@ def _origin(request: web.Request) -> str:
 
 
 def _json_body(request: web.Request) -> tuple[bool, Any]:
-    raw: bytes = request["mock_raw"]
+    raw: bytes = request[RAW_KEY]
     if not raw:
         return False, None
     try:
@@ -960,7 +984,7 @@ async def mock_middleware(
     route_name = request.match_info.route.name
     route = _ROUTES_BY_NAME.get(route_name or "")
     raw = await request.read()
-    request["mock_raw"] = raw
+    request[RAW_KEY] = raw
     if request.path.startswith("/_mock/") and route is None:
         return await handler(request)  # the control API is not journaled
     session_id = request.match_info.get("session_id")
@@ -974,6 +998,9 @@ async def mock_middleware(
         session_id=session_id,
     )
     status = 500
+    task = asyncio.current_task()
+    if task is not None:
+        ctx.inflight.add(task)
     try:
         response = await _dispatch(request, ctx, route, session_id, handler)
         status = response.status
@@ -982,6 +1009,7 @@ async def mock_middleware(
         status = exc.status
         raise
     finally:
+        ctx.inflight.discard(task)  # type: ignore[arg-type]
         ctx.journal.set_status(seq, status)
 
 
@@ -1019,14 +1047,14 @@ async def _dispatch(
         session = ctx.session(session_id or "")
         if session is None:
             return _not_found()
-        request["mock_session"] = session
+        request[SESSION_KEY] = session
     fault = ctx.faults.take(route.name, session_id)
     if fault is not None:
         if fault.delay:
             await asyncio.sleep(fault.delay)
         if fault.status is not None:
             return await _fault_response(request, fault)
-        request["mock_fault"] = fault
+        request[FAULT_KEY] = fault
         if fault.drop and route.name != "llm":
             real = await handler(request)
             if isinstance(real, web.Response):

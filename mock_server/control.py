@@ -25,6 +25,7 @@ params}]`` |
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -48,8 +49,9 @@ def _bad(detail: str) -> web.Response:
 
 
 async def _json(request: web.Request) -> Any:
-    raw: bytes = request.get("mock_raw") or await request.read()
-    import json
+    from mock_server.app import RAW_KEY
+
+    raw: bytes = request.get(RAW_KEY) or await request.read()
 
     try:
         return json.loads(raw or b"{}")
