@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -87,6 +88,7 @@ __all__ = [
 ]
 
 API_SERVER_ENV = "PERSO_API_SERVER"
+logger = logging.getLogger("perso_sync")
 DEFAULT_TIMEOUT = HttpTimeout()  # connect 5 s, read 30 s
 
 T = TypeVar("T")
@@ -393,7 +395,12 @@ class PersoClient:
         _require_text("event", event)
         if not isinstance(detail, str):
             raise InvalidInputError(f"detail must be a string, got {detail!r}")
-        self._rest.post(path, account=False, json_body={"detail": detail, "event": str(event)})
+        try:
+            self._rest.post(path, account=False, json_body={"detail": detail, "event": str(event)})
+        except InvalidResponseError:
+            # A 2xx means the event was recorded; its body is not used, so a body that is not
+            # JSON (the official client would choke on it) is no reason to fail.
+            logger.debug("POST %s: ignoring a 2xx body that is not JSON", path)
 
     def log_session_event(
         self, session_id: str, detail: str | Mapping[str, Any] | None = None
@@ -516,7 +523,12 @@ def session_params_from_template(template: SessionTemplate) -> SessionParams:
         value = getattr(template, field)
         if value is not None:
             kwargs[field] = value
-    return SessionParams(**kwargs)
+    try:
+        return SessionParams(**kwargs)
+    except InvalidInputError as exc:
+        raise InvalidInputError(
+            f"session template {template.sessiontemplate_id!r} cannot create a session: {exc}"
+        ) from exc
 
 
 # ---------------------------------------------------------------------------------------------

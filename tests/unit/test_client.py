@@ -666,6 +666,15 @@ def test_form_b_missing_template_is_does_not_exist(
     assert len(mocked.calls) == 1
 
 
+def test_form_b_template_with_bad_values_names_the_template(
+    client: PersoClient, mocked: responses.RequestsMock
+) -> None:
+    mocked.get(SERVER + "/api/v1/session_template/tpl-1/", json=template(padding_top=7.0))
+    with pytest.raises(InvalidInputError, match=r"tpl-1.*padding_top"):
+        client.create_session_id(session_template_id="tpl-1")
+    assert [call.request.method for call in mocked.calls] == ["GET"]
+
+
 def test_form_b_post_error_is_remapped(client: PersoClient, mocked: responses.RequestsMock) -> None:
     mocked.get(SERVER + "/api/v1/session_template/tpl-1/", json=template())
     _mock_create(mocked, status=403, json=error_body("not_in_organization", "no", "llm_type"))
@@ -732,12 +741,22 @@ def test_exchange_sdp_bad_answer(client: PersoClient, mocked: responses.Requests
         client.exchange_sdp(SID, {"type": "offer", "sdp": "x"})
 
 
-def test_create_session_event(client: PersoClient, mocked: responses.RequestsMock) -> None:
-    mocked.post(SESSION_BASE + "event/create/", body=b"")
+@pytest.mark.parametrize("answer", [b"", b"OK", b"{}"])
+def test_create_session_event(
+    client: PersoClient, mocked: responses.RequestsMock, answer: bytes
+) -> None:
+    mocked.post(SESSION_BASE + "event/create/", body=answer)
     client.create_session_event(SID, models.SessionEvent.SESSION_START)
     request = _only_call(mocked)
     assert "PersoLive-APIKey" not in request.headers
     assert _json_body(request) == {"detail": "", "event": "SESSION_START"}
+
+
+def test_create_session_event_error(client: PersoClient, mocked: responses.RequestsMock) -> None:
+    mocked.post(SESSION_BASE + "event/create/", status=404, json=error_body("not_found", "gone"))
+    with pytest.raises(ApiError) as info:
+        client.create_session_event(SID, "SESSION_END", "bye")
+    assert info.value.error_code == 404
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import types
 import typing
 from typing import Any
 
@@ -79,14 +80,14 @@ def wire_value(tp: Any) -> st.SearchStrategy[Any]:
         return st.integers(-1000, 1000) | st.floats(allow_nan=False, allow_infinity=False)
     if tp is dt.datetime:
         return timestamps
-    if isinstance(tp, type) and issubclass(tp, models.CapabilityName.__mro__[1]):
+    if isinstance(tp, type) and issubclass(tp, models._OpenStrEnum):
         return st.sampled_from([member.value for member in tp]) | st.text(min_size=1, max_size=8)
     if origin is list:
         (item,) = typing.get_args(tp)
         return st.lists(st.deferred(lambda: wire_value(item)), max_size=2)
     if origin is dict:
         return st.dictionaries(st.text(max_size=4), json_values, max_size=2)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         options = [arg for arg in typing.get_args(tp) if not _is_not_given(arg)]
         return st.one_of(*[st.none() if arg is type(None) else wire_value(arg) for arg in options])
     if attrs.has(tp):
