@@ -14,8 +14,26 @@ What a peer does (PROTOCOL.md §5, §7, §8):
 * on each ``file`` channel: empty "ready" text, binary chunks, empty binary EOF, one text
   answer with a new ``file_ref`` (size limit and malformed transfers close the channel).
 
-All methods run on the event loop that runs the answerer (the mock's aiohttp loop). The
-callbacks ``on_message`` and ``on_state`` are called on that loop and must not block.
+Speech: utterances play one after another (the avatar's timeline); each ``stf`` reply is sent
+``speech_delay`` after its request, in order. ``clear-buffer`` drops requests not answered yet;
+the utterance playing finishes, queued ones are cut. ``stf`` with an unknown ``file_ref`` is
+ignored (it is in the journal as received).
+
+Callbacks (called on the answerer's loop; they must not block):
+
+* ``on_message(session_id, channel, direction, payload)``: ``message`` channel: the decoded
+  dict both ways (a malformed text message: the raw string; binary: ``{"binary": size}``).
+  ``file`` channel: out ``""`` (ready) and out ``file_ref``; in, once per transfer,
+  ``{"file_ref", "size", "sha256"}`` or ``{"error": reason, "size": received}``.
+* ``on_state(session_id, event)``, at most one end event per peer: ``"connected"`` (ICE/DTLS
+  up and ``message`` open), then ``"closed"`` (the client closed its channel or connection),
+  ``"lost"`` (connection failed, the client vanished — see ``lost_after_silence`` — or sent no
+  ping for ``client_ping_timeout``) or ``"failed"`` (never connected / unusable offer). A close
+  by the server itself (``Answerer.close``, ``close_all``, a new offer) reports nothing.
+
+Threads: everything runs on the answerer's loop. From another thread, ``stop_pings`` /
+``start_pings``, edits of ``Peer.config`` and reads of ``speaking``, ``files``, ``received``
+are safe; coroutines (``close_message_channel``, ``Answerer.close``) must be run on the loop.
 """
 
 from __future__ import annotations
@@ -153,6 +171,8 @@ class _Speech:
     duration_ms: float
     due: float
     generation: int
+    audio_duration_ms: asyncio.Future[float | None] | None = None
+    """Measured off the loop (probing a large file takes a while); wins when known."""
 
 
 class Peer:
@@ -162,7 +182,8 @@ class Peer:
     ``config`` (live ``PeerConfig``), ``width``/``height`` (the size the client asked for;
     frames are rendered at ``render_size``), ``speaking``, ``template``, ``files``
     (file_ref → FileInfo), ``received`` (decoded inbound ``message`` channel messages),
-    ``sent`` (outbound ones), ``state`` ("new", "connected", "closed", "lost", "failed").
+    ``sent`` (outbound ones), ``state`` (the last event reported: "new", "connected",
+    "closed", "lost", "failed"), ``connected`` / ``finished`` (asyncio events on the loop).
     """
 
     def __init__(
@@ -383,10 +404,10 @@ class Peer:
             info.format = hint
         text = data.get("message")
         text = text if isinstance(text, str) else ""
-        duration = info.audio_duration_ms()
-        if duration is None:
-            duration = self._text_duration_ms(text)
-        self._queue_speech(text, duration)
+        # Probing a large non-audio file takes a noticeable time: keep it off the loop. The
+        # speech queue stays in order, the worker awaits the measurement when its turn comes.
+        measured = self._loop.run_in_executor(None, info.audio_duration_ms)
+        self._queue_speech(text, self._text_duration_ms(text), measured)
 
     def _handle_clear_buffer(self, data: dict[str, Any]) -> None:
         self._generation += 1
@@ -434,13 +455,24 @@ class Peer:
     def _text_duration_ms(self, text: str) -> float:
         return max(MIN_SPEECH_MS, len(text) * self.config.ms_per_char)
 
-    def _queue_speech(self, message: str, duration_ms: float) -> None:
+    def _queue_speech(
+        self,
+        message: str,
+        duration_ms: float,
+        audio_duration_ms: asyncio.Future[float | None] | None = None,
+    ) -> None:
         due = self._loop.time() + self.config.speech_delay
-        self._speech.put_nowait(_Speech(message, duration_ms, due, self._generation))
+        self._speech.put_nowait(
+            _Speech(message, duration_ms, due, self._generation, audio_duration_ms)
+        )
 
     async def _speech_worker(self, channel: RTCDataChannel) -> None:
         while True:
             speech = await self._speech.get()
+            if speech.audio_duration_ms is not None:
+                measured = await speech.audio_duration_ms
+                if measured is not None:
+                    speech.duration_ms = measured
             delay = speech.due - self._loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
