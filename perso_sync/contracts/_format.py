@@ -1114,10 +1114,10 @@ def _check_request_body(interaction: Interaction, observed: ObservedRequest) -> 
         part = parts.get(name)
         if part is None:
             out.append(Mismatch(f"request.multipart.fields.{name}", "is missing"))
-        elif part[1] != value.encode():
+        elif part[2] != value.encode():
             out.append(
                 Mismatch(
-                    f"request.multipart.fields.{name}", f"expected {value!r}, got {part[1][:80]!r}"
+                    f"request.multipart.fields.{name}", f"expected {value!r}, got {part[2][:80]!r}"
                 )
             )
     for name, file_spec in multipart.get("files", {}).items():
@@ -1126,7 +1126,12 @@ def _check_request_body(interaction: Interaction, observed: ObservedRequest) -> 
         if part is None:
             out.append(Mismatch(where, "is missing"))
             continue
-        filename, content = part
+        filename, part_type, content = part
+        expected_type = file_spec.get("content_type")
+        if expected_type is not None and (part_type or "").split(";")[0].strip() != expected_type:
+            out.append(
+                Mismatch(f"{where}.content_type", f"expected {expected_type!r}, got {part_type!r}")
+            )
         if filename != file_spec["filename"]:
             out.append(
                 Mismatch(
@@ -1138,24 +1143,32 @@ def _check_request_body(interaction: Interaction, observed: ObservedRequest) -> 
     return out
 
 
-def _split_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]] | None:
-    """name -> (filename, content) of a multipart/form-data body; None when it is not one."""
+def _split_multipart(
+    content_type: str, body: bytes
+) -> dict[str, tuple[str | None, str | None, bytes]] | None:
+    """name -> (filename, content type, content) of a multipart/form-data body; None when the
+    body is not one."""
     match = re.search(r'boundary="?([^";]+)"?', content_type)
     if not content_type.lower().startswith("multipart/form-data") or match is None:
         return None
     boundary = b"--" + match.group(1).encode()
-    parts: dict[str, tuple[str | None, bytes]] = {}
+    parts: dict[str, tuple[str | None, str | None, bytes]] = {}
     for chunk in body.split(boundary)[1:]:
         if chunk.startswith(b"--"):
             break
         head, _, content = chunk.partition(b"\r\n\r\n")
         if content.endswith(b"\r\n"):
             content = content[:-2]
-        disposition = head.decode("latin-1")
-        name = re.search(r'name="([^"]*)"', disposition)
-        filename = re.search(r'filename="([^"]*)"', disposition)
+        head_text = head.decode("latin-1")
+        name = re.search(r'(?<![\w-])name="([^"]*)"', head_text)
+        filename = re.search(r'filename="([^"]*)"', head_text)
+        part_type = re.search(r"(?im)^content-type:\s*(.+?)\s*$", head_text)
         if name is not None:
-            parts[name.group(1)] = (filename.group(1) if filename else None, content)
+            parts[name.group(1)] = (
+                filename.group(1) if filename else None,
+                part_type.group(1) if part_type else None,
+                content,
+            )
     return parts
 
 
@@ -1218,7 +1231,9 @@ def to_plain(value: Any) -> Any:
         return exception_view(value)
     if attrs.has(type(value)):
         out = {
-            field.name: to_plain(getattr(value, field.name)) for field in attrs.fields(type(value))
+            field.name: to_plain(getattr(value, field.name))
+            for field in attrs.fields(type(value))
+            if not field.name.startswith("_")  # private bookkeeping, not a model field
         }
         chunk_type = getattr(value, "type", None)
         if isinstance(chunk_type, str) and "type" not in out:
@@ -1226,8 +1241,12 @@ def to_plain(value: Any) -> Any:
         return out
     if isinstance(value, Mapping):
         return {str(key): to_plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if isinstance(value, (set, frozenset)):
+        return sorted((to_plain(item) for item in value), key=repr)
+    if isinstance(value, (list, tuple)):
         return [to_plain(item) for item in value]
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
     return repr(value)
 
 

@@ -73,6 +73,13 @@ def _organization_lacks(server: Any, params: Mapping[str, Any], setup: ProviderS
     server.catalog.organization[kind] = [n for n in assigned if n != name]
 
 
+def _organization_has(server: Any, params: Mapping[str, Any], setup: ProviderSetup) -> None:
+    assigned = server.catalog.organization.setdefault(params["kind"], [])
+    for name in params["names"]:
+        if name not in assigned:
+            assigned.append(name)
+
+
 def _organization_lacks_feature(
     server: Any, params: Mapping[str, Any], setup: ProviderSetup
 ) -> None:
@@ -148,6 +155,7 @@ PROVIDER_STATES: Mapping[str, StateHandler] = {
     "catalog has": _catalog_has,
     "catalog lacks": _catalog_lacks,
     "organization lacks": _organization_lacks,
+    "organization has": _organization_has,
     "organization lacks feature": _organization_lacks_feature,
     "session exists": _session_exists,
     "session does not exist": _session_does_not_exist,
