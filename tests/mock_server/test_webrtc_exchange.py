@@ -90,5 +90,7 @@ def test_a_garbage_offer_is_refused_over_http() -> None:
             json={"client_sdp": {"type": "offer", "sdp": "v=0\r\nnot sdp\r\n"}},
             timeout=DEADLINE,
         )
-        assert 400 <= response.status_code < 600
-        assert "errors" in response.json()
+        assert response.status_code == 400
+        (error,) = response.json()["errors"]
+        assert error["attr"] == "client_sdp"
+        assert "data channel" in error["detail"]
