@@ -1,0 +1,248 @@
+"""Session lifecycle: opening (WebRTC and REST-only), liveness, closing, many sessions at once
+(public API, mock server, real WebRTC)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections import Counter
+from typing import Any
+
+import _session_helpers as helpers
+import pytest
+from _session_helpers import Recorder, wait_until
+
+import perso_sync
+
+client = helpers.client
+open_session = helpers.open_session
+
+DECODER_THREADS = ("audio-decoder", "video-decoder")  # aiortc: one per receiver, until close
+
+
+def _rest_only_sid(perso_mock: Any) -> str:
+    return perso_mock.create_session_id(using_stf_webrtc=False)
+
+
+def test_watchdog_closes_a_session_whose_server_stops_pinging(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session(ping_timeout=1.0)
+    closes = Recorder()
+    session.on_close(closes)
+    sid = session.session_id
+    assert perso_mock.wait_for_status(sid, "IN_PROGRESS")
+
+    perso_mock.peer(sid).stop_pings()
+
+    closes.wait_count(1, timeout=10)
+    assert closes.calls == [False]
+    assert session.closed
+    assert session.close_status == perso_sync.CloseStatus(False, 408, "Request Timeout")
+    perso_mock.wait_for_status(sid, "TERMINATED")
+    with pytest.raises(perso_sync.SessionClosedError):
+        session.process_ttstf("too late")
+
+
+def test_manual_stop_calls_on_close_once(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    closes = Recorder()
+    removed = Recorder()
+    session.on_close(closes)
+    session.on_close(removed)()  # removed before closing: never called
+
+    with session:
+        pass
+    session.stop_session()  # idempotent
+
+    closes.wait_count(1)
+    assert closes.calls == [True]
+    assert removed.calls == []
+    assert session.close_status == perso_sync.CloseStatus(False, 200, "OK")
+    perso_mock.wait_for_status(session.session_id, "TERMINATED")
+
+
+def test_concurrent_stops_close_once(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    closes = Recorder()
+    session.on_close(closes)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: session.stop_session(), range(4)))
+    assert session.closed
+    closes.wait_count(1)
+    assert closes.calls == [True]
+
+
+CLOSED_CALLS = {
+    "process_chat": lambda s: s.process_chat("hi"),
+    "process_llm": lambda s: s.process_llm("hi"),
+    "process_ttstf": lambda s: s.process_ttstf("hi"),
+    "process_tts": lambda s: s.process_tts("hi"),
+    "transcribe_audio": lambda s: s.transcribe_audio(b"RIFF"),
+    "process_stf": lambda s: s.process_stf(b"RIFF...."),
+    "start_process_stt": lambda s: s.start_process_stt(),
+    "stop_process_stt": lambda s: s.stop_process_stt(),
+    "clear_buffer": lambda s: s.clear_buffer(),
+    "change_size": lambda s: s.change_size(10, 10),
+    "set_template": lambda s: s.set_template("m", "d"),
+    "log_session_event": lambda s: s.log_session_event("x"),
+    "wait_until_idle": lambda s: s.wait_until_idle(1),
+    "subscribe_chat_states": lambda s: s.subscribe_chat_states(print),
+    "subscribe_chat_log": lambda s: s.subscribe_chat_log(print),
+    "on_close": lambda s: s.on_close(print),
+    "set_error_handler": lambda s: s.set_error_handler(print),
+    "set_stt_result_callback": lambda s: s.set_stt_result_callback(print),
+    "frames": lambda s: s.frames(),
+    "record": lambda s: s.record("never.mp4"),
+    "enter": lambda s: s.__enter__(),
+}
+
+
+def test_closed_session_methods_raise_session_closed_error(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session()
+    session.stop_session()
+    requests_before = len(perso_mock.journal.requests())
+
+    not_refused = []
+    for name, call in CLOSED_CALLS.items():
+        try:
+            call(session)
+        except perso_sync.SessionClosedError:
+            continue
+        not_refused.append(name)
+    assert not_refused == []
+
+    assert len(perso_mock.journal.requests()) == requests_before  # nothing was sent
+    # Pure reads stay available.
+    assert session.session_id
+    assert session.close_status.live is False
+    assert session.get_message_history() == []
+    assert session.is_stt_recording() is False
+    session.stop_session()
+
+
+def test_rest_only_session_heartbeat(perso_mock: Any, client: Any) -> None:
+    sid = _rest_only_sid(perso_mock)
+    closes = Recorder()
+    with client.create_session(sid, width=320, height=240, heartbeat_interval=0.1) as session:
+        session.on_close(closes)
+        assert session.audio_track is None
+        assert session.video_track is None
+        wait_until(
+            lambda: perso_mock.sessions[sid].event_names.count("SESSION_DURING") >= 2,
+            what="two heartbeats",
+        )
+        assert perso_mock.sessions[sid].event_names[0] == "SESSION_START"
+        assert perso_mock.peer(sid) is None  # no WebRTC at all
+        with pytest.raises(perso_sync.STFError, match="requires WebRTC"):
+            session.process_ttstf("no avatar here")
+    closes.wait_count(1)
+    assert closes.calls == [True]
+    # A REST-only session tells the server it ended (there is no peer connection to close).
+    assert perso_mock.sessions[sid].event_names[-1] == "SESSION_END"
+    perso_mock.wait_for_status(sid, "TERMINATED")
+
+
+def test_rest_only_heartbeat_failure_closes_as_lost(perso_mock: Any, client: Any) -> None:
+    sid = _rest_only_sid(perso_mock)
+    session = client.create_session(sid, width=320, height=240, heartbeat_interval=0.1)
+    errors = Recorder()
+    closes = Recorder()
+    session.set_error_handler(errors)
+    session.on_close(closes)
+
+    perso_mock.faults.fail("event", 500, times=None, session_id=sid)
+
+    closes.wait_count(1)
+    assert closes.calls == [False]
+    assert isinstance(errors.calls[0], perso_sync.ApiError)
+    assert errors.calls[0].error_code == 500
+    assert session.close_status == perso_sync.CloseStatus(False, 408, "Request Timeout")
+
+
+def test_ready_timeout_when_the_exchange_never_answers(perso_mock: Any, client: Any) -> None:
+    sid = perso_mock.create_session_id()
+    perso_mock.faults.delay("exchange", 30)
+    threads_before = threading.active_count()
+
+    with pytest.raises(perso_sync.Timeout, match="WebRTC connection timeout"):
+        client.create_session(sid, width=160, height=120, connect_timeout=0.5)
+
+    # Nothing of the half-open session lingers (no decoder threads, no peer connection).
+    wait_until(lambda: threading.active_count() <= threads_before + 1, what="threads")
+
+
+def test_exchange_error_is_an_api_error(perso_mock: Any, client: Any) -> None:
+    sid = perso_mock.create_session_id()
+    perso_mock.faults.fail("exchange", 400)
+
+    with pytest.raises(perso_sync.ApiError) as raised:
+        client.create_session(sid, width=160, height=120)
+
+    assert raised.value.error_code == 400
+
+
+def test_session_info_error_is_an_api_error(perso_mock: Any, client: Any) -> None:
+    with pytest.raises(perso_sync.ApiError) as raised:
+        client.create_session("no-such-session", width=160, height=120)
+    assert raised.value.error_code == 404
+
+
+def _thread_names() -> Counter[str]:
+    return Counter(t.name if t.name in DECODER_THREADS else "other" for t in threading.enumerate())
+
+
+@pytest.mark.slow
+def test_fifty_sessions_at_once(perso_mock: Any, client: Any) -> None:
+    """50 sessions in one process, opened from 8 threads: our threads do not grow with the
+    number of sessions (only aiortc's two decoder threads per connection do, until close) and
+    every session keeps pinging and being pinged."""
+    count = 50
+    sids = [perso_mock.create_session_id() for _ in range(count)]
+    for sid in sids:
+        # Small and slow video: the mock encodes every stream in this same process.
+        perso_mock.sessions[sid].peer_config.fps = 1
+    closes = Recorder()
+    sessions: list[Any] = []
+
+    def open_one(sid: str) -> Any:
+        # A generous ready timeout: 50 handshakes share one GIL with the mock's encoders.
+        session = client.create_session(sid, width=64, height=48, connect_timeout=30)
+        session.on_close(closes)
+        return session
+
+    def open_many(batch: list[str]) -> None:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            sessions.extend(pool.map(open_one, batch))
+
+    try:
+        open_many(sids[:10])
+        with_ten = _thread_names()
+        open_many(sids[10:])
+        with_fifty = _thread_names()
+
+        assert with_fifty["other"] <= with_ten["other"] + 3  # nothing per session of ours
+        assert with_fifty["audio-decoder"] == count
+        pings_before = {sid: _client_pings(perso_mock, sid) for sid in sids}
+        wait_until(
+            lambda: all(_client_pings(perso_mock, sid) >= pings_before[sid] + 2 for sid in sids),
+            timeout=15,
+            what="two more pings from every session",
+        )
+        assert closes.calls == []
+        assert all(not s.closed for s in sessions)
+        assert all(perso_mock.sessions[sid].status == "IN_PROGRESS" for sid in sids)
+    finally:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda s: s.stop_session(), sessions))
+    closes.wait_count(count)
+    assert closes.calls == [True] * count
+    wait_until(lambda: _thread_names()["audio-decoder"] == 0, timeout=15, what="decoders gone")
+
+
+def _client_pings(perso_mock: Any, sid: str) -> int:
+    return len(
+        perso_mock.journal.messages(session_id=sid, channel="message", direction="in", type="ping")
+    )
