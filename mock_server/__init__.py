@@ -67,7 +67,6 @@ import inspect
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -329,15 +328,4 @@ class MockPersoServer:
 
     def wait_for_status(self, session_id: str, status: str, timeout: float = 5.0) -> MockSession:
         """Block until the session has ``status`` (e.g. ``"IN_PROGRESS"``); TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            session = self.sessions[session_id]
-            if session.status == status:
-                return session
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"session status is {session.status}, not {status}, after {timeout}s"
-                )
-            # Status changes come from the loop thread without a notification hook; a short
-            # bounded poll keeps this helper independent of the WebRTC side.
-            time.sleep(0.01)
+        return self.sessions.wait_for_status(session_id, status, timeout)

@@ -15,7 +15,7 @@ import itertools
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -86,6 +86,11 @@ class MockSession:
     speeches: list[SynthesizedSpeech] = attrs.field(factory=list)
     tool_call_counter: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
     _peer_config: Any = None
+    _on_change: Callable[[], None] | None = attrs.field(default=None, repr=False)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     @property
     def peer_config(self) -> Any:
@@ -125,11 +130,13 @@ class MockSession:
         self.server_sdp = server_sdp
         if self.status == CREATED:
             self.status = EXCHANGED
+        self._changed()
 
     def mark_connected(self) -> None:
         if self.status in (CREATED, EXCHANGED):
             self.status = IN_PROGRESS
             self.connected_monotonic = time.monotonic()
+            self._changed()
 
     def terminate(self, reason: str = GRACEFUL_TERMINATION) -> None:
         """Move to TERMINATED with ``reason`` (no effect when already terminated)."""
@@ -138,6 +145,7 @@ class MockSession:
         self.status = TERMINATED
         self.termination_reason = reason
         self.ended_monotonic = time.monotonic()
+        self._changed()
 
     def expire_if_due(self, expiry_sec: float | None) -> None:
         if expiry_sec is None or self.status not in (CREATED, EXCHANGED):
@@ -159,6 +167,7 @@ class SessionStore:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._sessions: dict[str, MockSession] = {}
         self.expiry_sec: float | None = None
 
@@ -167,8 +176,31 @@ class SessionStore:
         return "plp-" + secrets.token_hex(12)
 
     def add(self, session: MockSession) -> None:
+        session._on_change = self._notify
         with self._lock:
             self._sessions[session.session_id] = session
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_status(self, session_id: str, status: str, timeout: float) -> MockSession:
+        """Block until the session has ``status``; TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                session = self[session_id]
+                if session.status == status:
+                    return session
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"session status is {session.status}, not {status}, after {timeout}s"
+                    )
+                # Woken by every status change; the cap re-checks time-based expiry, which
+                # happens on read without a notification.
+                self._changed.wait(min(remaining, 0.1))
 
     def get(self, session_id: str) -> MockSession | None:
         with self._lock:
