@@ -10,6 +10,7 @@ import copy
 import json
 import logging
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -214,6 +215,29 @@ def test_get_all_settings(client: PersoClient, mocked: responses.RequestsMock) -
     assert {call.request.path_url.split("?")[0] for call in mocked.calls} == {
         path for _, path, _, _ in LISTS
     }
+
+
+def test_get_all_settings_runs_the_nine_lists_concurrently(
+    client: PersoClient, mocked: responses.RequestsMock
+) -> None:
+    # Each fake answer waits until all nine requests are in flight; run one after another, the
+    # first would wait in vain and break the barrier.
+    barrier = threading.Barrier(len(LISTS))
+
+    def answer_when_all_arrived(
+        item: dict[str, Any],
+    ) -> Callable[[Any], tuple[int, dict[str, str], str]]:
+        def callback(request: Any) -> tuple[int, dict[str, str], str]:
+            barrier.wait(timeout=10)
+            return 200, {}, json.dumps([item])
+
+        return callback
+
+    for _, path, item, _ in LISTS:
+        mocked.add_callback(responses.GET, SERVER + path, callback=answer_when_all_arrived(item))
+    settings = client.get_all_settings()
+    assert len(settings.model_styles) == 1
+    assert not barrier.broken
 
 
 def test_get_all_settings_tolerates_text_normalization_failure(

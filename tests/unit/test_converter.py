@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import pickle
 import types
 import typing
 from typing import Any
@@ -201,6 +202,13 @@ def test_absent_and_null_optional_fields_stay_apart() -> None:
     assert absent == null  # the same data for a user
     assert unstructure(absent) == {"prompt_id": "p", "name": "n"}
     assert unstructure(null) == {"prompt_id": "p", "name": "n", "description": None}
+
+
+def test_pickled_model_keeps_its_wire_form() -> None:
+    payload = {"prompt_id": "p", "name": "n", "description": None, "future": [1]}
+    prompt = structure(payload, models.Prompt)
+    assert unstructure(pickle.loads(pickle.dumps(prompt))) == payload
+    assert unstructure(copy.deepcopy(prompt)) == payload
 
 
 def test_known_field_wins_over_extra_on_clash() -> None:

@@ -8,8 +8,11 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from perso_sync import models
+from perso_sync._converter import unstructure
 from perso_sync.errors import InvalidInputError
 from perso_sync.models import (
     NOT_GIVEN,
@@ -153,3 +156,30 @@ def test_session_info_capability_helpers() -> None:
     assert not info.uses_webrtc
     webrtc = attrs.evolve(info, capability=[models.Capability(name=CapabilityName.STF_ONPREMISE)])
     assert webrtc.uses_webrtc
+
+
+_ids = st.none() | st.text(min_size=1, max_size=6).filter(str.strip)
+_locales = st.sampled_from([NOT_GIVEN, None]) | st.text(min_size=1, max_size=10)
+
+
+@given(
+    using_stf_webrtc=st.booleans(),
+    document=_ids,
+    llm_type=_ids,
+    tts_type=_ids,
+    stt_type=_ids,
+    padding_left=st.none() | st.floats(-1.0, 1.0),
+    padding_height=st.none() | st.floats(0.0, 5.0),
+    text_normalization_locale=_locales,
+    stt_text_normalization_locale=_locales,
+)
+def test_body_has_exactly_the_given_fields(**given_fields: Any) -> None:
+    params = _params(**given_fields)
+    body = unstructure(params)
+    for name, value in given_fields.items():
+        if value is NOT_GIVEN or (value is None and not name.endswith("_locale")):
+            assert name not in body
+        else:
+            assert body[name] == value
+    for name in REQUIRED:
+        assert name in body
