@@ -56,6 +56,11 @@ raises :class:`~mock_server.app.SessionParamsError` like the endpoint would.
 WebRTC answerer's peer or None), ``server.call(fn, *args, timeout=5)`` (run a function or
 coroutine function on the server loop, e.g. to drive a peer), ``server.reset()``.
 
+Data-channel faults (WebRTC side, per session): ``server.stop_pings(sid)``,
+``server.close_message_channel(sid)``, and any ``PeerConfig`` knob through
+``server.sessions[sid].peer_config`` (e.g. ``stall_file_channel = True``, ``stt_error_code``,
+``ping_interval``, ``max_file_size``), set before or after the exchange (read live).
+
 The same control API over HTTP, under ``/_mock/``, is documented in :mod:`mock_server.control`.
 """
 
@@ -325,6 +330,18 @@ class MockPersoServer:
         """The WebRTC answerer's peer of a session, or None (no exchange yet)."""
         answerer = self._ctx.answerer
         return None if answerer is None else answerer.peer(session_id)
+
+    def stop_pings(self, session_id: str) -> None:
+        """Fault: stop the server pings of a session (now, or from its exchange on)."""
+        self.sessions[session_id].peer_config.pings_enabled = False
+
+    def close_message_channel(self, session_id: str, timeout: float = 5.0) -> None:
+        """Fault: close the session's ``message`` channel from the server side (the peer
+        connection stays up). RuntimeError when the session has no peer yet."""
+        peer = self.peer(session_id)
+        if peer is None:
+            raise RuntimeError(f"session {session_id} has no WebRTC peer (no exchange yet)")
+        self.call(peer.close_message_channel, timeout=timeout)
 
     def wait_for_status(self, session_id: str, status: str, timeout: float = 5.0) -> MockSession:
         """Block until the session has ``status`` (e.g. ``"IN_PROGRESS"``); TimeoutError."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import requests
 from _http_helpers import TIMEOUT, create
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -57,3 +58,11 @@ def test_exchange_answers_and_the_session_moves_through_its_statuses(
         timeout=TIMEOUT,
     )
     assert again.status_code == 400
+
+
+def test_data_channel_fault_helpers(perso_mock: MockPersoServer) -> None:
+    session_id = perso_mock.create_session_id()
+    perso_mock.stop_pings(session_id)
+    assert perso_mock.sessions[session_id].peer_config.pings_enabled is False
+    with pytest.raises(RuntimeError, match="no WebRTC peer"):
+        perso_mock.close_message_channel(session_id)
