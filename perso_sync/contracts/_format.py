@@ -101,6 +101,7 @@ CALLS: Final[Mapping[str, frozenset[str]]] = {
     "client.log_session_event": frozenset({"session_id", "detail"}),
     "client.make_tts": frozenset({"session_id", "text", "locale", "output_format"}),
     "client.transcribe": frozenset({"session_id", "wav", "language"}),
+    "client.create_session": frozenset({"session_id", "width", "height", "connect_timeout"}),
     "session.transcribe_audio": frozenset({"audio", "language"}),
     "session.transcribe_audio_detailed": frozenset({"audio", "language"}),
     "session.process_tts": frozenset({"message", "resample", "locale", "output_format"}),

@@ -122,6 +122,7 @@ def test_every_error_class_of_protocol_2_is_raised_by_some_contract() -> None:
         "STTError",
         "TTSError",
         "TTSDecodeError",
+        "Timeout",
         "UnsupportedTemplateError",
     }
     raised: set[str] = set()
@@ -461,3 +462,35 @@ def test_a_broken_expectation_makes_the_outcome_check_fail() -> None:
     too_generic = errors.SessionCreationError(400, "does_not_exist", right.detail, "prompt")
     assert [m.path for m in check_outcome(contract.expect, error=too_generic)] == ["raises.class"]
     assert [m.path for m in check_outcome(contract.expect, result="s-1")] == ["raises"]
+
+
+def test_a_broken_contract_fails_the_consumer_runner() -> None:
+    from perso_sync.contracts._consumer import run_consumer
+
+    assert run_consumer(_corpus_contract(GET_LLMS)) == []
+    wrong_field = _mutated(GET_LLMS, ("expect", "result", 0, "name"), "gpt-5")
+    assert [m.path for m in run_consumer(wrong_field)] == ["result[0].name"]
+    wrong_status = _mutated(GET_LLMS, ("interactions", 0, "response", "status"), 500)
+    assert [m.path for m in run_consumer(wrong_status)] == ["result"]
+    wrong_path = _mutated(GET_LLMS, ("interactions", 0, "request", "path"), "/api/v1/llm/")
+    found = [str(m) for m in run_consumer(wrong_path)]
+    assert any("unexpected request GET /api/v1/settings/llm_type/" in m for m in found)
+    assert any("GET /api/v1/llm/ was never sent" in m for m in found)
+
+
+def test_a_broken_contract_fails_the_provider_runner(perso_mock: Any) -> None:
+    from perso_sync.contracts._provider import run_provider
+
+    assert run_provider(_corpus_contract(GET_LLMS), perso_mock) == []
+    perso_mock.reset()
+    wrong_status = _mutated(GET_LLMS, ("interactions", 0, "response", "status"), 201)
+    assert [m.path for m in run_provider(wrong_status, perso_mock)] == [
+        "interactions[0].response.status"
+    ]
+    perso_mock.reset()
+    wrong_field = _mutated(
+        GET_LLMS, ("interactions", 0, "response", "json", 1, "service"), "anthropic"
+    )
+    assert [m.path for m in run_provider(wrong_field, perso_mock)] == [
+        "interactions[0].response.json[1].service"
+    ]
