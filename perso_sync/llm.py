@@ -77,6 +77,10 @@ _ERROR_BODY_LIMIT = 64 * 1024  # bytes of a non-2xx body read for the ApiError
 _CLOSE_TIMEOUT = 2.0  # bound on closing a response while being cancelled
 DEFAULT_TOOL_ERROR_RESULT: Mapping[str, Any] = {"result": "error!"}
 
+# (runtime, client): the client every processor without a custom transport uses; only touched
+# on that runtime's loop thread.
+_shared_client: tuple[object, httpx.AsyncClient] | None = None
+
 
 @attrs.frozen
 class ChatTool:
@@ -406,20 +410,33 @@ class LlmProcessor:
             self._get_dispatcher().submit(callback, *args)
 
     def _http_client(self) -> httpx.AsyncClient:
-        """The processor's client, created on the runtime loop (again after a fork)."""
+        """The client for this processor's requests; called on the runtime loop.
+
+        Without a custom transport, every processor shares one client per runtime (building one
+        costs tens of milliseconds for its TLS context, and the pool is shared); a fork gets a
+        fresh one with its fresh runtime. Timeouts are set per request.
+        """
         import httpx
 
         runtime = get_runtime()
+        if self._transport is None:
+            global _shared_client
+            shared = _shared_client
+            if shared is None or shared[0] is not runtime:
+                shared = _shared_client = (runtime, httpx.AsyncClient())
+            return shared[1]
         if self._client is None or self._client_owner is not runtime:
-            self._client = httpx.AsyncClient(
-                transport=self._transport,
-                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, _CONNECT_TIMEOUT)),
-            )
+            self._client = httpx.AsyncClient(transport=self._transport)
             self._client_owner = runtime
         return self._client
 
+    def _request_timeout(self) -> httpx.Timeout:
+        import httpx
+
+        return httpx.Timeout(self._timeout, connect=min(self._timeout, _CONNECT_TIMEOUT))
+
     def close(self) -> None:
-        """Release the HTTP connections and stop delivering callbacks. Idempotent."""
+        """Release this processor's resources and stop delivering callbacks. Idempotent."""
         client, self._client = self._client, None
         if client is not None and self._client_owner is get_runtime():
             get_runtime().call(client.aclose, timeout=_CLOSE_TIMEOUT)
@@ -518,6 +535,7 @@ class _TurnEngine:
             self._processor._url,
             content=json.dumps(body, ensure_ascii=False).encode(),
             headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
+            timeout=self._processor._request_timeout(),
         )
         try:
             response = await client.send(request, stream=True)
