@@ -128,6 +128,22 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def _checked_api_key(api_key: str | None) -> str | None:
+    if api_key is None:
+        return None
+    if not isinstance(api_key, str):
+        raise InvalidInputError("api_key must be a string")
+    key = api_key.strip()
+    # Checked here, once, because an HTTP library that refuses a header value tends to quote it
+    # in its error message, and this value is the secret. The message never repeats it.
+    if key and not (key.isascii() and key.isprintable() and not any(c.isspace() for c in key)):
+        raise InvalidInputError(
+            "api_key contains characters that cannot be sent in an HTTP header "
+            "(whitespace, control or non-ASCII characters)"
+        )
+    return key or None
+
+
 class _RetryableStatus(Exception):
     """Internal: a GET answered with a status worth retrying. Never leaves this module."""
 
@@ -182,7 +198,7 @@ class RestTransport:
                 f"api_server must be an http:// or https:// URL, got {api_server!r}"
             )
         self.api_server = server
-        self._api_key = api_key or None
+        self._api_key = _checked_api_key(api_key)
         self.timeout = HttpTimeout.of(timeout)
         self.max_retries = max_retries
         self._owns_session = session is None
@@ -364,11 +380,14 @@ class RestTransport:
         ) as exc:
             _scrub(exc)
             raise PersoConnectionError(f"{where}: the answer was cut off: {exc}") from exc
+        except requests.exceptions.InvalidHeader as exc:
+            _scrub(exc)
+            # requests quotes the offending header value, which may be a secret: say less.
+            raise InvalidInputError(f"{where}: a header value cannot be sent") from None
         except (
             requests.exceptions.InvalidURL,
             requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema,
-            requests.exceptions.InvalidHeader,
         ) as exc:
             _scrub(exc)
             raise InvalidInputError(f"{where}: cannot send this request: {exc}") from exc

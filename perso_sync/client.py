@@ -125,14 +125,12 @@ class PersoClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        if api_key is not None and not isinstance(api_key, str):
-            raise InvalidInputError("api_key must be a string")
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         server = api_server or os.environ.get(API_SERVER_ENV) or endpoints.DEFAULT_API_SERVER
         extra: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
         self._rest = RestTransport(
             api_server=server,
-            api_key=key.strip() if key else None,
+            api_key=key,
             timeout=timeout,
             max_retries=max_retries,
             session=session,

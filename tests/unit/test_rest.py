@@ -96,6 +96,24 @@ def test_server_url_is_trimmed(mocked: responses.RequestsMock) -> None:
     assert mocked.calls[0].request.url == URL
 
 
+@pytest.mark.parametrize("bad_key", ["sk live", "sk\nInjected: header", "sk-ключ", "sk\x00", 42])
+def test_unsendable_api_key_is_refused_without_echoing_it(
+    bad_key: object, mocked: responses.RequestsMock
+) -> None:
+    with pytest.raises(InvalidInputError, match="api_key") as info:
+        RestTransport(api_server=SERVER, api_key=bad_key)  # type: ignore[arg-type]
+    assert str(bad_key) not in str(info.value)
+    assert len(mocked.calls) == 0
+
+
+def test_api_key_is_trimmed_and_blank_means_none(mocked: responses.RequestsMock) -> None:
+    assert not RestTransport(api_server=SERVER, api_key="   ").has_api_key
+    rest = RestTransport(api_server=SERVER, api_key=f"  {KEY}\n")
+    mocked.get(URL, json=[])
+    rest.get(PATH, account=True)
+    assert mocked.calls[0].request.headers["PersoLive-APIKey"] == KEY
+
+
 @pytest.mark.parametrize("server", ["", "perso.test", "ftp://perso.test", None])
 def test_bad_server_url_is_refused(server: object) -> None:
     with pytest.raises(InvalidInputError, match="api_server"):
