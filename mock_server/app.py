@@ -749,6 +749,22 @@ async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"},
     )
     await response.prepare(request)
+    try:
+        await _stream_events(request, response, events, framing, delay, fault)
+    except ConnectionError:
+        # The client went away (closed or aborted its stream): nothing left to send to.
+        log.debug("LLM stream of a session ended by the client")
+    return response
+
+
+async def _stream_events(
+    request: web.Request,
+    response: web.StreamResponse,
+    events: list[dict[str, Any]],
+    framing: str,
+    delay: float | None,
+    fault: Fault | None,
+) -> None:
     newline = "\r\n" if framing == "sse" else "\n"
     if framing == "sse":
         await response.write(b": perso mock stream" + newline.encode())
@@ -761,18 +777,17 @@ async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
             # Cut inside the event; the stream then ends cleanly, without "done".
             await response.write(frame[: len(frame) // 2])
             await response.write_eof()
-            return response
+            return
         if fault is not None and fault.drop and index == cut_at:
             await response.write(frame[: len(frame) // 2])
             _abort(request)
-            return response
+            return
         await response.write(frame)
         if fault is not None and fault.sse == "garbage" and index == 0:
             await response.write((fault.sse_line + newline).encode())
         if framing == "sse" and event is not DONE_EVENT and index == 0:
             await response.write(b": keep-alive" + newline.encode())
     await response.write_eof()
-    return response
 
 
 ROUTES: tuple[Route, ...] = (
@@ -1009,7 +1024,8 @@ async def mock_middleware(
         status = exc.status
         raise
     finally:
-        ctx.inflight.discard(task)  # type: ignore[arg-type]
+        if task is not None:
+            ctx.inflight.discard(task)
         ctx.journal.set_status(seq, status)
 
 
