@@ -24,6 +24,7 @@ import email.utils
 import json
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -203,6 +204,7 @@ class RestTransport:
         self.max_retries = max_retries
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
+        self._pid = os.getpid()
         self._sleep = sleep
         self._retry_after_cap = retry_after_cap
         self._clock = clock
@@ -323,7 +325,7 @@ class RestTransport:
             )
         started = time.monotonic()
         with self._mapped_transport_errors(send):
-            response = self._session.request(
+            response = self._http_session().request(
                 send.method,
                 send.url,
                 params=send.params,
@@ -345,6 +347,17 @@ class RestTransport:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), self._clock())
             raise _RetryableStatus(response, retry_after)
         return response
+
+    def _http_session(self) -> requests.Session:
+        # After os.fork() (gunicorn pre-fork workers) the pooled sockets belong to the parent
+        # too; two processes on one socket corrupt each other's answers. A child starts its own
+        # pool; the parent's sockets are left alone (closing them here could disturb it).
+        if self._owns_session and self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._session = requests.Session()
+                    self._pid = os.getpid()
+        return self._session
 
     @contextmanager
     def _mapped_transport_errors(self, send: _Send) -> Iterator[None]:

@@ -422,6 +422,19 @@ def test_closed_transport_refuses_calls(mocked: responses.RequestsMock) -> None:
     assert len(mocked.calls) == 0
 
 
+def test_a_forked_child_gets_its_own_connection_pool(
+    mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rest = RestTransport(api_server=SERVER, api_key=KEY)
+    mocked.get(URL, json=[])
+    rest.get(PATH, account=True)
+    parent_pool = rest._http_session()
+    monkeypatch.setattr("perso_sync._rest.os.getpid", lambda: -1)  # as seen in a forked child
+    rest.get(PATH, account=True)
+    assert rest._http_session() is not parent_pool
+    assert len(mocked.calls) == 2
+
+
 def test_a_given_session_is_used_and_not_closed(mocked: responses.RequestsMock) -> None:
     session = requests.Session()
     session.headers["X-Trace"] = "t1"
