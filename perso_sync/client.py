@@ -112,7 +112,9 @@ class PersoClient:
     ``(connect, read)`` pair or an ``HttpTimeout`` (default 5 s / 30 s). ``max_retries`` is how
     many times a GET is retried on connection errors, 429 and 502/503/504 (0 disables; POSTs are
     never retried). ``session`` is a ``requests.Session`` to use instead of the client's own (it
-    is not closed by ``close()``). Use it as a context manager, or call ``close()``.
+    is not closed by ``close()``). ``sleep`` replaces ``time.sleep`` between retries (tests).
+    All arguments are keyword-only. Use it as a context manager, or call ``close()``; the repr
+    never shows the key.
     """
 
     def __init__(
