@@ -757,6 +757,13 @@ async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     return response
 
 
+def _split_point(frame: bytes) -> int:
+    for index, byte in enumerate(frame):
+        if byte >= 0xC0:  # the lead byte of a multi-byte UTF-8 sequence
+            return index + 1
+    return len(frame) // 2
+
+
 async def _stream_events(
     request: web.Request,
     response: web.StreamResponse,
@@ -782,7 +789,14 @@ async def _stream_events(
             await response.write(frame[: len(frame) // 2])
             _abort(request)
             return
-        await response.write(frame)
+        if fault is not None and fault.sse == "split":
+            # Two writes per event, cut inside a multi-byte character when there is one.
+            cut = _split_point(frame)
+            await response.write(frame[:cut])
+            await asyncio.sleep(0.001)
+            await response.write(frame[cut:])
+        else:
+            await response.write(frame)
         if fault is not None and fault.sse == "garbage" and index == 0:
             await response.write((fault.sse_line + newline).encode())
         if framing == "sse" and event is not DONE_EVENT and index == 0:

@@ -131,7 +131,7 @@ class Catalog:
                 expected = list if key in LIST_KINDS else dict
                 if not isinstance(value, expected):
                     raise CatalogError(f"catalog key {key!r} must be a {expected.__name__}")
-                if key in ("organization", "settings"):
+                if key in ("organization", "settings") and isinstance(value, dict):
                     # Partial dicts keep the seeded defaults for keys they leave out.
                     merged[key] = {**merged[key], **value}
                 else:
@@ -159,7 +159,7 @@ class Catalog:
         return Catalog(self.to_dict())
 
     def restore(self, other: Catalog) -> None:
-        """Make this catalog equal to ``other`` in place (keeps references held by tests)."""
+        """Make this catalog equal to ``other`` (this Catalog object stays the one tests hold)."""
         for key in ALL_KINDS:
             setattr(self, key, copy.deepcopy(getattr(other, key)))
 

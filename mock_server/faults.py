@@ -22,6 +22,7 @@ Examples::
     server.faults.drop("session_info")                    # connection closed mid-response
     server.faults.sse_truncate()                          # LLM stream cut mid-event
     server.faults.sse_garbage("not an sse line")          # LLM stream with a junk line
+    server.faults.sse_split()                             # events split inside UTF-8 chars
     server.faults.add("stt", status=503, body="", times=2, session_id=sid)  # the general form
 
 ``fault.hits`` counts how many times a fault fired; ``server.faults.fired`` lists (endpoint, fault)
@@ -50,8 +51,10 @@ class Fault:
     - ``delay``: seconds to wait before answering (applies to the real response too when no
       status is given).
     - ``drop``: send the response headers and part of the body, then close the connection.
-    - ``sse``: ``"truncate"`` (stream cut in the middle of an event, no ``done``) or
-      ``"garbage"`` (a junk line ``sse_line`` after the first event); LLM endpoint only.
+    - ``sse``: ``"truncate"`` (stream cut in the middle of an event, no ``done``),
+      ``"garbage"`` (a junk line ``sse_line`` after the first event) or ``"split"`` (every
+      event written in two pieces, cut inside a multi-byte UTF-8 character when it has one);
+      LLM endpoint only.
     - ``times``: how many requests it applies to (``None`` = all until cleared).
     """
 
@@ -88,8 +91,8 @@ class FaultRegistry:
     def add(self, endpoint: str, **fields: Any) -> Fault:
         """Arm a fault for ``endpoint``; keyword fields as in :class:`Fault`."""
         sse = fields.get("sse")
-        if sse not in (None, "truncate", "garbage"):
-            raise ValueError("sse must be 'truncate' or 'garbage'")
+        if sse not in (None, "truncate", "garbage", "split"):
+            raise ValueError("sse must be 'truncate', 'garbage' or 'split'")
         fault = Fault(endpoint=endpoint, **fields)
         with self._lock:
             self._faults.append(fault)
@@ -133,6 +136,10 @@ class FaultRegistry:
     ) -> Fault:
         """Insert a junk line after the first event of the next LLM stream."""
         return self.add("llm", sse="garbage", sse_line=line, **fields)
+
+    def sse_split(self, **fields: Any) -> Fault:
+        """Write each event of the next LLM stream in two pieces (inside a UTF-8 character)."""
+        return self.add("llm", sse="split", **fields)
 
     def take(self, endpoint: str, session_id: str | None) -> Fault | None:
         """The fault that applies to this request (its hit counted), or None."""

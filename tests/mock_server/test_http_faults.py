@@ -147,3 +147,12 @@ def test_reset_cancels_a_request_still_waiting_on_a_delay(perso_mock: MockPersoS
     assert perso_mock.context.inflight
     perso_mock.reset()
     assert not perso_mock.context.inflight
+
+
+def test_sse_split_inside_utf8_still_carries_the_same_events(perso_mock: MockPersoServer) -> None:
+    session_id = create(perso_mock).json()["session_id"]
+    message = [{"role": "user", "content": "안녕하세요 여러분"}]
+    whole = llm(perso_mock, session_id, message).content
+    perso_mock.faults.sse_split()
+    assert llm(perso_mock, session_id, message).content == whole
+    assert perso_mock.faults.fired[-1][1].sse == "split"
