@@ -27,7 +27,7 @@ from typing import Any, Final, Literal, TypeAlias
 import attrs
 
 from perso_sync import errors as _errors
-from perso_sync._endpoints import API_KEY_HEADER, SENSITIVE_HEADERS
+from perso_sync._endpoints import SENSITIVE_HEADERS
 
 __all__ = [
     "BODY_KINDS",
@@ -42,6 +42,7 @@ __all__ = [
     "Interaction",
     "Matcher",
     "Mismatch",
+    "ObservedRequest",
     "ProviderState",
     "RaisesSpec",
     "RequestSpec",
@@ -115,7 +116,6 @@ _TIMESTAMP_RE: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?"
 )
 _PATH_TOKEN_RE: Final = re.compile(r"\.([A-Za-z_$@][\w\-$@]*)|\[(\d+|\*)\]")
-_ROOTS: Final = frozenset({"request", "response", "result", "raises"})
 
 
 class ContractFormatError(_errors.PersoError, ValueError):
@@ -1310,7 +1310,3 @@ def _check_raises(
         else:
             out += _check_raises(spec.underlying, underlying, (*path, "underlying"), matchers)
     return out
-
-
-# The key header name, for runners and the recorder.
-KEY_HEADER: Final = API_KEY_HEADER
