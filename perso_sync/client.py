@@ -372,7 +372,7 @@ class PersoClient:
         servers = data.get("ice_servers") if isinstance(data, dict) else None
         if not isinstance(servers, list) or not all(isinstance(item, dict) for item in servers):
             raise InvalidResponseError(
-                f"GET {path} answered without an ice_servers list of objects", 200
+                f"GET {path} answered without an ice_servers list of objects"
             )
         return [dict(item) for item in servers]
 
@@ -384,7 +384,7 @@ class PersoClient:
         data = self._rest.post(path, account=False, json_body={"client_sdp": dict(offer)})
         answer = data.get("server_sdp") if isinstance(data, dict) else None
         if not isinstance(answer, dict) or not isinstance(answer.get("sdp"), str):
-            raise InvalidResponseError(f"POST {path} answered without a server_sdp object", 200)
+            raise InvalidResponseError(f"POST {path} answered without a server_sdp object")
         return {str(key): value for key, value in answer.items()}
 
     def create_session_event(
