@@ -120,7 +120,7 @@ def model_and_payload(draw: st.DrawFn) -> tuple[type[Any], dict[str, Any]]:
     return cls, draw(wire_payload(cls))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(model_and_payload())
 def test_round_trip_is_lossless_and_input_untouched(case: tuple[type[Any], dict[str, Any]]) -> None:
     cls, payload = case
@@ -133,7 +133,7 @@ def test_round_trip_is_lossless_and_input_untouched(case: tuple[type[Any], dict[
     assert model.extra == {key: value for key, value in payload.items() if key not in known}
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(cls=st.sampled_from(WIRE_MODELS), data=json_values)
 def test_arbitrary_json_gives_a_model_or_invalid_response(cls: type[Any], data: Any) -> None:
     try:
@@ -155,7 +155,7 @@ def corrupted_payload(draw: st.DrawFn) -> tuple[type[Any], dict[str, Any]]:
     return cls, payload
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(corrupted_payload())
 def test_a_wrong_field_gives_a_model_or_a_readable_error(
     case: tuple[type[Any], dict[str, Any]],

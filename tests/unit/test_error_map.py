@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perso_sync._error_map import api_error_from_response
@@ -130,6 +130,7 @@ def test_any_bytes_give_an_api_error(status: int, body: bytes) -> None:
     assert err.attr is None or isinstance(err.attr, str)
 
 
+@settings(max_examples=60)
 @given(
     status=st.integers(400, 599),
     payload=st.fixed_dictionaries(
