@@ -95,7 +95,7 @@ __all__ = [
 
 log = logging.getLogger("mock_server")
 
-START_TIMEOUT = 10.0
+START_TIMEOUT = 30.0  # an upper bound only: imports are slow on loaded CI machines
 STOP_TIMEOUT = 5.0
 
 
@@ -247,6 +247,8 @@ class MockPersoServer:
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runner.cleanup(), timeout=STOP_TIMEOUT)
+            # The answerer's peers lived on this loop; a restart makes a new one.
+            self._ctx.answerer = None
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop serving: peers closed, connections dropped; bounded by ``timeout`` seconds."""

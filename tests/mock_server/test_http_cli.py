@@ -146,3 +146,12 @@ def test_fixture_works_from_a_test_file_outside_the_package(pytester: pytest.Pyt
     pytester.makepyfile(test_user=FIXTURE_USER_TEST)
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
     result.assert_outcomes(passed=2)
+
+
+def test_a_stopped_server_can_start_again_with_its_state() -> None:
+    server = MockPersoServer(api_key="k")
+    with server:
+        session_id = server.create_session_id()
+    with server:
+        response = requests.get(f"{server.url}/api/v1/session/{session_id}/", timeout=TIMEOUT)
+        assert response.status_code == 200
