@@ -74,7 +74,11 @@ class JournalEntry:
 class Journal:
     """Thread-safe, append-only log of requests and data-channel messages (see module doc)."""
 
-    def __init__(self, secrets: Callable[[], list[str]] | None = None) -> None:
+    def __init__(
+        self, secrets: Callable[[], list[str]] | None = None, max_entries: int = 100_000
+    ) -> None:
+        # Bounded: a long-running `python -m mock_server` journals a ping per session per second.
+        self.max_entries = max_entries
         self._entries: list[JournalEntry] = []
         self._cond = threading.Condition()
         self._seq = 0
@@ -84,6 +88,13 @@ class Journal:
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
+
+    def _append(self, entry: JournalEntry) -> None:
+        self._entries.append(entry)
+        overflow = len(self._entries) - self.max_entries
+        if overflow > 0:
+            del self._entries[:overflow]
+        self._cond.notify_all()
 
     def redact(self, value: Any) -> Any:
         """``value`` with every string equal to (or containing) a secret replaced."""
@@ -108,7 +119,7 @@ class Journal:
         }
         with self._cond:
             seq = self._next_seq()
-            self._entries.append(
+            self._append(
                 JournalEntry(
                     kind="http",
                     seq=seq,
@@ -122,7 +133,6 @@ class Journal:
                     endpoint=endpoint,
                 )
             )
-            self._cond.notify_all()
         return seq
 
     def set_status(self, seq: int, status: int) -> None:
@@ -147,7 +157,7 @@ class Journal:
         elif isinstance(payload, (bytes, bytearray, memoryview)):
             payload = {"binary": len(payload)}
         with self._cond:
-            self._entries.append(
+            self._append(
                 JournalEntry(
                     kind="datachannel",
                     seq=self._next_seq(),
@@ -158,7 +168,6 @@ class Journal:
                     payload=self.redact(payload),
                 )
             )
-            self._cond.notify_all()
 
     def clear(self) -> None:
         with self._cond:

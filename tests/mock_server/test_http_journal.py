@@ -98,3 +98,12 @@ def test_control_api_over_http(perso_mock: MockPersoServer) -> None:
     assert requests.post(base + "/reset", timeout=TIMEOUT).ok
     assert len(get(perso_mock, "/api/v1/prompt/").json()) == 3
     assert len(perso_mock.sessions) == 0
+
+
+def test_journal_keeps_the_latest_entries_when_full() -> None:
+    from mock_server.journal import Journal
+
+    journal = Journal(max_entries=3)
+    for index in range(5):
+        journal.record_datachannel("s", "message", "out", {"type": "ping", "n": index})
+    assert [entry.payload["n"] for entry in journal] == [2, 3, 4]
