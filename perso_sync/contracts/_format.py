@@ -963,24 +963,16 @@ def _compare(
                 Mismatch(where, f"expected an array, got {_json_type(actual)} {_short(actual)}")
             )
             return
-        if mode == "type" and rule is not None and len(actual) != len(expected):
-            if len(actual) < rule.min:
+        if mode == "type":
+            if rule is not None and len(actual) < rule.min:
                 out.append(
                     Mismatch(where, f"expected at least {rule.min} element(s), got {len(actual)}")
                 )
-            if expected:
-                for i, item in enumerate(actual):
+            if len(actual) != len(expected):
+                # another length: each element like the first example (any, if none recorded)
+                for i, item in enumerate(actual if expected else []):
                     _compare(expected[0], item, (*path, i), rules, mode, strict, out)
-            return
-        if mode == "type" and rule is not None and len(actual) < rule.min:
-            out.append(
-                Mismatch(where, f"expected at least {rule.min} element(s), got {len(actual)}")
-            )
-        if mode == "type" and expected and len(actual) != len(expected):
-            # inside a cascade, arrays are "each like the first"
-            for i, item in enumerate(actual):
-                _compare(expected[0], item, (*path, i), rules, mode, strict, out)
-            return
+                return
         if len(actual) != len(expected):
             out.append(
                 Mismatch(

@@ -300,6 +300,9 @@ def test_the_minimal_contract_is_valid() -> None:
         (Matcher("type"), "x", 3, False),
         (Matcher("type"), [{"n": "a"}], [{"n": "b"}, {"n": "c"}], True),
         (Matcher("type", min=1), [{"n": "a"}], [], False),
+        (Matcher("type"), {"a": []}, {"a": [1, "x"]}, True),  # nothing recorded: any array
+        (Matcher("type"), [1, "x"], [2, "y"], True),  # same length: element-wise
+        (Matcher("type"), [1, "x"], [2, 3, 4], True),  # another length: each like the first
         (Matcher("type"), [{"n": "a"}], [{"n": 1}], False),
         (Matcher("regex", regex=r"plp-\w+"), "plp-1", "plp-abc", True),
         (Matcher("regex", regex=r"plp-\w+"), "plp-1", "s-abc", False),
