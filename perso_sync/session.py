@@ -250,6 +250,7 @@ class Session:
         self._timer_wake: anyio.Event | None = None
         self._turn_scopes: set[anyio.CancelScope] = set()
         self._llm_turns = 0
+        self._tts_calls = 0
 
         self._stt_lock = threading.Lock()
         self._stt_recorder: WavRecorder | None = None
@@ -367,6 +368,7 @@ class Session:
             self._close_status = CloseStatus(False, *_LOST)
         self._cancel_tasks()
         self._dispatcher.close()
+        self._close_processor()
         self._closed_event.set()
         core = self._core
         if core is not None and not core.closed:
@@ -457,7 +459,7 @@ class Session:
             raise
         except PersoError as exc:
             if not isinstance(exc, PersoTimeoutError):
-                self._report_error(exc)
+                self._report_error(exc, raised=True)
             raise
 
     def process_ttstf(self, message: str) -> None:
@@ -741,17 +743,24 @@ class Session:
             return None
         if not text.endswith(_SPEECH_END):
             text += "."
-        self._apply_state(lambda machine: machine.set(ChatState.TTS, True))
+        self._tts_call(done=False)
         try:
             audio = self._synthesize(text, locale, output_format)
         except TTSError as exc:
-            self._report_error(exc)
+            self._report_error(exc, raised=True)
             raise
         finally:
-            self._apply_state(lambda machine: machine.set(ChatState.TTS, False))
+            self._tts_call(done=True)
         if resample:
             audio = _resample_or_keep(audio)
         return audio
+
+    def _tts_call(self, *, done: bool) -> None:
+        # Concurrent process_tts calls share one TTS state: off once the last one is done.
+        with self._lock:
+            self._tts_calls += -1 if done else 1
+            on = self._tts_calls > 0
+            self._apply_state(lambda machine: machine.set(ChatState.TTS, on))
 
     def _synthesize(self, text: str, locale: str | None, output_format: str | None) -> bytes:
         try:
@@ -802,7 +811,7 @@ class Session:
             return self._client.transcribe(self._session_id, wav, language=language)
         except (ApiError, PersoConnectionError, PersoTimeoutError, InvalidResponseError) as exc:
             error = STTError(exc)
-            self._report_error(error)
+            self._report_error(error, raised=True)
             raise error from exc
 
     def start_process_stt(self, timeout: float | None = None, source: Any = None) -> None:
@@ -934,7 +943,7 @@ class Session:
             except BaseException as exc:
                 self._apply_state(lambda machine: machine.analyzing_down())
                 if isinstance(exc, STFError):
-                    self._report_error(exc)
+                    self._report_error(exc, raised=True)
                 raise
         if progress is not None:
             with contextlib.suppress(PersoError):
@@ -1296,11 +1305,13 @@ class Session:
 
         return remove
 
-    def _report_error(self, error: BaseException) -> None:
+    def _report_error(self, error: BaseException, *, raised: bool = False) -> None:
+        # ``raised``: the caller gets the error too, so without a handler it is not news.
         with self._lock:
             handler = self._error_handler
         if handler is None:
-            _log.warning("session %s: %s", self._session_id, error)
+            level = logging.DEBUG if raised else logging.WARNING
+            _log.log(level, "session %s: %s", self._session_id, error)
             return
         self._dispatcher.submit(handler, error)
 

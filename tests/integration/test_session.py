@@ -95,8 +95,8 @@ def test_one_ttstf_turn_state_sequence(perso_mock: Any, open_session: Any) -> No
 
 
 def test_two_overlapping_ttstf_turns(perso_mock: Any, open_session: Any) -> None:
-    # The mock answers each ttstf 0.5 s later, so both are pending before the first stf.
-    session = open_session(peer={"speech_delay": 0.5})
+    # The mock answers each ttstf 0.3 s later, so both are pending before the first stf.
+    session = open_session(peer={"speech_delay": 0.3})
     states = StateRecorder()
     session.subscribe_chat_states(states)
 
@@ -226,7 +226,7 @@ def test_process_llm_streams_without_driving_the_avatar(perso_mock: Any, open_se
     assert session.chat_states == IDLE
 
 
-def test_callbacks_run_in_order_off_the_loop_and_errors_reach_the_handler(
+def test_callbacks_in_order_off_the_loop_errors_to_the_handler_unsubscribe(
     perso_mock: Any, open_session: Any
 ) -> None:
     session = open_session()
@@ -237,33 +237,23 @@ def test_callbacks_run_in_order_off_the_loop_and_errors_reach_the_handler(
     def broken(active: frozenset[ChatState]) -> None:
         raise RuntimeError("subscriber bug")
 
+    early = StateRecorder()
     session.subscribe_chat_states(broken)
     session.subscribe_chat_states(states)
+    unsubscribe = session.subscribe_chat_states(early)
 
     session.process_ttstf("Still speaking despite a broken subscriber")
-
-    states.wait_idle_after(S)
-    assert states.snapshot() == [{A}, {S}, IDLE]
-    assert "perso-runtime" not in states.threads
-    assert len(errors.snapshot()) == 3
-    assert all(isinstance(e, RuntimeError) for e in errors.snapshot())
-    assert not session.closed  # the loop carried on: pings, states, everything
-
-
-def test_unsubscribe_stops_notifications(perso_mock: Any, open_session: Any) -> None:
-    session = open_session()
-    early = StateRecorder()
-    late = StateRecorder()
-    unsubscribe = session.subscribe_chat_states(early)
-    session.subscribe_chat_states(late)
-    session.process_ttstf("One")
     early.wait_count(1)
     unsubscribe()
     unsubscribe()  # idempotent
 
-    late.wait_idle_after(S)
+    states.wait_idle_after(S)
+    assert states.snapshot() == [{A}, {S}, IDLE]
     assert early.snapshot() == [{A}]
-    assert late.snapshot() == [{A}, {S}, IDLE]
+    assert "perso-runtime" not in states.threads
+    assert len(errors.snapshot()) == 3
+    assert all(isinstance(e, RuntimeError) for e in errors.snapshot())
+    assert not session.closed  # the loop carried on: pings, states, everything
 
 
 def test_change_size_and_set_template_reach_the_avatar(perso_mock: Any, open_session: Any) -> None:
@@ -287,3 +277,47 @@ def test_wait_until_idle_times_out_while_speaking(perso_mock: Any, open_session:
     session.process_ttstf("Speaking now")
     assert session.wait_until_idle(timeout=0.05) is False
     assert session.chat_states
+
+
+def _client_pings(perso_mock: Any, sid: str) -> int:
+    return len(sent_messages(perso_mock, sid, "ping"))
+
+
+def test_a_slow_callback_never_delays_pings(perso_mock: Any, open_session: Any) -> None:
+    session = open_session(ping_timeout=1.0)
+    sid = session.session_id
+    entered = threading.Event()
+    release = threading.Event()
+
+    def slow_subscriber(active: frozenset[ChatState]) -> None:
+        entered.set()
+        release.wait(15)
+
+    session.subscribe_chat_states(slow_subscriber)
+    try:
+        session.process_ttstf("Hello")
+        assert entered.wait(5)
+        before = _client_pings(perso_mock, sid)
+        # Two more of our pings while the callback blocks; the server's pings are read too,
+        # or the 1 s watchdog would have closed the session.
+        wait_until(lambda: _client_pings(perso_mock, sid) >= before + 2, timeout=10)
+        assert not session.closed
+    finally:
+        release.set()
+
+
+def test_speech_from_several_threads_at_once(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    texts = [f"Sentence number {i}." for i in range(6)]
+    threads = [threading.Thread(target=session.process_ttstf, args=(t,)) for t in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    spoken = wait_sent(perso_mock, session.session_id, "ttstf", len(texts))
+    assert sorted(d["message"] for d in spoken) == sorted(texts)
+    # Every ttstf raised ANALYZING once and its stf lowered it once: none is left pending.
+    wait_until(lambda: A not in session.chat_states, what="no pending speech")
+    assert S in session.chat_states
+    assert sorted(m["content"] for m in session.get_message_history()) == sorted(texts)
