@@ -59,6 +59,7 @@ from aiortc.exceptions import (
     OperationError,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription
 
 from mock_server._loopback import ensure_loopback_candidates
 from mock_server.media import Avatar, AvatarAudioTrack, AvatarVideoTrack, SpeechTimeline
@@ -120,6 +121,9 @@ class PeerConfig:
     """Render cap: frames are rendered at the requested size fitted into this box."""
     video_max_height: int = 240
     fps: int = 10
+    audio_dtx: bool = False
+    """While idle, send one audio packet every 400 ms (Opus DTX) instead of every 20 ms: far
+    less CPU per idle peer (for tests with many sessions); receivers see gaps in idle audio."""
     max_file_size: int = 50 * 1024 * 1024
     stall_file_channel: bool = False
     """Receive uploads but never answer the ``file_ref`` (client timeout tests)."""
@@ -322,6 +326,12 @@ class Peer:
         for track in (self._audio, self._video):
             if track.kind in kinds:
                 self.pc.addTrack(track)
+
+    def _use_negotiated_codecs(self) -> None:
+        """Send pre-encoded Opus when the answer chose Opus (see ``mock_server.media``)."""
+        for media in SessionDescription.parse(self.pc.localDescription.sdp).media:
+            if media.kind == "audio" and media.rtp.codecs:
+                self._audio.preencoded_opus = media.rtp.codecs[0].mimeType.lower() == "audio/opus"
 
     # -- message channel -------------------------------------------------------------------
 
@@ -732,6 +742,7 @@ class Answerer:
             )
         peer._add_tracks()
         await peer.pc.setLocalDescription(await peer.pc.createAnswer())
+        peer._use_negotiated_codecs()
         return peer.pc.localDescription
 
     def peer(self, session_id: str) -> Peer | None:

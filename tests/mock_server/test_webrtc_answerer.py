@@ -338,6 +338,32 @@ def test_ttstf_is_answered_with_stf_and_the_avatar_speaks() -> None:
     run(scenario)
 
 
+def test_idle_audio_with_dtx_is_sparse_and_speech_is_continuous() -> None:
+    async def scenario() -> None:
+        answerer = Answerer(on_message=lambda *_: None, on_state=lambda *_: None)
+        client = RawClient()
+        try:
+            peer = await client.connect(answerer, "s1", PeerConfig(audio_dtx=True, fps=20))
+            assert peer._audio.preencoded_opus, "aiortc offers Opus first"
+            await client.frames_pass(5)
+            client.audio_frames.clear()
+            await client.frames_pass(20)  # one second; continuous audio would be 50 frames
+            idle = len(client.audio_frames)
+            assert idle <= 6, f"DTX: about 2.5 idle packets a second, got {idle}"
+
+            client.send("ttstf", {"message": "x" * 20})  # 1.2 s of speech
+            await client.next_message("stf")
+            client.audio_frames.clear()
+            await client.wait(
+                lambda: sum(peak(f) > 1000 for f in client.audio_frames) >= 20, "20 tone frames"
+            )
+        finally:
+            await client.close()
+            await answerer.close_all()
+
+    run(scenario)
+
+
 def test_clear_buffer_drops_speech_not_yet_announced() -> None:
     async def scenario() -> None:
         answerer = Answerer(on_message=lambda *_: None, on_state=lambda *_: None)

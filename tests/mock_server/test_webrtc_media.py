@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fractions
 import math
+import struct
 
+import av
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,6 +16,7 @@ from mock_server.media import (
     SpeechTimeline,
     fit_size,
     indicator_band,
+    opus_packets,
 )
 from mock_server.webrtc import PeerConfig
 
@@ -98,3 +102,24 @@ def test_audio_is_a_tone_while_speaking_and_silence_otherwise() -> None:
     assert len(silent) == len(tone) == 2 * AUDIO_SAMPLES_PER_FRAME
     assert silent == bytes(len(silent))
     assert tone != silent
+
+
+def test_preencoded_opus_decodes_to_silence_and_to_the_tone() -> None:
+    decoder = av.CodecContext.create("opus", "r")
+    to_s16 = av.AudioResampler(format="s16", layout="mono", rate=48000)
+    peaks = []
+    for packet_bytes in opus_packets():
+        # Repeated, as on the wire: the decoder needs a few packets to reach full level.
+        for index in range(5):
+            packet = av.Packet(packet_bytes)
+            packet.pts = index * 960
+            packet.time_base = fractions.Fraction(1, 48000)
+            pcm = b"".join(
+                bytes(out.planes[0])[: 2 * out.samples]
+                for frame in decoder.decode(packet)
+                for out in to_s16.resample(frame)
+            )
+        peaks.append(max(abs(x) for x in struct.unpack(f"<{len(pcm) // 2}h", pcm)))
+    silence_peak, tone_peak = peaks
+    assert silence_peak < 50
+    assert tone_peak > 3000
