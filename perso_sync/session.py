@@ -73,6 +73,8 @@ _LOOP_CALL_TIMEOUT = 10.0
 _LOOP_CALL_MARGIN = 5.0
 #: Seconds ``process_stf`` waits for its queued ``progress`` callbacks before returning.
 _PROGRESS_FLUSH_TIMEOUT = 5.0
+#: Seconds interpreter exit waits for a session's queued callbacks (on_close) to run.
+_EXIT_FLUSH_TIMEOUT = 1.0
 #: Whole-transfer bound of one STF upload (PROTOCOL.md §8).
 _STF_UPLOAD_TIMEOUT = 30.0
 #: Bytes read from an STF file to sniff its type (RIFF / ID3 / MP3 frame sync).
@@ -631,6 +633,9 @@ class Session:
     def _close_at_exit(self) -> None:
         """Interpreter exit (runtime hook): close within a bounded time."""
         self.stop_session(timeout=_LOOP_CALL_TIMEOUT / 2)
+        # The runtime stops right after this: let on_close callbacks run first.
+        with contextlib.suppress(PersoError):
+            self._dispatcher.flush(_EXIT_FLUSH_TIMEOUT)
 
     def _finish_close(self, manual: bool, code: int, reason: str) -> None:
         # Any thread, idempotent: the first caller decides manual/code/reason.

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import subprocess
+import sys
 import threading
 from collections import Counter
 from typing import Any
@@ -246,3 +248,22 @@ def _client_pings(perso_mock: Any, sid: str) -> int:
     return len(
         perso_mock.journal.messages(session_id=sid, channel="message", direction="in", type="ping")
     )
+
+
+def test_interpreter_exit_closes_an_open_session(perso_mock: Any) -> None:
+    """A script that forgets stop_session() still exits, and the server sees the session end."""
+    sid = perso_mock.create_session_id()
+    script = (
+        "import perso_sync\n"
+        f"client = perso_sync.PersoClient(api_key='k', api_server={perso_mock.url!r})\n"
+        f"session = client.create_session({sid!r}, width=160, height=120)\n"
+        "session.on_close(lambda manual: print('closed', manual, flush=True))\n"
+        "print('open', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["open", "closed", "True"]
+    perso_mock.wait_for_status(sid, "TERMINATED")
