@@ -19,6 +19,7 @@ from perso_sync._version import __version__
 from perso_sync.errors import (
     ApiError,
     AudioFormatError,
+    ClientClosedError,
     DoesNotExistError,
     InvalidInputError,
     InvalidResponseError,
@@ -51,6 +52,7 @@ def _lazy(module: str, *names: str) -> None:
 
 
 _lazy("perso_sync._endpoints", "DEFAULT_API_SERVER")
+_lazy("perso_sync._rest", "HttpTimeout")
 _lazy(
     "perso_sync.client",
     "PersoClient",
@@ -118,6 +120,7 @@ _lazy(
 _lazy("perso_sync.session", "Session", "CloseStatus")
 _lazy(
     "perso_sync.audio",
+    "Microphone",
     "TTS_TARGET_SAMPLE_RATE",
     "WavRecorder",
     "create_wav_recorder",
@@ -142,6 +145,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ApiError",
     "AudioFormatError",
+    "ClientClosedError",
     "DoesNotExistError",
     "InvalidInputError",
     "InvalidResponseError",

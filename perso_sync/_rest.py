@@ -42,12 +42,12 @@ from perso_sync._error_map import BODY_EXCERPT_CHARS, UNKNOWN_ERROR, api_error_f
 from perso_sync._version import __version__
 from perso_sync.errors import (
     ApiError,
+    ClientClosedError,
     InvalidInputError,
     InvalidResponseError,
     MissingApiKeyError,
     PersoConnectionError,
     PersoTimeoutError,
-    RuntimeUsageError,
 )
 
 __all__ = [
@@ -261,7 +261,7 @@ class RestTransport:
         (account-scoped call without a key).
         """
         if self._closed:
-            raise RuntimeUsageError("this PersoClient is closed; create a new one")
+            raise ClientClosedError("this PersoClient is closed; create a new one")
         headers = {"Accept": "application/json", "User-Agent": f"perso_sync/{__version__}"}
         if account:
             self.require_api_key()

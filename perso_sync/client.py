@@ -172,7 +172,7 @@ class PersoClient:
         self.close()
 
     def close(self) -> None:
-        """Release the HTTP connections. Idempotent; later calls raise ``RuntimeUsageError``."""
+        """Release the HTTP connections. Idempotent; later calls raise ``ClientClosedError``."""
         self._rest.close()
 
     def _account_get(self, path: str, type_: Any, params: Mapping[str, str] | None = None) -> Any:

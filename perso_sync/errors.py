@@ -4,10 +4,10 @@ The hierarchy::
 
     PersoError                          root: ``except PersoError`` catches everything of ours
     ├── ApiError                        the server answered non-2xx (fields as sent by it)
-    │   └── SessionCreationError        ... while creating a session id (incl. Form B template fetch)
+    │   └── SessionCreationError        ... while creating a session id (Form B: incl. template)
     │       ├── DoesNotExistError       ... code "does_not_exist": a referenced resource is unknown
     │       └── NotInOrganizationError  ... code "not_in_organization": not assigned to your org
-    ├── LLMError                        an LLM turn failed (wraps ApiError | LLMStreamingResponseError)
+    ├── LLMError                        an LLM turn failed (wraps ApiError | LLMStreamingResponse..)
     ├── LLMStreamingResponseError       the LLM stream was malformed or reported a failure
     ├── STTError                        speech-to-text failed (wraps ApiError)
     ├── TTSError                        text-to-speech failed (wraps ApiError | TTSDecodeError)
@@ -23,6 +23,7 @@ The hierarchy::
     │   └── AudioFormatError            audio that cannot be read (bad WAV header, not audio)
     ├── RecordingError                  STT / WavRecorder misuse (already recording, not started)
     ├── SessionClosedError              a method called on a session that is closed
+    ├── ClientClosedError               a call on a PersoClient after close()
     └── RuntimeUsageError (RuntimeError) the sync API was called from the runtime's own loop thread
 
 Every class pickles and reprs with its fields. No message ever contains the API key.
@@ -33,6 +34,7 @@ from __future__ import annotations
 __all__ = [
     "ApiError",
     "AudioFormatError",
+    "ClientClosedError",
     "DoesNotExistError",
     "InvalidInputError",
     "InvalidResponseError",
@@ -231,6 +233,10 @@ class RecordingError(PersoError):
 
 class SessionClosedError(PersoError):
     """A method was called on a session that has been closed (manually or as lost)."""
+
+
+class ClientClosedError(PersoError):
+    """A call on a ``PersoClient`` after ``close()`` (or after its ``with`` block ended)."""
 
 
 class RuntimeUsageError(PersoError, RuntimeError):

@@ -45,6 +45,7 @@ EXAMPLES: list[Exception] = [
     errors.AudioFormatError("not a WAV file"),
     errors.RecordingError("already recording"),
     errors.SessionClosedError("closed"),
+    errors.ClientClosedError("this PersoClient is closed"),
     errors.RuntimeUsageError("called from the loop thread"),
 ]
 

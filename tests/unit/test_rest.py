@@ -17,12 +17,12 @@ import responses
 from perso_sync._rest import HttpTimeout, RestTransport, parse_retry_after
 from perso_sync.errors import (
     ApiError,
+    ClientClosedError,
     InvalidInputError,
     InvalidResponseError,
     MissingApiKeyError,
     PersoConnectionError,
     PersoTimeoutError,
-    RuntimeUsageError,
 )
 
 SERVER = "https://perso.test"
@@ -417,7 +417,7 @@ def test_closed_transport_refuses_calls(mocked: responses.RequestsMock) -> None:
     rest = RestTransport(api_server=SERVER, api_key=KEY)
     rest.close()
     rest.close()  # idempotent
-    with pytest.raises(RuntimeUsageError, match="closed"):
+    with pytest.raises(ClientClosedError, match="closed"):
         rest.get(PATH, account=True)
     assert len(mocked.calls) == 0
 
