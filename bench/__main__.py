@@ -24,7 +24,7 @@ def main() -> int:
         print(f"running bench/{info.name}.py ...", file=sys.stderr, flush=True)
         try:
             rows.extend(run())
-        except Exception:
+        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others
             failed.append(info.name)
             traceback.print_exc()
     print(format_table(rows))

@@ -242,4 +242,3 @@ class ClientClosedError(PersoError):
 class RuntimeUsageError(PersoError, RuntimeError):
     """The blocking API was called from the runtime's own event-loop thread (e.g. from an async
     tool); use the async path there, or run the call in a worker thread."""
-
