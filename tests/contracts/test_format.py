@@ -340,7 +340,7 @@ json_values = st.recursive(
 
 
 @given(json_values)
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 def test_a_value_always_matches_itself_exactly_and_by_type(value: Any) -> None:
     assert compare(value, copy.deepcopy(value)) == []
     assert compare(value, copy.deepcopy(value), {"value": Matcher("type")}) == []
@@ -365,7 +365,7 @@ def test_a_value_always_matches_itself_exactly_and_by_type(value: Any) -> None:
     st.sampled_from(["lines", "sse", "crlf"]),
     st.booleans(),
 )
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 def test_sse_bodies_parse_back_to_their_events_in_every_framing(
     items: list[SseItem], framing: str, final_newline: bool
 ) -> None:
