@@ -155,6 +155,9 @@ def _request_key(name: str, kind: type[Any]) -> Any:
 RAW_KEY = _request_key("mock_raw", bytes)
 SESSION_KEY = _request_key("mock_session", MockSession)
 FAULT_KEY = _request_key("mock_fault", Fault)
+CLIENT_GONE_KEY = _request_key("mock_client_gone", bool)
+#: Journal status of a stream the client closed before its end (nginx's "client closed request").
+CLIENT_CLOSED_REQUEST = 499
 
 
 def _as_float(value: Any) -> float | None:
@@ -754,6 +757,7 @@ async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     except ConnectionError:
         # The client went away (closed or aborted its stream): nothing left to send to.
         log.debug("LLM stream of a session ended by the client")
+        request[CLIENT_GONE_KEY] = True
     return response
 
 
@@ -1032,7 +1036,7 @@ async def mock_middleware(
         ctx.inflight.add(task)
     try:
         response = await _dispatch(request, ctx, route, session_id, handler)
-        status = response.status
+        status = CLIENT_CLOSED_REQUEST if request.get(CLIENT_GONE_KEY) else response.status
         return response
     except web.HTTPException as exc:
         status = exc.status

@@ -35,7 +35,8 @@ class JournalEntry:
     ``{"fields": {...}, "files": {name: {"filename", "content_type", "size"}}}``; for other
     bodies the text, or ``{"binary": size}``; ``None`` when empty), ``endpoint`` (the route
     name, e.g. ``"create_session"``, ``"llm"``; ``None`` for unknown paths), ``status`` (the
-    response status, ``None`` while the response is still being written, e.g. a stream).
+    response status, ``None`` while the response is still being written, e.g. a stream; ``499``
+    when the client closed an LLM stream before its end).
     Data-channel fields: ``channel`` (``"message"`` / ``"file"``), ``direction`` (``"in"`` =
     client→server, ``"out"`` = server→client), ``payload`` (a decoded dict or a string), and
     ``type`` (the message's ``type`` when the payload is a dict).

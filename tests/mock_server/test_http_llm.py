@@ -180,3 +180,24 @@ def test_bad_llm_body_is_400(perso_mock: MockPersoServer, session_id: str, body:
     response = post(perso_mock, f"/api/v1/session/{session_id}/llm/v2/", json=body)
     assert response.status_code == 400
     assert first_error(response)["attr"] == "messages"
+
+
+def test_a_stream_the_client_leaves_early_is_journaled_as_499(
+    perso_mock: MockPersoServer, session_id: str
+) -> None:
+    import socket
+
+    perso_mock.set_llm_script(
+        session_id, LlmScript(rules=[], default_reply="word " * 200, delay=0.01, words_per_delta=1)
+    )
+    body = json.dumps({"messages": [user("long")], "tools": []}).encode()
+    request = (
+        f"POST /api/v1/session/{session_id}/llm/v2/ HTTP/1.1\r\nHost: mock\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert perso_mock.port is not None
+    with socket.create_connection(("127.0.0.1", perso_mock.port), timeout=5) as sock:
+        sock.sendall(request + body)
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")
+    entry = perso_mock.journal.wait_for(lambda e: e.status is not None, endpoint="llm")
+    assert entry.status == 499
