@@ -57,6 +57,43 @@ NAMESPACE_SCRIPT = textwrap.dedent(
 )
 
 
+SERVER_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json
+    import requests
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from mock_server import MockPersoServer
+
+    async def talk(server, session_id):
+        # As every client does: the offer (and its candidates) before the exchange.
+        pc = RTCPeerConnection()
+        channel = pc.createDataChannel("message", protocol="message")
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        got_stf = asyncio.Event()
+        ttstf = json.dumps({"type": "ttstf", "data": {"message": "hi"}})
+        channel.on("open", lambda: channel.send(ttstf))
+        channel.on("message", lambda raw: json.loads(raw)["type"] == "stf" and got_stf.set())
+        await pc.setLocalDescription(await pc.createOffer())
+        response = await asyncio.to_thread(
+            requests.post,
+            f"{server.url}/api/v1/session/{session_id}/exchange/",
+            json={"client_sdp": {"type": "offer", "sdp": pc.localDescription.sdp}},
+            timeout=5,
+        )
+        await pc.setRemoteDescription(RTCSessionDescription(**response.json()["server_sdp"]))
+        await asyncio.wait_for(got_stf.wait(), 8)
+        print("stf received")
+        await pc.close()
+
+    with MockPersoServer() as server:
+        session_id = server.create_session_id()
+        asyncio.run(talk(server, session_id))
+        print("status:", server.wait_for_status(session_id, "TERMINATED").termination_reason)
+    """
+)
+
+
 def _namespace_available() -> str | None:
     """None when `unshare -rn` works here, else the reason it does not."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
@@ -73,7 +110,8 @@ def _namespace_available() -> str | None:
     return None
 
 
-def test_a_peer_connects_in_a_loopback_only_network_namespace() -> None:
+def _run_in_namespace(script: str) -> list[str]:
+    """Run ``script`` with this interpreter in a new network namespace with only ``lo`` up."""
     reason = _namespace_available()
     if reason is not None:
         pytest.skip(reason)
@@ -86,7 +124,7 @@ def test_a_peer_connects_in_a_loopback_only_network_namespace() -> None:
             "-c",
             'ip link set lo up && exec "$0" -c "$1"',
             sys.executable,
-            NAMESPACE_SCRIPT,
+            script,
         ],
         capture_output=True,
         text=True,
@@ -96,10 +134,25 @@ def test_a_peer_connects_in_a_loopback_only_network_namespace() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    return result.stdout.splitlines()
+
+
+def test_a_peer_connects_in_a_loopback_only_network_namespace() -> None:
+    lines = _run_in_namespace(NAMESPACE_SCRIPT)
     assert "candidates before: 0" in lines, "aioice should find nothing without the fallback"
     assert any(line.startswith("candidates after:") and line.endswith(" True") for line in lines)
     assert "connected: connected" in lines
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="MockPersoServer must call mock_server._loopback.ensure_loopback_candidates() when "
+    "it starts: a client makes its offer before the first exchange creates the answerer",
+)
+def test_the_mock_server_serves_webrtc_in_a_loopback_only_network_namespace() -> None:
+    lines = _run_in_namespace(SERVER_SCRIPT)
+    assert "stf received" in lines
+    assert "status: GRACEFUL_TERMINATION" in lines
 
 
 def test_the_fallback_only_adds_loopback_when_aioice_finds_no_ipv4() -> None:
