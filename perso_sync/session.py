@@ -293,8 +293,7 @@ class Session:
         _check_positive("heartbeat_interval", heartbeat_interval)
         tools = list(client_tools)
 
-        info = client.get_session_info(session_id)
-        capabilities = {str(getattr(cap.name, "value", cap.name)) for cap in info.capability}
+        # Built first: it validates the client tools before any request is sent.
         session = cls(
             client=client,
             session_id=session_id,
@@ -305,6 +304,8 @@ class Session:
             heartbeat_interval=heartbeat_interval,
         )
         try:
+            info = client.get_session_info(session_id)
+            capabilities = {str(getattr(cap.name, "value", cap.name)) for cap in info.capability}
             if capabilities & _WEBRTC_CAPABILITIES:
                 ice_servers = client.get_ice_servers(session_id)
                 session._connect(ice_servers, connect_timeout, receive_video)

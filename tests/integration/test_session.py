@@ -321,3 +321,22 @@ def test_speech_from_several_threads_at_once(perso_mock: Any, open_session: Any)
     wait_until(lambda: A not in session.chat_states, what="no pending speech")
     assert S in session.chat_states
     assert sorted(m["content"] for m in session.get_message_history()) == sorted(texts)
+
+
+def test_rest_only_chat_answers_and_logs_without_speech(perso_mock: Any, client: Any) -> None:
+    sid = perso_mock.create_session_id(using_stf_webrtc=False)
+    perso_mock.set_llm_script(sid, _script())
+    with client.create_session(sid, width=160, height=120) as session:
+        assert session.process_chat("hello") == REPLY
+        assert [(c.is_user, c.text) for c in session.get_chat_log()] == [
+            (True, "hello"),
+            (False, REPLY),
+        ]
+        assert session.chat_states == IDLE
+
+
+def test_bad_client_tools_are_refused_before_any_request(perso_mock: Any, client: Any) -> None:
+    sid = perso_mock.create_session_id()
+    with pytest.raises(perso_sync.InvalidInputError):
+        client.create_session(sid, width=160, height=120, client_tools=["not a tool"])
+    assert perso_mock.journal.requests(session_id=sid) == []
