@@ -21,24 +21,27 @@ restores the one given at construction).
 ``llm_framing``, ``stt_default_text``, ``strict_capabilities``), ``text_normalization_files``
 (config id → CSV text), ``mcp_tools`` (MCP server id → {tool name: result}). Edit it in place::
 
-    server.catalog.organization["llm_types"].remove("gpt-4.1")   # → not_in_organization
-    server.catalog.organization["features"].remove("mcp")       # → invalid "... not found"
-    server.catalog.organization["max_active_sessions"] = 0  # → MAX_ACTIVE_SESSION_QUOTA_EXCEEDED
-    server.catalog.settings["llm_framing"] = "sse"              # standard SSE framing
+    org = server.catalog.organization
+    org["llm_types"].remove("gpt-4.1")            # → not_in_organization
+    org["features"].remove("mcp")                 # → invalid "MCP server feature not found."
+    org["max_active_sessions"] = 0                # → MAX_ACTIVE_SESSION_QUOTA_EXCEEDED
+    server.catalog.settings["llm_framing"] = "sse"  # standard SSE framing (default "platform")
     server.catalog.settings["ice_servers"] = [{"urls": "stun:stun.example.org"}]
 
 ``server.faults``: :class:`~mock_server.faults.FaultRegistry` — ``fail(endpoint, status,
 body=..)``, ``html(endpoint, status)``, ``empty(endpoint, status)``, ``rate_limit(endpoint,
 retry_after)``, ``delay(endpoint, seconds)``, ``drop(endpoint)``, ``sse_truncate()``,
-``sse_garbage(line)``, and ``add(endpoint, status=, body=, headers=, retry_after=, delay=,
-drop=, sse=, times=1, session_id=)``. ``times=None`` = until cleared. Endpoint names are listed
-in :mod:`mock_server.faults`.
+``sse_garbage(line)``, ``sse_split()``, and ``add(endpoint, status=, body=, headers=,
+retry_after=, delay=, drop=, sse=, times=1, session_id=)``. ``times=None`` = until cleared.
+Endpoint names are listed in :mod:`mock_server.faults`.
 
 ``server.journal``: :class:`~mock_server.journal.Journal` — ``requests(**match)``,
 ``messages(**match)`` (data channel), ``entries(predicate, **match)``, ``last(...)``,
 ``wait_for(predicate=None, timeout=5, **match)``, ``clear()``. Match on any entry field:
 ``endpoint``, ``method``, ``path``, ``session_id``, ``status``, ``channel``, ``direction``,
 ``type``. Header values of ``PersoLive-APIKey`` (and any occurrence of the key) read ``***``.
+``status`` is ``None`` while a response is being written and ``499`` for an LLM stream the
+client closed early.
 
 ``server.sessions``: session id → :class:`~mock_server.state.MockSession` (``status``,
 ``termination_reason``, ``capability``, ``params``, ``events`` / ``event_names``,
@@ -46,7 +49,16 @@ in :mod:`mock_server.faults`.
 ``terminate(reason)``). ``server.sessions.active()``.
 
 ``server.llm_script``: the :class:`~mock_server.llm_script.LlmScript` of sessions without their
-own; ``server.set_llm_script(session_id, script)`` sets one session's.
+own; ``server.set_llm_script(session_id, script)`` sets one session's. A script is a list of
+``Rule(pattern, reply=, tool_calls=[ToolCall(name, arguments)], follow_up=, fail=, events=,
+done=True, times=None)`` plus ``default_reply``, ``follow_up``, ``delay``, ``framing``,
+``words_per_delta`` (semantics in :mod:`mock_server.llm_script`)::
+
+    server.set_llm_script(sid, LlmScript(rules=[
+        Rule(pattern="weather", tool_calls=[ToolCall(name="get_weather",
+             arguments={"location": "Seoul"})], follow_up="Sunny: {results}"),
+        Rule(pattern="boom", fail="upstream timeout"),
+    ], delay=0))
 
 ``server.create_session_id(**params)``: a session without HTTP (defaults: a WebRTC session with
 the first webrtc model style, the first prompt and the organization's first LLM/TTS/STT types);
