@@ -366,7 +366,7 @@ class Peer:
             return
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             message = None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self._journal(MESSAGE_LABEL, "in", raw)

@@ -416,6 +416,33 @@ def test_set_template_and_legacy_speech_recognition() -> None:
     run(scenario)
 
 
+def test_malformed_messages_are_journaled_and_ignored() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
+        client = RawClient()
+        try:
+            peer = await client.connect(answerer, "s1", PeerConfig())
+            junk: list[str | bytes] = ["not json", "[1, 2]", '{"data": {}}', "[" * 50_000, b"\x00"]
+            for raw in junk:
+                client.channel.send(raw)
+            client.send("ttstf", {"message": 42})  # not text: no speech
+            client.send("no-such-type", {"x": 1})
+            client.send("ttstf", {"message": "still here"})
+            stf = await client.next_message("stf")
+            assert stf["data"]["message"] == "still here"
+            inbound = [p for (_, c, d, p) in recorder.messages if c == "message" and d == "in"]
+            assert inbound[:3] == ["not json", "[1, 2]", '{"data": {}}']
+            assert {"binary": 1} in inbound
+            assert [m["type"] for m in peer.received] == ["ttstf", "no-such-type", "ttstf"]
+            assert peer.state == "connected"
+        finally:
+            await client.close()
+            await answerer.close_all()
+
+    run(scenario)
+
+
 def test_a_5_mb_upload_arrives_byte_exact_and_can_be_spoken() -> None:
     payload = random.Random(3).randbytes(5 * 1024 * 1024 + 123)
 
