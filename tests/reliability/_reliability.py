@@ -121,14 +121,15 @@ class Snapshot:
             pause.wait(0.02)
 
 
-def main_thread_waits_in(function_name: str) -> bool:
-    """True when the main thread is blocked somewhere below a frame of ``function_name``
-    (and its innermost frame is a wait of some kind, not running Python code)."""
+def main_thread_blocked_in(innermost: str, caller: str) -> bool:
+    """True when the main thread's innermost Python frame is ``innermost`` (a blocking wait:
+    C-level waits such as ``SimpleQueue.get`` have no frame of their own) and ``caller`` is
+    somewhere on its stack."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
-    if frame is None or frame.f_code.co_name not in ("wait", "get", "result"):
+    if frame is None or frame.f_code.co_name != innermost:
         return False
     while frame is not None:
-        if frame.f_code.co_name == function_name:
+        if frame.f_code.co_name == caller:
             return True
         frame = frame.f_back
     return False
