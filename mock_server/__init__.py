@@ -111,6 +111,16 @@ START_TIMEOUT = 30.0  # an upper bound only: imports are slow on loaded CI machi
 STOP_TIMEOUT = 5.0
 
 
+def _allow_loopback_candidates() -> None:
+    # On a loopback-only host aioice gathers no candidate at all; the fallback must be in place
+    # before any client in this process makes its offer, i.e. before the first exchange.
+    try:
+        from mock_server._loopback import ensure_loopback_candidates
+    except ImportError:  # the WebRTC side (aiortc) is optional for the HTTP mock
+        return
+    ensure_loopback_candidates()
+
+
 def _make_catalog(catalog: Catalog | dict[str, Any] | str | os.PathLike[str] | None) -> Catalog:
     if catalog is None:
         return Catalog()
@@ -207,6 +217,7 @@ class MockPersoServer:
         """Start serving (idempotent); returns once the port is bound."""
         if self._thread is not None and self._thread.is_alive():
             return self
+        _allow_loopback_candidates()
         ready = threading.Event()
         failure: list[BaseException] = []
         self._thread = threading.Thread(
