@@ -658,7 +658,7 @@ class Session:
         self._stop_stt_recorder_quietly()
         self._close_processor()
         self._closed_event.set()
-        if not manual and self._core is None:
+        if not manual:
             _log.warning("session %s lost: %s %s", self._session_id, code, reason)
 
     def _cancel_tasks(self) -> None:

@@ -73,6 +73,9 @@ def test_idle_720p_session_memory_stays_flat(perso_mock: Any) -> None:
         _idle_for(observe, session)
         after_idle = _rss_mb()
 
+    print(
+        f"idle RSS: {after_warmup:.1f} MB after warm-up, {after_idle:.1f} MB {observe:.0f} s later"
+    )
     assert after_idle - after_warmup <= TOLERANCE_MB, (
         f"RSS grew from {after_warmup:.1f} MB to {after_idle:.1f} MB in {observe:.0f} s idle"
     )
