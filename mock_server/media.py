@@ -72,7 +72,9 @@ _MAX_LAG = 0.5
 _MOUTH_HZ = 4
 # Opus DTX sends a packet every 400 ms during silence.
 _DTX_EVERY = 20
-_CACHE_LIMIT = 16
+# Rendered pictures are shared by every peer of the process (same size and template: same
+# bytes), so fifty idle sessions hold one picture, not fifty.
+_PICTURE_CACHE_SIZE = 32
 
 _YuvColour = tuple[int, int, int]
 _IDLE_BACKGROUND: _YuvColour = (60, 150, 110)
@@ -180,7 +182,6 @@ class Avatar:
         self.settings = settings
         self.template: dict[str, str] | None = None
         self._speaking = speaking
-        self._planes: dict[tuple[object, ...], tuple[bytes, bytes, bytes]] = {}
 
     @property
     def speaking(self) -> bool:
@@ -202,14 +203,7 @@ class Avatar:
         mouth = 1 + int(now * _MOUTH_HZ * 2) % 2 if self.speaking else 0
         frame = av.VideoFrame(width, height, "yuv420p")
         strides = tuple(plane.line_size for plane in frame.planes)
-        template_key = tuple(sorted(self.template.items())) if self.template else None
-        key = (width, height, strides, mouth, template_key)
-        planes = self._planes.get(key)
-        if planes is None:
-            if len(self._planes) >= _CACHE_LIMIT:
-                self._planes.clear()
-            planes = _draw_face(width, height, strides, mouth, _background(self.template))
-            self._planes[key] = planes
+        planes = _draw_face(width, height, strides, mouth, _background(self.template))
         for plane, data in zip(frame.planes, planes, strict=True):
             plane.update(data)
         return frame
@@ -225,6 +219,7 @@ class Avatar:
 _Rect = tuple[float, float, float, float]  # x0, y0, x1, y1 as fractions of the picture
 
 
+@functools.lru_cache(maxsize=_PICTURE_CACHE_SIZE)  # thread-safe; shared by all peers
 def _draw_face(
     width: int, height: int, strides: tuple[int, ...], mouth: int, background: _YuvColour
 ) -> tuple[bytes, bytes, bytes]:
