@@ -321,8 +321,9 @@ class _Channel:
         self.runtime = runtime
         self.credits = credits
         self.queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.unconsumed = 0
+        # Each counter has one writer (the loop / the consumer); the GIL orders the accesses.
+        self.produced = 0
+        self.consumed = 0
         self.wake: anyio.Event | None = None
         self.started = False
         self.finished = threading.Event()
@@ -354,24 +355,24 @@ class _Channel:
         import anyio
 
         async for item in source:
-            wake = None
-            with self.lock:
-                self.unconsumed += 1
-                if self.unconsumed >= self.credits:
-                    wake = self.wake = anyio.Event()
+            self.produced += 1
             self.queue.put((_ITEM, item))
-            if wake is not None:
-                await wake.wait()
+            if self.produced - self.consumed >= self.credits:
+                # Publish the event, then look again: a consumer that took an item in between
+                # either sees the event (and sets it) or freed a credit we now see.
+                wake = self.wake = anyio.Event()
+                if self.produced - self.consumed >= self.credits:
+                    await wake.wait()
+                self.wake = None
 
     def consumed_one(self) -> None:
-        with self.lock:
-            self.unconsumed -= 1
-            wake = self.wake
-            if wake is None or self.unconsumed >= self.credits:
-                return
-            self.wake = None
-        with contextlib.suppress(RuntimeUsageError):  # runtime gone: the producer with it
-            self.runtime.call_soon_threadsafe(wake.set)
+        # No lock shared with the loop: the loop thread never waits on the consumer's thread
+        # (a Ctrl-C inside a `with lock:` could leave such a lock held for ever).
+        self.consumed += 1
+        wake = self.wake
+        if wake is not None and self.produced - self.consumed < self.credits:
+            with contextlib.suppress(RuntimeUsageError):  # runtime gone: the producer with it
+                self.runtime.call_soon_threadsafe(wake.set)
 
 
 class SyncStream(Iterator[T]):
