@@ -10,8 +10,8 @@ Bad peer input never raises: it becomes one :class:`StreamFailed` event, after w
 ignores the rest of the stream (the turn reports it as ``LLMStreamingResponseError``). Only a
 caller's misuse raises (``feed`` after ``close``).
 
-The hot path is one ``bytearray.find`` and one ``json.loads`` per line; a line is scanned once,
-so feeding is O(n) whatever the read sizes.
+The hot path is one ``bytes.split`` per read and one UTF-8 decode plus one JSON decode per line;
+a partial line is only appended, never rescanned, so feeding is O(n) whatever the read sizes.
 """
 
 from __future__ import annotations
@@ -80,6 +80,14 @@ LlmEvent = TextDelta | ToolCalls | RemoteToolResult | StreamFailed | Unknown
 _IGNORED_FIELDS = (b"event", b"id", b"retry")
 
 
+_decode_json = json.JSONDecoder().decode
+
+
+def _loads(raw: bytes | bytearray) -> Any:
+    """JSON from UTF-8 bytes (UnicodeDecodeError is a ValueError, like a JSON error)."""
+    return _decode_json(raw.decode("utf-8"))
+
+
 def _preview(raw: bytes | bytearray, limit: int = 120) -> str:
     text = bytes(raw[:limit]).decode("utf-8", errors="replace")
     return text + ("..." if len(raw) > limit else "")
@@ -87,6 +95,10 @@ def _preview(raw: bytes | bytearray, limit: int = 120) -> str:
 
 def event_from_json(obj: Any) -> LlmEvent:
     """Turn one decoded event object into a typed event (pure; exposed for tests)."""
+    if type(obj) is dict and obj.get("type") == "message" and obj.get("status") == "success":
+        content = obj.get("content")
+        if type(content) is str:  # the common case, decided in three lookups
+            return TextDelta(content)
     if not isinstance(obj, dict):
         return StreamFailed(f"stream event is not a JSON object: {type(obj).__name__}")
     status = obj.get("status")
@@ -132,8 +144,7 @@ class SseParser:
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._max_event_bytes = max_event_bytes
-        self._buffer = bytearray()
-        self._scanned = 0  # bytes of _buffer already searched for a line end
+        self._buffer = bytearray()  # the last, incomplete line
         self._cr_pending = False  # the last read ended with "\r": a following "\n" is its pair
         self._data: list[
             bytes | bytearray
@@ -158,23 +169,38 @@ class SseParser:
         self._cr_pending = data[-1:] == b"\r"
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buffer = self._buffer
-        buffer += data
+        if b"\n" not in data:  # the middle of a line: keep it, never rescan it
+            self._buffer += data
+            if len(self._buffer) > self._max_event_bytes:
+                return [self._fail(f"a stream line exceeds {self._max_event_bytes} bytes")]
+            return []
+        if self._buffer:
+            self._buffer += data
+            lines: list[bytes] | list[bytearray] = self._buffer.split(b"\n")
+        else:
+            lines = data.split(b"\n")
+        self._buffer = bytearray(lines.pop())
         events: list[LlmEvent] = []
-        start = 0
-        find = buffer.find
-        newline = find(b"\n", self._scanned)
-        while newline >= 0:
-            self._line(buffer[start:newline], events)
+        for line in lines:
+            # Hot path: a whole event on one line (platform framing), nothing held.
+            if not self._data and line[:7] == b"data: {":
+                try:
+                    obj = _loads(line[6:])
+                except (ValueError, RecursionError):
+                    pass  # the general path below holds it or reports it
+                else:
+                    event = event_from_json(obj)
+                    events.append(event)
+                    if type(event) is StreamFailed:
+                        self._failed = True
+                        self._drop_buffer()
+                        return events
+                    continue
+            self._line(line, events)
             if self.failed:  # (a property: re-read after the call)
                 self._drop_buffer()
                 return events
-            start = newline + 1
-            newline = find(b"\n", start)
-        if start:
-            del buffer[:start]
-        self._scanned = len(buffer)
-        if self._scanned > self._max_event_bytes:
+        if len(self._buffer) > self._max_event_bytes:
             events.append(self._fail(f"a stream line exceeds {self._max_event_bytes} bytes"))
         return events
 
@@ -195,7 +221,6 @@ class SseParser:
 
     def _drop_buffer(self) -> None:
         self._buffer.clear()
-        self._scanned = 0
         self._data.clear()
 
     def _fail(self, description: str) -> StreamFailed:
@@ -210,7 +235,7 @@ class SseParser:
             if not self._data:
                 # Platform framing (and one-line standard events): the line is the event.
                 try:
-                    obj = json.loads(value)
+                    obj = _loads(value)
                 except (ValueError, RecursionError):  # incl. bad UTF-8; maybe the first of many
                     self._hold(value, events)
                     return
@@ -239,7 +264,7 @@ class SseParser:
         # a new event, in which case the held lines were never valid JSON.
         joined = b"\n".join([*self._data, value])
         try:
-            obj = json.loads(joined)
+            obj = _loads(joined)
         except (ValueError, RecursionError):
             if not self._starts_an_event(value):
                 self._hold(value, events)
@@ -256,7 +281,7 @@ class SseParser:
         # A complete event object on its own line (platform framing); a scalar or an object
         # without "status" is more likely a line of a pretty-printed multi-line event.
         try:
-            obj = json.loads(value)
+            obj = _loads(value)
         except (ValueError, RecursionError):
             return False
         return isinstance(obj, dict) and "status" in obj
@@ -268,7 +293,7 @@ class SseParser:
         if not joined.strip():
             return  # a standard-SSE event with empty data (e.g. a keep-alive): nothing to say
         try:
-            obj = json.loads(joined)
+            obj = _loads(joined)
         except (ValueError, RecursionError):
             events.append(self._fail(f"unparsable stream data: {_preview(joined)!r}"))
             return
