@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import aioice.ice
 import pytest
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
@@ -76,7 +76,7 @@ async def wait_until(changed: asyncio.Event, predicate: Callable[[], T], what: s
 class RawClient:
     """A hand-written offerer: message channel, recvonly audio + video, frame collection."""
 
-    def __init__(self) -> None:
+    def __init__(self, audio_codec: str | None = None) -> None:
         self.pc = RTCPeerConnection()
         self.changed = asyncio.Event()
         self.messages: list[dict[str, Any]] = []
@@ -90,7 +90,10 @@ class RawClient:
         self.channel.on("message", self._on_message)
         self.channel.on("open", self.changed.set)
         self.channel.on("close", self.changed.set)
-        self.pc.addTransceiver("audio", direction="recvonly")
+        audio = self.pc.addTransceiver("audio", direction="recvonly")
+        if audio_codec is not None:
+            codecs = RTCRtpReceiver.getCapabilities("audio").codecs
+            audio.setCodecPreferences([c for c in codecs if c.mimeType == audio_codec])
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.on("track", self._on_track)
 
@@ -359,6 +362,25 @@ def test_idle_audio_with_dtx_is_sparse_and_speech_is_continuous() -> None:
             client.audio_frames.clear()
             await client.wait(
                 lambda: sum(peak(f) > 1000 for f in client.audio_frames) >= 20, "20 tone frames"
+            )
+        finally:
+            await client.close()
+            await answerer.close_all()
+
+    run(scenario)
+
+
+def test_audio_without_opus_is_encoded_by_aiortc() -> None:
+    async def scenario() -> None:
+        answerer = Answerer(on_message=lambda *_: None, on_state=lambda *_: None)
+        client = RawClient(audio_codec="audio/PCMU")
+        try:
+            peer = await client.connect(answerer, "s1", PeerConfig(audio_dtx=True))
+            assert not peer._audio.preencoded_opus
+            client.send("ttstf", {"message": "tone"})
+            await client.next_message("stf")
+            await client.wait(
+                lambda: client.audio_frames and peak(client.audio_frames[-1]) > 1000, "the tone"
             )
         finally:
             await client.close()
