@@ -126,7 +126,7 @@ def test_clear_buffer_mid_speech(perso_mock: Any, open_session: Any) -> None:
 def test_clear_buffer_cancels_the_running_chat_turn(perso_mock: Any, open_session: Any) -> None:
     sid = perso_mock.create_session_id()
     words = " ".join(f"word{i}" for i in range(40))
-    perso_mock.set_llm_script(sid, _script(words, delay=0.05))
+    perso_mock.set_llm_script(sid, _script(words, delay=0.2))
     session = open_session(sid)
     result: dict[str, Any] = {}
 
@@ -284,7 +284,8 @@ def _client_pings(perso_mock: Any, sid: str) -> int:
 
 
 def test_a_slow_callback_never_delays_pings(perso_mock: Any, open_session: Any) -> None:
-    session = open_session(ping_timeout=1.0)
+    # The mock pings every 0.2 s: a loop stalled for 1 s would close the session as lost.
+    session = open_session(ping_timeout=1.0, peer={"ping_interval": 0.2})
     sid = session.session_id
     entered = threading.Event()
     release = threading.Event()
