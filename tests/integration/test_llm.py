@@ -514,3 +514,41 @@ def test_a_forked_child_runs_a_turn(make_processor: Make) -> None:
     _, wait_status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(wait_status) == 0
     assert messages_of(list(processor.process_llm("parent again")))[-1].finish
+
+
+def test_a_stream_cut_mid_event_is_a_streaming_error(
+    perso_mock: MockPersoServer, make_processor: Make
+) -> None:
+    perso_mock.faults.sse_truncate()
+    error = _only_error(list(make_processor().process_llm("Hello there friend")))
+    assert isinstance(error.underlying_error, LLMStreamingResponseError)
+
+
+def test_a_dropped_connection_is_a_connection_error(
+    perso_mock: MockPersoServer, make_processor: Make
+) -> None:
+    perso_mock.faults.drop("llm")
+    processor = make_processor()
+    error = _only_error(list(processor.process_llm("Hello there friend")))
+    assert isinstance(error.underlying_error, perso.PersoConnectionError)
+    assert processor.get_history() == []
+
+
+def test_a_silent_server_is_a_timeout(perso_mock: MockPersoServer, make_processor: Make) -> None:
+    perso_mock.faults.delay("llm", 30)
+    error = _only_error(list(make_processor(timeout=0.3).process_llm("Hello")))
+    assert isinstance(error.underlying_error, perso.PersoTimeoutError)
+
+
+def test_the_blocking_api_inside_an_async_tool_is_refused_not_deadlocked(
+    make_processor: Make,
+) -> None:
+    processor = make_processor()
+
+    async def nested(args: dict[str, Any]) -> Any:
+        return list(processor.process_llm("nested"))  # on the loop thread: refused
+
+    processor = make_processor(client_tools=[tool("get_weather", nested)])
+    chunks = list(processor.process_llm("weather?"))
+    (result,) = [c for c in chunks if isinstance(c, ToolResultChunk)]
+    assert "loop thread" in result.result["error"]
