@@ -19,6 +19,7 @@ them.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -190,7 +191,7 @@ class LlmTurn:
         self.rounds += 1
         self._calls = []
         return {
-            "messages": [*(dict(m) for m in prior_history), *self.history],
+            "messages": [*prior_history, *self.history],
             "tools": list(tool_schemas),
         }
 
@@ -218,7 +219,8 @@ class LlmTurn:
             self._commit_text(step)
             pending_delta = False
             if isinstance(event, ToolCalls):
-                calls = [dict(call) for call in event.tool_calls]
+                # Copies: the user's chunk and our history must not share nested dicts.
+                calls = copy.deepcopy(list(event.tool_calls))
                 self.history.append(
                     {
                         "role": "assistant",
@@ -228,7 +230,7 @@ class LlmTurn:
                     }
                 )
                 self._calls.extend(calls)
-                step.chunks.append(ToolCallChunk([dict(call) for call in calls]))
+                step.chunks.append(ToolCallChunk(copy.deepcopy(calls)))
             elif isinstance(event, RemoteToolResult):
                 self.history.append(
                     {"role": "tool", "content": event.content, "tool_call_id": event.tool_call_id}
@@ -341,7 +343,7 @@ class LlmTurn:
 
     def _succeed(self, step: TurnStep) -> None:
         self.finished = True
-        step.decision = Done(list(self.history), self._last_text)
+        step.decision = Done(copy.deepcopy(self.history), self._last_text)
 
     def _fail(self, step: TurnStep, error: LLMError) -> None:
         self.finished = True

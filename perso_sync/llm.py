@@ -18,6 +18,7 @@ thread). Session-scoped requests carry no API key.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import threading
@@ -98,6 +99,14 @@ class ChatTool:
     parameters: Mapping[str, Any]
     call: Callable[[dict[str, Any]], Any]
     execute_only: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise InvalidInputError("ChatTool.name must be a non-empty string")
+        if not callable(self.call):
+            raise InvalidInputError(f"ChatTool {self.name!r}: call must be callable")
+        if not isinstance(self.parameters, Mapping):
+            raise InvalidInputError(f"ChatTool {self.name!r}: parameters must be a JSON Schema")
 
     def schema(self) -> dict[str, Any]:
         """The entry of the request's ``tools`` list."""
@@ -252,6 +261,8 @@ class LlmProcessor:
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
             raise InvalidInputError("session_id must be a non-empty string")
+        if not isinstance(api_server, str) or not api_server.strip():
+            raise InvalidInputError("api_server must be a URL string")
         self._url = _endpoints.normalize_api_server(api_server) + _endpoints.llm_v2(session_id)
         self.session_id = session_id
         self._client_tools = _check_tools(client_tools)
@@ -272,14 +283,15 @@ class LlmProcessor:
     def get_history(self) -> list[dict[str, Any]]:
         """A copy of the conversation history (entries have ``role``, ``content``, ...)."""
         with self._history_lock:
-            return [dict(entry) for entry in self._history]
+            return copy.deepcopy(self._history)
 
     def add_to_history(self, entry: Mapping[str, Any]) -> None:
         """Append one history entry, e.g. ``{"role": "assistant", "content": "..."}``."""
         if not isinstance(entry, Mapping):
             raise InvalidInputError("a history entry must be a mapping (a dict)")
+        copied = copy.deepcopy(dict(entry))
         with self._history_lock:
-            self._history.append(dict(entry))
+            self._history.append(copied)
 
     def _commit(self, entries: list[dict[str, Any]]) -> None:
         with self._history_lock:
