@@ -355,3 +355,32 @@ def test_interpreter_exit_closes_registered_objects_then_stops_the_loop() -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["bye", "closed at exit"]
+
+
+def test_start_soon_and_call_soon_threadsafe_run_on_the_loop_from_any_thread() -> None:
+    ran = threading.Event()
+    names: list[str] = []
+
+    async def task() -> None:
+        names.append(threading.current_thread().name)
+        ran.set()
+
+    runtime = get_runtime()
+    runtime.start_soon(task)
+    assert ran.wait(WAIT)
+    plain = threading.Event()
+    runtime.call_soon_threadsafe(
+        lambda: (names.append(threading.current_thread().name), plain.set())
+    )
+    assert plain.wait(WAIT)
+    assert names == [THREAD_NAME, THREAD_NAME]
+
+
+def test_a_failing_background_task_does_not_take_the_loop_down() -> None:
+    async def fail() -> None:
+        raise RuntimeError("background failure")
+
+    runtime = get_runtime()
+    runtime.start_soon(fail)
+    assert runtime.call(add, 2, 2) == 4
+    assert runtime.is_running()
