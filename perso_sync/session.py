@@ -498,7 +498,8 @@ class Session:
         """Stop the avatar: send ``clear-buffer``, cancel running chat turns, reset states.
 
         Speech not started yet never starts; speech already started stops after its current
-        sentence. Every chat state goes idle.
+        sentence. Every chat state goes idle. A cancelled :meth:`process_chat` returns the text
+        received so far. On a REST-only session nothing is sent; turns and states still reset.
         """
         self._ensure_open()
         self._call_loop(self._clear_on_loop)
