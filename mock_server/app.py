@@ -142,6 +142,13 @@ class MockContext:
         if self.answerer is not None:
             await self.answerer.close_all()
 
+    async def end_session(self, session: MockSession, reason: str) -> None:
+        """The server ends a session itself: mark it and drop its peer, so that the client sees
+        its connection go away as it would on the platform."""
+        session.terminate(reason)
+        if self.answerer is not None:
+            await self.answerer.close(session.session_id)
+
 
 CTX_KEY: web.AppKey[MockContext] = web.AppKey("mock_context", MockContext)
 
@@ -620,7 +627,7 @@ async def create_event(request: web.Request, ctx: MockContext) -> web.StreamResp
     if event == "SESSION_START" and not session.is_webrtc:
         session.mark_connected()
     elif event == "SESSION_END":
-        session.terminate(GRACEFUL_TERMINATION)
+        await ctx.end_session(session, GRACEFUL_TERMINATION)
     return web.json_response(
         {
             "session_event_id": len(session.events),

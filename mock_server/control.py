@@ -111,7 +111,7 @@ def add_control_routes(app: web.Application, ctx: MockContext) -> None:
         if session is None:
             return web.json_response({}, status=404)
         body = await _json(request) or {}
-        session.terminate(str(body.get("reason") or "GRACEFUL_TERMINATION"))
+        await ctx.end_session(session, str(body.get("reason") or "GRACEFUL_TERMINATION"))
         return web.json_response({"status": session.status})
 
     async def add_fault(request: web.Request) -> web.StreamResponse:
