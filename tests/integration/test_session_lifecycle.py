@@ -125,6 +125,14 @@ def test_closed_session_methods_raise_session_closed_error(
     session.stop_session()
 
 
+def _events(perso_mock: Any, sid: str) -> list[str]:
+    """The session events the mock's journal recorded for ``sid``, in order."""
+    return [
+        entry.body["event"]
+        for entry in perso_mock.journal.requests(endpoint="event", session_id=sid)
+    ]
+
+
 def test_rest_only_session_heartbeat(perso_mock: Any, client: Any) -> None:
     sid = _rest_only_sid(perso_mock)
     closes = Recorder()
@@ -132,18 +140,15 @@ def test_rest_only_session_heartbeat(perso_mock: Any, client: Any) -> None:
         session.on_close(closes)
         assert session.audio_track is None
         assert session.video_track is None
-        wait_until(
-            lambda: perso_mock.sessions[sid].event_names.count("SESSION_DURING") >= 2,
-            what="two heartbeats",
-        )
-        assert perso_mock.sessions[sid].event_names[0] == "SESSION_START"
+        wait_until(lambda: _events(perso_mock, sid).count("SESSION_DURING") >= 2, what="beats")
+        assert _events(perso_mock, sid)[0] == "SESSION_START"
         assert perso_mock.peer(sid) is None  # no WebRTC at all
         with pytest.raises(perso_sync.STFError, match="requires WebRTC"):
             session.process_ttstf("no avatar here")
     closes.wait_count(1)
     assert closes.calls == [True]
     # A REST-only session tells the server it ended (there is no peer connection to close).
-    assert perso_mock.sessions[sid].event_names[-1] == "SESSION_END"
+    assert _events(perso_mock, sid)[-1] == "SESSION_END"
     perso_mock.wait_for_status(sid, "TERMINATED")
 
 
