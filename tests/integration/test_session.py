@@ -334,6 +334,8 @@ def test_rest_only_chat_answers_and_logs_without_speech(perso_mock: Any, client:
             (False, REPLY),
         ]
         assert session.chat_states == IDLE
+        with session.process_llm("hello") as stream:
+            assert [c.message for c in stream if c.type == "message" and c.finish] == [REPLY]
 
 
 def test_bad_client_tools_are_refused_before_any_request(perso_mock: Any, client: Any) -> None:

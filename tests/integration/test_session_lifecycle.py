@@ -15,6 +15,7 @@ import pytest
 from _session_helpers import Recorder, wait_until
 
 import perso_sync
+from mock_server import LlmScript, Rule
 
 client = helpers.client
 open_session = helpers.open_session
@@ -272,3 +273,29 @@ def test_interpreter_exit_closes_an_open_session(perso_mock: Any) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["open", "closed", "True"]
     perso_mock.wait_for_status(sid, "TERMINATED")
+
+
+def test_stop_during_a_chat_turn_raises_session_closed_in_the_chat_thread(
+    perso_mock: Any, open_session: Any
+) -> None:
+    sid = perso_mock.create_session_id()
+    words = " ".join(f"word{i}" for i in range(30))
+    perso_mock.set_llm_script(sid, LlmScript(rules=[Rule(pattern="hi", reply=words)], delay=0.2))
+    session = open_session(sid)
+    outcome: list[BaseException] = []
+
+    def chat() -> None:
+        try:
+            session.process_chat("hi there")
+        except perso_sync.PersoError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=chat)
+    worker.start()
+    perso_mock.journal.wait_for(session_id=sid, channel="message", direction="in", type="ttstf")
+    session.stop_session()
+    worker.join(10)
+
+    assert not worker.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], perso_sync.SessionClosedError)
