@@ -17,6 +17,9 @@ a partial line is only appended, never rescanned, so feeding is O(n) whatever th
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
+from json.decoder import scanstring as _c_scanstring  # type: ignore[attr-defined]
 from typing import Any
 
 import attrs
@@ -86,6 +89,29 @@ _decode_json = json.JSONDecoder().decode
 def _loads(raw: bytes | bytearray) -> Any:
     """JSON from UTF-8 bytes (UnicodeDecodeError is a ValueError, like a JSON error)."""
     return _decode_json(raw.decode("utf-8"))
+
+
+# The usual text delta, with or without spaces after separators. A line that matches is decoded
+# with the C string scanner alone (exactly what a full decode gives, for this shape), about twice
+# as fast as decoding the whole object. JSON whitespace only: str.isspace() is wider.
+_JSON_SPACE = " \t\n\r"
+scanstring: Callable[[str, int], tuple[str, int]] = _c_scanstring
+_MESSAGE_PREFIX = re.compile(
+    r'data: \{[ \t\n\r]*"status"[ \t\n\r]*:[ \t\n\r]*"success"[ \t\n\r]*,'
+    r'[ \t\n\r]*"type"[ \t\n\r]*:[ \t\n\r]*"message"[ \t\n\r]*,'
+    r'[ \t\n\r]*"content"[ \t\n\r]*:[ \t\n\r]*"'
+)
+
+
+def _one_line_event(line: bytes | bytearray) -> LlmEvent:
+    """The event of a ``data: {...}`` line; ValueError when it is not one whole JSON value."""
+    text = line.decode("utf-8")
+    match = _MESSAGE_PREFIX.match(text)
+    if match is not None:
+        content, end = scanstring(text, match.end())
+        if text[end:].strip(_JSON_SPACE) == "}":
+            return TextDelta(content)
+    return event_from_json(_decode_json(text[6:]))
 
 
 def _preview(raw: bytes | bytearray, limit: int = 120) -> str:
@@ -185,11 +211,10 @@ class SseParser:
             # Hot path: a whole event on one line (platform framing), nothing held.
             if not self._data and line[:7] == b"data: {":
                 try:
-                    obj = _loads(line[6:])
+                    event = _one_line_event(line)
                 except (ValueError, RecursionError):
                     pass  # the general path below holds it or reports it
                 else:
-                    event = event_from_json(obj)
                     events.append(event)
                     if type(event) is StreamFailed:
                         self._failed = True

@@ -196,3 +196,27 @@ def test_arbitrary_bytes_never_raise_and_split_does_not_matter(
     assert all(type(e) in kinds for e in whole)
     assert sum(isinstance(e, StreamFailed) for e in whole) <= 1
     assert parse(junk, [c % (len(junk) + 1) for c in cuts]) == whole
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    content=st.text(),
+    separators=st.sampled_from([(",", ":"), (", ", ": "), (" ,\t", " :  ")]),
+    ascii_only=st.booleans(),
+    trailer=st.sampled_from(["", " ", "\t", " , "]),
+)
+def test_one_line_deltas_decode_exactly_like_json(
+    content: str, separators: tuple[str, str], ascii_only: bool, trailer: str
+) -> None:
+    event = {"status": "success", "type": "message", "content": content}
+    text = json.dumps(event, separators=separators, ensure_ascii=ascii_only)
+    line = ("data: " + text[:-1] + trailer + "}\n").encode("utf-8", "surrogatepass")
+    expected: list[object]
+    try:
+        expected = [TextDelta(json.loads(line[6:])["content"])]
+    except ValueError:
+        expected = [StreamFailed("")]  # only the kind is compared below
+    got = parse(line, [])
+    assert [type(e) for e in got] == [type(e) for e in expected]
+    if isinstance(expected[0], TextDelta):
+        assert got == expected
