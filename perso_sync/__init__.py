@@ -117,7 +117,7 @@ _lazy(
     "ToolCallChunk",
     "ToolResultChunk",
 )
-_lazy("perso_sync.session", "Session", "CloseStatus")
+_lazy("perso_sync.session", "Session", "CloseStatus", "MediaRecording")
 _lazy(
     "perso_sync.audio",
     "Microphone",
@@ -172,6 +172,7 @@ __all__ = [
     "LlmProcessorCallbacks",
     "LlmStream",
     "MCPServer",
+    "MediaRecording",
     "MessageChunk",
     "Microphone",
     "MissingApiKeyError",
@@ -312,5 +313,6 @@ if TYPE_CHECKING:  # the static view of the lazy names above, for type checkers 
     )
     from perso_sync.session import (
         CloseStatus,
+        MediaRecording,
         Session,
     )
