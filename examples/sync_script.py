@@ -68,7 +68,7 @@ def run(client: perso.PersoClient, workdir: Path) -> None:
     # 1. What this account may use. get_all_settings() fetches the nine lists concurrently.
     settings = client.get_all_settings()
     say("LLMs", ", ".join(llm.name for llm in settings.llms))
-    say("TTS voices", ", ".join(tts.name for tts in settings.tts_types))
+    say("voices", ", ".join(tts.name for tts in settings.tts_types))
     say("prompts", ", ".join(prompt.name for prompt in settings.prompts))
 
     # 2. A session id from a template (Form B). Only "webrtc" templates can show an avatar here.
