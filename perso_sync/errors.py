@@ -24,7 +24,7 @@ The hierarchy::
     ├── RecordingError                  STT / WavRecorder misuse (already recording, not started)
     ├── SessionClosedError              a method called on a session that is closed
     ├── ClientClosedError               a call on a PersoClient after close()
-    └── RuntimeUsageError (RuntimeError) the sync API was called from the runtime's own loop thread
+    └── RuntimeUsageError (RuntimeError) sync API on the loop thread, a stream iterated twice, ...
 
 Every class pickles and reprs with its fields. No message ever contains the API key.
 """
@@ -240,5 +240,10 @@ class ClientClosedError(PersoError):
 
 
 class RuntimeUsageError(PersoError, RuntimeError):
-    """The blocking API was called from the runtime's own event-loop thread (e.g. from an async
-    tool); use the async path there, or run the call in a worker thread."""
+    """The runtime was used in a way it cannot serve.
+
+    - the blocking API was called from the runtime's own event-loop thread (e.g. from an async
+      tool): use the async path there, or run the call in a worker thread;
+    - a stream (``LlmStream``, ``session.frames()``) was iterated a second time;
+    - the runtime has stopped (interpreter exit is under way).
+    """
