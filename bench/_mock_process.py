@@ -1,0 +1,124 @@
+"""The mock server in a child process, for benchmarks that measure *this* process.
+
+Memory and thread figures must not include the mock's own journal, sessions and threads, so the
+benchmarks that count them run ``python -m mock_server`` as a subprocess and drive it through its
+HTTP control API (``mock_server.control``). Also: process figures (RSS, threads, descriptors)
+read from ``/proc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 20.0
+_URL = re.compile(r"on (http://\S+) \(API key: (.*)\)")
+
+
+class MockProcess:
+    """``python -m mock_server`` on a free loopback port, stopped (SIGTERM) on exit."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.api_key = ""
+        self._proc: subprocess.Popen[str] | None = None
+        self._http = requests.Session()
+
+    def __enter__(self) -> MockProcess:
+        # The repository on the path: an editable install may not map mock_server (see report).
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mock_server", "--port", "0"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._proc = proc
+        first_line: list[str] = []
+        reader = threading.Thread(
+            target=lambda: first_line.append(proc.stdout.readline() if proc.stdout else ""),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(START_TIMEOUT)
+        match = _URL.search(first_line[0]) if first_line else None
+        if match is None:
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"the mock server did not start: {first_line!r}")
+        self.url, self.api_key = match.group(1), match.group(2)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._http.close()
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    # -- control API -----------------------------------------------------------------------
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """One control-API call (``path`` below ``/_mock/``); its decoded JSON answer."""
+        response = self._http.request(method, f"{self.url}/_mock/{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def catalog(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("GET", "catalog")
+        return result
+
+    def session_params(self) -> dict[str, Any]:
+        """Form A params of a WebRTC session with the seeded catalog."""
+        catalog = self.catalog()
+        styles = [
+            s for s in catalog["model_styles"] if s.get("platform_type", "webrtc") == "webrtc"
+        ] or catalog["model_styles"]
+        return {
+            "using_stf_webrtc": True,
+            "model_style": styles[0]["name"],
+            "prompt": catalog["prompts"][0]["prompt_id"],
+        }
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (not the peak)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def open_fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def trim_heap() -> None:
+    """Collect garbage and hand freed heap pages back (glibc), so RSS reflects live data."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: RSS is just noisier
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
