@@ -18,7 +18,6 @@ import copy
 import functools
 import json
 import re
-import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 
 from perso_sync._endpoints import SENSITIVE_HEADERS
+from perso_sync.audio import encode_wav
 from perso_sync.contracts._format import (
     REDACTED,
     ObservedRequest,
@@ -316,17 +316,7 @@ def _scrub(value: Any, replacements: Mapping[str, str]) -> Any:
 
 def _tiny_wav() -> bytes:
     """0.1 s of silence, 16 kHz mono 16-bit: enough for an STT request."""
-    pcm = b"\x00\x00" * 1600
-    header = struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
-    return (
-        b"RIFF"
-        + struct.pack("<I", 36 + len(pcm))
-        + b"WAVEfmt "
-        + header
-        + b"data"
-        + struct.pack("<I", len(pcm))
-        + pcm
-    )
+    return encode_wav(b"\x00\x00" * 1600, 16000)
 
 
 # ---------------------------------------------------------------------------------------------
