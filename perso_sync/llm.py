@@ -271,7 +271,9 @@ class LlmProcessor:
         self._transport = http_transport
         self._history: list[dict[str, Any]] = []
         self._history_lock = threading.Lock()
-        self._dispatcher: CallbackDispatcher | None = None
+        # Built here, not on first use: it starts nothing, and two threads making their first
+        # turn at once must not each build one (one would never be closed).
+        self._dispatcher = CallbackDispatcher(on_error=self._callback_failed)
         self._client: httpx.AsyncClient | None = None
         self._client_owner: object = None  # the runtime the client belongs to (fork-safe)
 
@@ -324,26 +326,20 @@ class LlmProcessor:
         and is raised (``LLMError``). A raising tool gives ``{"result": "error!"}``.
         """
         message = _check_message(message)
-        callbacks = self._callbacks
-        dispatcher = self._get_dispatcher()
 
         def on_delta(text: str) -> None:
-            if callbacks.on_ttstf is not None:
-                dispatcher.submit(callbacks.on_ttstf, text)
+            self._notify("on_ttstf", text)
 
         def on_state(add: ChatState | None, remove: ChatState | None) -> None:
-            if callbacks.on_chat_state_change is not None:
-                dispatcher.submit(callbacks.on_chat_state_change, add, remove)
+            self._notify("on_chat_state_change", add, remove)
 
         def on_log(text: str, is_user: bool) -> None:
-            if callbacks.on_chat_log is not None:
-                dispatcher.submit(callbacks.on_chat_log, text, is_user)
+            self._notify("on_chat_log", text, is_user)
 
         try:
             return get_runtime().call(self._run_chat_turn_kw, message, on_delta, on_state, on_log)
         except LLMError as exc:
-            if callbacks.on_error is not None:
-                dispatcher.submit(callbacks.on_error, exc)
+            self._notify("on_error", exc)
             raise
 
     async def _run_chat_turn_kw(
@@ -406,11 +402,6 @@ class LlmProcessor:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _get_dispatcher(self) -> CallbackDispatcher:
-        if self._dispatcher is None:
-            self._dispatcher = CallbackDispatcher(on_error=self._callback_failed)
-        return self._dispatcher
-
     def _callback_failed(self, exc: BaseException) -> None:
         import logging
 
@@ -419,7 +410,7 @@ class LlmProcessor:
     def _notify(self, name: str, *args: Any) -> None:
         callback = getattr(self._callbacks, name)
         if callback is not None:
-            self._get_dispatcher().submit(callback, *args)
+            self._dispatcher.submit(callback, *args)
 
     def _http_client(self) -> httpx.AsyncClient:
         """The client for this processor's requests; called on the runtime loop.
@@ -452,8 +443,7 @@ class LlmProcessor:
         client, self._client = self._client, None
         if client is not None and self._client_owner is get_runtime():
             get_runtime().call(client.aclose, timeout=_CLOSE_TIMEOUT)
-        if self._dispatcher is not None:
-            self._dispatcher.close()
+        self._dispatcher.close()
 
     def __enter__(self) -> LlmProcessor:
         return self

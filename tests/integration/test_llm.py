@@ -449,7 +449,7 @@ def test_process_chat_logs_speaks_and_returns_the_text(make_processor: Make) -> 
     )
     processor = make_processor(callbacks=callbacks)
     text = processor.process_chat("Hello chat")
-    processor._get_dispatcher().flush(WAIT)
+    processor._dispatcher.flush(WAIT)
     assert text.endswith("You said: Hello chat")
     assert log == [("Hello chat", True), (text, False)]
     assert "".join(spoken) == text
