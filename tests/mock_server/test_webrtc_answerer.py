@@ -18,7 +18,7 @@ import struct
 import sys
 import textwrap
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import aioice.ice
@@ -160,6 +160,21 @@ class RawClient:
         await asyncio.gather(*self._consumers, return_exceptions=True)
 
 
+@contextlib.asynccontextmanager
+async def answerer_and_client(
+    audio_codec: str | None = None,
+) -> AsyncIterator[tuple[Recorder, Answerer, RawClient]]:
+    """An answerer reporting to a :class:`Recorder`, and one client; both closed on exit."""
+    recorder = Recorder()
+    answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
+    client = RawClient(audio_codec)
+    try:
+        yield recorder, answerer, client
+    finally:
+        await client.close()
+        await answerer.close_all()
+
+
 class Upload:
     """The client side of one `file` channel transfer (PROTOCOL §8), step by step."""
 
@@ -234,10 +249,7 @@ def peak(frame: Any) -> int:
 
 def test_tracks_arrive_in_one_stream_at_the_requested_size_capped() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig())
             await recorder.wait_state("s1", "connected")
             media = SessionDescription.parse(client.answer_sdp).media
@@ -266,19 +278,13 @@ def test_tracks_arrive_in_one_stream_at_the_requested_size_capped() -> None:
             await client.next_message("stf")
             assert (peer.width, peer.height) == (1280, 720)
             assert client.audio_frames, "audio arrives too"
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_pings_arrive_every_interval_and_stop_when_stopped() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(ping_interval=0.05, fps=20))
             await client.wait(lambda: len(client.of_type("ping")) >= 3, "three pings")
             assert ("s1", "message", "out", {"type": "ping", "data": {}}) in recorder.messages
@@ -291,19 +297,13 @@ def test_pings_arrive_every_interval_and_stop_when_stopped() -> None:
 
             peer.start_pings()
             await client.wait(lambda: len(client.of_type("ping")) > sent_at_stop, "pings again")
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_ttstf_is_answered_with_stf_and_the_avatar_speaks() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(ms_per_char=50.0, fps=20))
             client.send("change-size", {"width": 96, "height": 64})
             await client.wait(
@@ -337,18 +337,13 @@ def test_ttstf_is_answered_with_stf_and_the_avatar_speaks() -> None:
                 lambda: client.video_frames and band_luma(client.video_frames[-1]) < 64,
                 "an idle frame after the speech",
             )
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_idle_audio_with_dtx_is_sparse_and_speech_is_continuous() -> None:
     async def scenario() -> None:
-        answerer = Answerer(on_message=lambda *_: None, on_state=lambda *_: None)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (_, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(audio_dtx=True, fps=20))
             assert peer._audio.preencoded_opus, "aiortc offers Opus first"
             await client.frames_pass(5)
@@ -363,18 +358,13 @@ def test_idle_audio_with_dtx_is_sparse_and_speech_is_continuous() -> None:
             await client.wait(
                 lambda: sum(peak(f) > 1000 for f in client.audio_frames) >= 20, "20 tone frames"
             )
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_audio_without_opus_is_encoded_by_aiortc() -> None:
     async def scenario() -> None:
-        answerer = Answerer(on_message=lambda *_: None, on_state=lambda *_: None)
-        client = RawClient(audio_codec="audio/PCMU")
-        try:
+        async with answerer_and_client(audio_codec="audio/PCMU") as (_, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(audio_dtx=True))
             assert not peer._audio.preencoded_opus
             client.send("ttstf", {"message": "tone"})
@@ -382,18 +372,13 @@ def test_audio_without_opus_is_encoded_by_aiortc() -> None:
             await client.wait(
                 lambda: client.audio_frames and peak(client.audio_frames[-1]) > 1000, "the tone"
             )
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_clear_buffer_drops_speech_not_yet_announced() -> None:
     async def scenario() -> None:
-        answerer = Answerer(on_message=lambda *_: None, on_state=lambda *_: None)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (_, answerer, client):
             await client.connect(answerer, "s1", PeerConfig(speech_delay=0.3))
             client.send("ttstf", {"message": "dropped"})
             client.send("clear-buffer")
@@ -402,19 +387,14 @@ def test_clear_buffer_drops_speech_not_yet_announced() -> None:
             # Speech is announced in order, so "dropped" would have come first.
             assert stf["data"]["message"] == "kept"
             assert [m["data"]["message"] for m in client.of_type("stf")] == ["kept"]
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_set_template_and_legacy_speech_recognition() -> None:
     async def scenario() -> None:
-        answerer = Answerer(on_message=lambda *_: None, on_state=lambda *_: None)
-        client = RawClient()
         config = PeerConfig(stt_text="bonjour")
-        try:
+        async with answerer_and_client() as (_, answerer, client):
             peer = await client.connect(answerer, "s1", config)
             client.send("set-template", {"model": "m1", "dress": "suit"})
             client.send("record-start")
@@ -434,19 +414,13 @@ def test_set_template_and_legacy_speech_recognition() -> None:
             client.send("record-end-stt", {"language": "fr"})
             error = await client.next_message("stt-error")
             assert error["data"] == {"code": 4001}
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_malformed_messages_are_journaled_and_ignored() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig())
             junk: list[str | bytes] = ["not json", "[1, 2]", '{"data": {}}', "[" * 50_000, b"\x00"]
             for raw in junk:
@@ -461,9 +435,6 @@ def test_malformed_messages_are_journaled_and_ignored() -> None:
             assert {"binary": 1} in inbound
             assert [m["type"] for m in peer.received] == ["ttstf", "no-such-type", "ttstf"]
             assert peer.state == "connected"
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
@@ -472,10 +443,7 @@ def test_a_5_mb_upload_arrives_byte_exact_and_can_be_spoken() -> None:
     payload = random.Random(3).randbytes(5 * 1024 * 1024 + 123)
 
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(fps=5))
             upload = Upload(client)
             await upload.ready()
@@ -503,19 +471,13 @@ def test_a_5_mb_upload_arrives_byte_exact_and_can_be_spoken() -> None:
             # the unknown file_ref was ignored: the first stf is the known one's
             assert stf["data"] == {"message": "lip sync", "duration": 1500}
             assert peer.files[wav_ref].format == "wav"
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_oversize_and_malformed_uploads_close_the_channel() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(max_file_size=100_000))
             too_big = Upload(client)
             await too_big.ready()
@@ -539,19 +501,13 @@ def test_oversize_and_malformed_uploads_close_the_channel() -> None:
             # The session itself is unharmed.
             client.send("ttstf", {"message": "fine"})
             await client.next_message("stf")
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_a_stalled_file_channel_receives_but_never_answers() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(stall_file_channel=True))
             upload = Upload(client)
             await upload.ready()
@@ -563,19 +519,13 @@ def test_a_stalled_file_channel_receives_but_never_answers() -> None:
             await client.next_message("stf")
             assert upload.texts == [""]
             assert not [p for (_, c, d, p) in recorder.messages if c == "file" and d == "out" and p]
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_client_closing_is_reported_closed() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig())
             await recorder.wait_state("s1", "connected")
             await client.pc.close()
@@ -583,19 +533,13 @@ def test_client_closing_is_reported_closed() -> None:
             await asyncio.wait_for(peer.finished.wait(), DEADLINE)
             assert peer.pc.connectionState == "closed"
             assert [event for _, event in recorder.states] == ["connected", "closed"]
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_a_client_that_goes_silent_is_reported_lost_and_closed() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(client_ping_timeout=0.5))
             await recorder.wait_state("s1", "connected")
             # This client never pings.
@@ -603,19 +547,13 @@ def test_a_client_that_goes_silent_is_reported_lost_and_closed() -> None:
             await asyncio.wait_for(peer.finished.wait(), DEADLINE)
             await client.wait(lambda: client.channel.readyState == "closed", "the channel closed")
             assert [event for _, event in recorder.states] == ["connected", "lost"]
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
 
 def test_pinging_client_stays_connected_and_server_side_channel_close_is_a_fault() -> None:
     async def scenario() -> None:
-        recorder = Recorder()
-        answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-        client = RawClient()
-        try:
+        async with answerer_and_client() as (recorder, answerer, client):
             peer = await client.connect(answerer, "s1", PeerConfig(client_ping_timeout=0.3, fps=20))
             for _ in range(10):  # 0.5 s of client pings, longer than the timeout
                 client.send("ping")
@@ -627,9 +565,6 @@ def test_pinging_client_stays_connected_and_server_side_channel_close_is_a_fault
             # Not a graceful close by the client: no "closed"; the connection stays up.
             assert [event for _, event in recorder.states] == ["connected"]
             assert peer.pc.connectionState == "connected"
-        finally:
-            await client.close()
-            await answerer.close_all()
 
     run(scenario)
 
