@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -36,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from perso_sync.errors import (
     ApiError,
@@ -90,8 +89,7 @@ _SETTINGS_COLUMNS: dict[str, tuple[str, ...]] = {
 # output helpers
 
 
-@dataclasses.dataclass(frozen=True)
-class Streams:
+class Streams(NamedTuple):
     """Where a command reads and writes (the terminal, or test buffers)."""
 
     out: TextIO
@@ -710,6 +708,10 @@ def main(
     except PersoError as exc:
         err.write(f"error: {describe_error(exc)}\n")
         return EXIT_ERROR
+    except BrokenPipeError:  # the reader went away (perso settings | head): nothing to say
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:  # a file the user named could not be read or written
         where = f": {exc.filename}" if exc.filename else ""
         err.write(f"error: {type(exc).__name__}: {exc.strerror or exc}{where}\n")
