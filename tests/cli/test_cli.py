@@ -347,6 +347,14 @@ def test_chat_streams_shows_tools_and_states_and_obeys_ctrl_c_and_ctrl_d(perso_m
         at = term.wait_for("[interrupted]", at)
         at = term.wait_for("you> ", at)
         assert "word59" not in term.text
+        # Ctrl-C while the avatar speaks: it is told to stop (clear-buffer) and goes idle.
+        proc.stdin.write(b"the time again\n")
+        proc.stdin.flush()
+        at = term.wait_for("avatar> Ok.\n", at)
+        at = term.wait_for("[avatar: speaking]", at)
+        proc.send_signal(signal.SIGINT)
+        at = term.wait_for("[interrupted]", at)
+        at = term.wait_for("[avatar: idle]\nyou> ", at)
         # Ctrl-D ends the session and the program.
         proc.stdin.close()
         term.wait_for("closed\n", at)
@@ -359,7 +367,9 @@ def test_chat_streams_shows_tools_and_states_and_obeys_ctrl_c_and_ctrl_d(perso_m
     assert proc.stderr.read() == b""
     (session_id,) = list(perso_mock.sessions)
     llm = perso_mock.journal.requests(session_id=session_id, endpoint="llm")
-    assert llm[-1].status == 499  # the interrupted stream was closed by the client
+    assert [r.status for r in llm] == [200, 200, 499, 200, 200]  # the story was cut short
+    clears = perso_mock.journal.messages(session_id=session_id, type="clear-buffer")
+    assert len(clears) == 2  # one per Ctrl-C
     assert perso_mock.sessions[session_id].status == "TERMINATED"
 
 
