@@ -684,37 +684,33 @@ class Session:
         for scope in list(self._turn_scopes):
             scope.cancel()
 
+    def _run_blocking(self, fn: Callable[..., object], *args: Any) -> None:
+        # Closing runs on any thread, the loop thread included (a lost connection): blocking
+        # work asked for there goes to a worker thread instead; anywhere else it runs now.
+        if not self._runtime.in_loop_thread():
+            fn(*args)
+            return
+        from perso_sync._runtime import run_sync_off_loop
+
+        with contextlib.suppress(PersoError):  # the runtime stopped: nothing left to release
+            self._runtime.start_soon(run_sync_off_loop, fn, *args)
+
     def _close_processor(self) -> None:
         # Releases the LLM HTTP connections; LlmProcessor.close() blocks on the loop.
-        if self._runtime.in_loop_thread():
-            with contextlib.suppress(PersoError):
-                self._runtime.start_soon(self._close_processor_off_loop)
-            return
+        self._run_blocking(self._close_processor_now)
+
+    def _close_processor_now(self) -> None:
         try:
             self._processor.close()
         except PersoError as exc:
             _log.debug("closing the LLM processor of %s: %s", self._session_id, exc)
 
-    async def _close_processor_off_loop(self) -> None:
-        from perso_sync._runtime import run_sync_off_loop
-
-        await run_sync_off_loop(self._close_processor)
-
     def _stop_stt_recorder_quietly(self) -> None:
         recorder = self._stt_recorder
         if recorder is None or not recorder.is_recording():
             return
-        if self._runtime.in_loop_thread():
-            # Stopping a recorder may block (it joins its reader); not on the loop.
-            with contextlib.suppress(PersoError):
-                self._runtime.start_soon(self._stop_recorder_off_loop, recorder)
-            return
-        self._stop_recorder(recorder)
-
-    async def _stop_recorder_off_loop(self, recorder: WavRecorder) -> None:
-        from perso_sync._runtime import run_sync_off_loop
-
-        await run_sync_off_loop(self._stop_recorder, recorder)
+        # Stopping a recorder may block (it joins its reader).
+        self._run_blocking(self._stop_recorder, recorder)
 
     def _stop_recorder(self, recorder: WavRecorder) -> None:
         with self._stt_lock:
