@@ -8,24 +8,27 @@ import re
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "sync_script.py"
 
 
-def _processes_with_marker(marker: str) -> list[int]:
-    """Pids of live processes whose environment holds ``marker`` (children included)."""
+def _processes_in_session(session_id: int) -> list[int]:
+    """Pids of live processes in the session ``session_id`` (the demo's, children included)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone meanwhile, or not ours to read
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
             continue
-        if marker.encode() in environ:
+        # "pid (comm) state ppid pgrp session ...": comm may hold spaces, so split after it.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[3]) == session_id and fields[0] != "Z":
             found.append(int(entry.name))
     return found
 
@@ -37,10 +40,8 @@ def _field(transcript: str, label: str) -> str:
 
 
 def test_demo_script_against_the_embedded_mock(tmp_path: Path) -> None:
-    marker = f"PERSO_DEMO_TEST_{uuid.uuid4().hex}"
     env = {
         **os.environ,
-        marker: "1",
         "PYTHONUNBUFFERED": "1",
         # The tree under test, whatever the venv's install of it says.
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -52,7 +53,7 @@ def test_demo_script_against_the_embedded_mock(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group: anything it leaves is findable
+        start_new_session=True,  # its own session and group: anything it leaves is findable
     )
     try:
         out, err = proc.communicate(timeout=120)
@@ -98,11 +99,7 @@ def test_demo_script_against_the_embedded_mock(tmp_path: Path) -> None:
     assert _field(out, "final status") == "TERMINATED"
     assert out.rstrip().endswith("everything closed")
 
-    # nothing left behind: not in its process group, not anywhere with its environment
-    try:
+    # nothing left behind, in its process group or its session
+    with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        pass
-    else:
-        raise AssertionError("a process of the demo's group is still running")
-    assert _processes_with_marker(marker) == []
+    assert _processes_in_session(proc.pid) == []
