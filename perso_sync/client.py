@@ -261,7 +261,7 @@ class PersoClient:
         )
         try:
             futures = {name: pool.submit(call) for name, call in calls.items()}
-            results: dict[str, list[Any]] = {}
+            results: dict[str, Any] = {}
             for name, future in futures.items():
                 try:
                     results[name] = future.result()
@@ -271,17 +271,7 @@ class PersoClient:
                     results[name] = []
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return AllSettings(
-            llms=results["llms"],
-            tts_types=results["tts_types"],
-            stt_types=results["stt_types"],
-            model_styles=results["model_styles"],
-            prompts=results["prompts"],
-            documents=results["documents"],
-            background_images=results["background_images"],
-            mcp_servers=results["mcp_servers"],
-            text_normalizations=results["text_normalizations"],
-        )
+        return AllSettings(**results)  # the keys of ``calls`` are the field names
 
     def get_intro_message(self, prompt_id: str) -> str:
         """The ``intro_message`` of the prompt ``prompt_id`` (``""`` when it has none).
