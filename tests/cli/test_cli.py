@@ -373,6 +373,18 @@ def test_chat_streams_shows_tools_and_states_and_obeys_ctrl_c_and_ctrl_d(perso_m
     assert perso_mock.sessions[session_id].status == "TERMINATED"
 
 
+def test_chat_without_an_avatar_streams_only(env) -> None:
+    code, text, err = run("chat", "--template", "tmpl-rest-only", stdin="hi\n\nplease fail\n")
+    assert code == EXIT_OK, err
+    assert "(no avatar)" in text
+    assert "avatar> Hello! I am the Perso mock assistant. You said: hi\n" in text
+    assert "[avatar:" not in text  # nothing is spoken without an avatar
+    assert "  [error: LLMError: LLMStreamingResponseError: The mock LLM was asked to fail.]" in text
+    assert text.count("you> ") == 4  # the empty line prompts again; then Ctrl-D
+    (session_id,) = list(env.sessions)
+    assert env.sessions[session_id].status == "TERMINATED"
+
+
 def test_chat_with_an_unknown_session(env) -> None:
     code, _, err = run("chat", "--session-id", "no-such-session")
     assert code == EXIT_ERROR
