@@ -456,12 +456,18 @@ def read_wav(data: bytes | bytearray | memoryview) -> PcmAudio:
     if info.encoding == "pcm" and info.bits_per_sample == 16 and info.channels == 1:
         start = info.data_offset
         return PcmAudio(bytes(data[start : start + info.num_frames * 2]), info.sample_rate)
-    sink = _PcmSink(info.sample_rate, 1)
+    return PcmAudio(_wav_to_mono_pcm(info, data, info.sample_rate, "convert"), info.sample_rate)
+
+
+def _wav_to_mono_pcm(
+    info: WavInfo, data: bytes | bytearray | memoryview, rate: int, doing: str
+) -> bytes:
+    """Every sample of a PCM/float WAV as 16-bit mono PCM at ``rate`` (PyAV mixes/resamples)."""
+    sink = _PcmSink(rate, 1)
     try:
-        pcm = b"".join(sink.push(frame) for frame in _wav_frames(info, data)) + sink.flush()
+        return b"".join(sink.push(frame) for frame in _wav_frames(info, data)) + sink.flush()
     except _av_errors() as exc:
-        raise AudioFormatError(f"cannot convert the WAV samples: {exc}") from exc
-    return PcmAudio(pcm, info.sample_rate)
+        raise AudioFormatError(f"cannot {doing} the WAV samples: {exc}") from exc
 
 
 def _decode_with_av(source: Any, rate: int | None, channels: int) -> PcmAudio:
@@ -515,12 +521,7 @@ def resample_wav(data: bytes | bytearray | memoryview, rate: int = TTS_TARGET_SA
     if _is_riff_wave(data):
         info = read_wav_info(data)
         if info.encoding != "other":
-            sink = _PcmSink(rate, 1)
-            try:
-                pcm = b"".join(sink.push(f) for f in _wav_frames(info, data)) + sink.flush()
-            except _av_errors() as exc:
-                raise AudioFormatError(f"cannot resample the WAV samples: {exc}") from exc
-            return encode_wav(pcm, rate)
+            return encode_wav(_wav_to_mono_pcm(info, data, rate, "resample"), rate)
     return _decode_with_av(data, rate, 1).to_wav()
 
 
