@@ -24,7 +24,13 @@ import attrs
 from aiohttp import web
 
 from mock_server import speech
-from mock_server.catalog import CAPABILITY_DESCRIPTIONS, ID_KEYS, Catalog, normalize_text
+from mock_server.catalog import (
+    CAPABILITY_DESCRIPTIONS,
+    ID_KEYS,
+    REFERENCE_KINDS,
+    Catalog,
+    normalize_text,
+)
 from mock_server.faults import Fault, FaultRegistry
 from mock_server.journal import Journal
 from mock_server.llm_script import DONE_EVENT, LlmScript, Rule, ToolCall
@@ -378,17 +384,6 @@ _FEATURE_FIELDS = {
     "text_normalization_config": ("text_normalization", "Text normalization"),
     "stt_text_normalization_config": ("text_normalization", "Text normalization"),
 }
-_REFERENCES = {
-    "model_style": "model_styles",
-    "prompt": "prompts",
-    "document": "documents",
-    "background_image": "background_images",
-    "llm_type": "llm_types",
-    "tts_type": "tts_types",
-    "stt_type": "stt_types",
-    "text_normalization_config": "text_normalizations",
-    "stt_text_normalization_config": "text_normalizations",
-}
 _ORG_TYPES = {"llm_type": "LLM", "tts_type": "TTS", "stt_type": "STT"}
 
 
@@ -451,7 +446,7 @@ def validate_session_params(
         return 400, {"type": "validation_error", "errors": errors}
     features = set(catalog.organization.get("features") or [])
     org = catalog.organization
-    for field, kind in _REFERENCES.items():
+    for field, kind in REFERENCE_KINDS.items():
         value = body.get(field)
         if value is None:
             continue

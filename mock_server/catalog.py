@@ -71,17 +71,18 @@ ID_KEYS = {
     "session_templates": "sessiontemplate_id",
 }
 
-# Template field -> catalog kind of the item it refers to.
-_TEMPLATE_REFS = {
+# Reference field (of a session template, and of a session-creation body) -> catalog kind of
+# the item it names. The order is the order in which session creation checks them.
+REFERENCE_KINDS = {
+    "model_style": "model_styles",
     "prompt": "prompts",
     "document": "documents",
+    "background_image": "background_images",
     "llm_type": "llm_types",
     "tts_type": "tts_types",
     "stt_type": "stt_types",
     "text_normalization_config": "text_normalizations",
     "stt_text_normalization_config": "text_normalizations",
-    "model_style": "model_styles",
-    "background_image": "background_images",
 }
 
 CAPABILITY_DESCRIPTIONS = {
@@ -194,7 +195,7 @@ class Catalog:
     def expand_template(self, template: dict[str, Any]) -> dict[str, Any]:
         """The served SessionTemplate: references replaced by the full objects."""
         out = copy.deepcopy(template)
-        for field, kind in _TEMPLATE_REFS.items():
+        for field, kind in REFERENCE_KINDS.items():
             ref = out.get(field)
             if isinstance(ref, str):
                 found = self.find(kind, ref)
