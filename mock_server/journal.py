@@ -218,16 +218,18 @@ class Journal:
     ) -> JournalEntry:
         """Block until an entry matches (already present ones count); TimeoutError after
         ``timeout`` seconds. Use it instead of sleeping for data-channel messages."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for entry in self._entries:
-                    if _matches(entry, match) and (predicate is None or predicate(entry)):
-                        return entry
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no journal entry matched {match or predicate!r}")
-                self._cond.wait(remaining)
+
+        def first_match() -> JournalEntry | None:
+            for entry in self._entries:
+                if _matches(entry, match) and (predicate is None or predicate(entry)):
+                    return entry
+            return None
+
+        with self._cond:  # every append notifies
+            found = self._cond.wait_for(first_match, timeout)
+        if found is None:
+            raise TimeoutError(f"no journal entry matched {match or predicate!r}")
+        return found
 
     def to_list(self) -> list[dict[str, Any]]:
         """Every entry as a JSON-able dict (what ``GET /_mock/journal`` returns)."""
