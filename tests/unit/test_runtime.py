@@ -154,18 +154,19 @@ def test_backpressure_stops_the_producer_at_the_credit_limit() -> None:
         assert len(produced) == 4
 
 
+async def ones_until_cancelled(cleaned_up: threading.Event) -> AsyncIterator[int]:
+    """Yields 1 forever; sets ``cleaned_up`` once it is cancelled or closed."""
+    try:
+        while True:
+            yield 1
+            await anyio.sleep(0)
+    finally:
+        cleaned_up.set()
+
+
 def test_close_cancels_the_producer_and_waits_for_its_cleanup() -> None:
     cleaned_up = threading.Event()
-
-    async def endless() -> AsyncIterator[int]:
-        try:
-            while True:
-                yield 1
-                await anyio.sleep(0)
-        finally:
-            cleaned_up.set()
-
-    stream = get_runtime().iterate(endless)
+    stream = get_runtime().iterate(ones_until_cancelled, cleaned_up)
     assert next(stream) == 1
     stream.close()
     assert cleaned_up.is_set()
@@ -176,16 +177,7 @@ def test_close_cancels_the_producer_and_waits_for_its_cleanup() -> None:
 
 def test_breaking_out_of_a_for_loop_cancels_the_producer() -> None:
     cleaned_up = threading.Event()
-
-    async def endless() -> AsyncIterator[int]:
-        try:
-            while True:
-                yield 1
-                await anyio.sleep(0)
-        finally:
-            cleaned_up.set()
-
-    for _ in get_runtime().iterate(endless):
+    for _ in get_runtime().iterate(ones_until_cancelled, cleaned_up):
         break
     assert cleaned_up.wait(WAIT)
 
