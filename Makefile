@@ -19,7 +19,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check perso_sync mock_server tests bench examples
-	$(BIN)/ruff format --check perso_sync mock_server
+	$(BIN)/ruff format --check perso_sync mock_server tests bench examples
 	$(BIN)/mypy
 
 demo: $(STAMP)
