@@ -80,7 +80,6 @@ _STF_UPLOAD_TIMEOUT = 30.0
 #: Bytes read from an STF file to sniff its type (RIFF / ID3 / MP3 frame sync).
 _SNIFF_BYTES = 16
 
-_WEBRTC_CAPABILITIES = frozenset({"STF_ONPREMISE", "STF_WEBRTC"})
 _LOST = (408, "Request Timeout")
 _MANUAL = (200, "OK")
 _SPEECH_END = (".", "?", "!")
@@ -306,8 +305,7 @@ class Session:
         )
         try:
             info = client.get_session_info(session_id)
-            capabilities = {str(getattr(cap.name, "value", cap.name)) for cap in info.capability}
-            if capabilities & _WEBRTC_CAPABILITIES:
+            if info.uses_webrtc:
                 ice_servers = client.get_ice_servers(session_id)
                 session._connect(ice_servers, connect_timeout, receive_video)
             else:
