@@ -63,6 +63,8 @@ LOST_REASON = "Request Timeout"
 # How many frames a recorder may lag behind before the oldest are dropped (about 2 s of video).
 _RECORDER_BUFFER = 64
 _RECORDER_FLUSH_TIMEOUT = 2.0
+# Reads per worker-thread hop during an upload: read-ahead is at most 8 x 64 KiB = 512 KiB.
+_READ_BATCH = 8
 
 
 @attrs.frozen(kw_only=True)
@@ -282,6 +284,18 @@ class _FileTransfer:
             if self.closed or self.channel.readyState in ("closing", "closed"):
                 raise STFError("File channel closed before the transfer finished")
             await self.changed.wait()
+
+
+def _read_chunks(source: BinaryIO) -> tuple[list[bytes], bool]:
+    """Up to ``_READ_BATCH`` reads of 64 KiB from ``source`` (runs in a worker thread);
+    returns the non-empty chunks and whether the end of the file was reached."""
+    chunks: list[bytes] = []
+    for _ in range(_READ_BATCH):
+        chunk = source.read(STF_CHUNK_SIZE)
+        if not chunk:
+            return chunks, True
+        chunks.append(bytes(chunk))
+    return chunks, False
 
 
 class WebRtcCore:
@@ -611,19 +625,23 @@ class WebRtcCore:
             with anyio.move_on_after(timeout) as deadline:
                 await transfer.wait_for(lambda: transfer.server_ready)
                 sent = 0
-                while True:
+                eof = False
+                while not eof:
+                    # One worker-thread hop per batch of 64 KiB reads (bounded read-ahead):
+                    # a hop per chunk costs more than the reads themselves.
                     try:
-                        chunk = await run_sync_off_loop(source.read, STF_CHUNK_SIZE)
-                    except OSError as exc:
+                        chunks, eof = await run_sync_off_loop(_read_chunks, source)
+                    except (OSError, ValueError) as exc:  # ValueError: a closed file
                         raise STFError(f"could not read the file to upload: {exc}") from exc
-                    if not chunk:
-                        break
-                    if channel.bufferedAmount > STF_BUFFERED_HIGH:
-                        await transfer.wait_for(lambda: channel.bufferedAmount <= STF_BUFFERED_LOW)
-                    self._send_file_data(transfer, bytes(chunk))
-                    sent += len(chunk)
-                    if progress is not None:
-                        progress(sent, total)
+                    for chunk in chunks:
+                        if channel.bufferedAmount > STF_BUFFERED_HIGH:
+                            await transfer.wait_for(
+                                lambda: channel.bufferedAmount <= STF_BUFFERED_LOW
+                            )
+                        self._send_file_data(transfer, chunk)
+                        sent += len(chunk)
+                        if progress is not None:
+                            progress(sent, total)
                 self._send_file_data(transfer, b"")  # end of file
                 await transfer.wait_for(lambda: transfer.file_ref is not None)
             if deadline.cancelled_caught:
