@@ -1,0 +1,112 @@
+"""WebRTC ready latency: ``client.create_session`` until it returns vs bare aiortc.
+
+Both sides open sessions against the same mock server (``MockPersoServer``, its own thread and
+loop, HTTP on 127.0.0.1), interleaved, in one process:
+
+- ours: the public API, ``client.create_session(sid, width, height)``: session info, ICE
+  servers, offer, exchange, ready (a remote track and the ``message`` channel open), then
+  ``change-size`` sent; through the runtime loop thread.
+- baseline: the bare minimum a script could write with aiortc on its own loop: one peer
+  connection, the ``message`` channel, recvonly audio and video, offer, the same exchange call
+  (``client.exchange_sdp``), then wait for a track and the channel to open.
+
+Bar: ours <= 1.2x the baseline (median) and <= 500 ms absolute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from typing import Any
+
+from bench._report import Row, format_table
+
+ROUNDS = int(os.environ.get("BENCH_READY_ROUNDS", "20"))
+WIDTH, HEIGHT = 160, 120
+
+
+async def _bare_ready(client: Any, session_id: str) -> float:
+    """Seconds from a new peer connection until a track arrived and the channel is open."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    start = time.perf_counter()
+    pc = RTCPeerConnection()
+    track_arrived = asyncio.Event()
+    channel_open = asyncio.Event()
+    pc.on("track", lambda track: track_arrived.set())
+    channel = pc.createDataChannel("message", protocol="message")
+    channel.on("open", channel_open.set)
+    pc.addTransceiver("audio", direction="recvonly")
+    pc.addTransceiver("video", direction="recvonly")
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = {"type": pc.localDescription.type, "sdp": pc.localDescription.sdp}
+        answer = client.exchange_sdp(session_id, offer)  # a plain blocking call, as a script would
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        await asyncio.wait_for(asyncio.gather(track_arrived.wait(), channel_open.wait()), 10)
+        return time.perf_counter() - start
+    finally:
+        await pc.close()
+
+
+def _ours_ready(client: Any, session_id: str) -> float:
+    start = time.perf_counter()
+    session = client.create_session(session_id, width=WIDTH, height=HEIGHT)
+    elapsed = time.perf_counter() - start
+    session.stop_session()
+    return elapsed
+
+
+def _measure() -> tuple[list[float], list[float]]:
+    from mock_server import MockPersoServer
+    from perso_sync import PersoClient
+
+    ours: list[float] = []
+    bare: list[float] = []
+    with (
+        MockPersoServer(api_key="bench-key") as server,
+        PersoClient(api_key=server.api_key, api_server=server.url) as client,
+    ):
+        # Warm-up: imports, the runtime thread, the mock's first render and codecs.
+        _ours_ready(client, server.create_session_id())
+        asyncio.run(_bare_ready(client, server.create_session_id()))
+        loop = asyncio.new_event_loop()
+        try:
+            for _ in range(ROUNDS):  # interleaved, so drift in machine load hits both
+                bare.append(
+                    loop.run_until_complete(_bare_ready(client, server.create_session_id()))
+                )
+                ours.append(_ours_ready(client, server.create_session_id()))
+        finally:
+            loop.close()
+    return ours, bare
+
+
+def run() -> list[Row]:
+    ours, bare = _measure()
+    ours_ms = statistics.median(ours) * 1000
+    bare_ms = statistics.median(bare) * 1000
+    return [
+        Row(
+            metric=f"WebRTC ready, median of {ROUNDS} (create_session vs bare aiortc)",
+            ours=ours_ms,
+            baseline=bare_ms,
+            unit="ms",
+            bar="<= 1.2x bare aiortc and <= 500 ms",
+            passed=ours_ms <= 1.2 * bare_ms and ours_ms <= 500,
+        ),
+        Row(
+            metric=f"WebRTC ready, worst of {ROUNDS}",
+            ours=max(ours) * 1000,
+            baseline=max(bare) * 1000,
+            unit="ms",
+            bar="(info)",
+            passed=True,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    print(format_table(run()))
