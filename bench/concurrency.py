@@ -1,0 +1,154 @@
+"""Concurrency: 50 sessions open in one process — threads, and pings kept.
+
+The mock runs in a child process (its threads are not ours). Sessions are opened one after the
+other from this thread (64x48 video), then held open for a window of a few seconds.
+
+- Threads: this process's thread count with 50 sessions open, against the same count with one
+  session open (the baseline, same run). Reported twice: everything, and without aiortc's
+  ``audio-decoder``/``video-decoder`` threads (aiortc starts one per received track; they are
+  not perso_sync's, and ``receive_video=False`` stops the video one).
+- Pings: from the mock's journal, the ``ping`` messages each session sent during the window
+  (the client pings once a second). Missed = pings expected in the window minus pings seen, one
+  allowed for the window's edges; the worst session counts. Baseline: the same figure with the
+  one session open. Sessions closed as lost during the window are counted too.
+
+- Loop lag: while the window runs, a task on the runtime loop sleeps 50 ms again and again and
+  records how late it wakes (p99). Baseline: the same with one session open.
+
+Bar (DESIGN.md): threads constant, every session keeps its pings, none lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from bench._mock_process import MockProcess
+from bench._report import Row, format_table
+
+SESSIONS = 50
+WINDOW = 5.0  # seconds of pinging measured
+PING_INTERVAL = 1.0  # the client's (perso_sync._webrtc.CoreOptions.ping_interval)
+LAG_TICK = 0.05
+# aioice's consent checks (every ~5 s) wait 0.5 s for an answer without retransmitting; six
+# failures in a row close the connection. A loop that lags that long loses sessions.
+LAG_BAR_MS = 500.0
+DECODER_THREADS = frozenset({"audio-decoder", "video-decoder"})
+
+
+def _threads() -> tuple[int, int]:
+    """(all threads, threads that are not aiortc decoders)."""
+    names = [t.name for t in threading.enumerate()]
+    return len(names), sum(1 for name in names if name not in DECODER_THREADS)
+
+
+async def _measure_lag(lags: list[float]) -> None:
+    """On the runtime loop: how late a short sleep wakes up, again and again."""
+    import anyio
+
+    while True:
+        started = time.monotonic()
+        await anyio.sleep(LAG_TICK)
+        lags.append(time.monotonic() - started - LAG_TICK)
+
+
+def _window(mock: MockProcess, session_ids: list[str]) -> tuple[int, float]:
+    """(worst missed pings of the sessions, p99 runtime-loop lag in ms) over one window."""
+    from perso_sync._runtime import get_runtime
+
+    lags: list[float] = []
+    mock.control("DELETE", "journal")
+    probe = get_runtime().spawn(_measure_lag, lags)
+    time.sleep(WINDOW)  # a benchmark window, not synchronisation
+    probe.cancel()
+    journal = mock.control("GET", "journal")
+    lags.sort()
+    lag_p99_ms = lags[int(len(lags) * 0.99)] * 1000 if lags else float("inf")
+    pings = Counter(
+        entry.get("session_id")
+        for entry in journal
+        if entry.get("channel") == "message"
+        and entry.get("direction") == "in"
+        and entry.get("type") == "ping"
+    )
+    expected = int(WINDOW / PING_INTERVAL) - 1
+    return max(max(0, expected - pings[sid]) for sid in session_ids), lag_p99_ms
+
+
+def run() -> list[Row]:
+    import perso_sync
+
+    lost: list[str] = []
+    sessions: list[Any] = []
+    with MockProcess() as mock:
+        params = mock.session_params()
+        client = perso_sync.PersoClient(api_key=mock.api_key, api_server=mock.url)
+
+        def open_one() -> Any:
+            sid = client.create_session_id(params=params)
+            session = client.create_session(sid, width=64, height=48)
+            session.on_close(lambda manual, sid=sid: None if manual else lost.append(sid))
+            sessions.append(session)
+            return session
+
+        try:
+            open_one()
+            one_all, one_ours = _threads()
+            one_missed, one_lag = _window(mock, [sessions[0].session_id])
+            while len(sessions) < SESSIONS:
+                open_one()
+            many_all, many_ours = _threads()
+            many_missed, many_lag = _window(mock, [s.session_id for s in sessions])
+            lost_during = len(lost)
+        finally:
+            for session in sessions:
+                session.stop_session()
+            client.close()
+    return [
+        Row(
+            metric=f"threads, {SESSIONS} sessions open (all)",
+            ours=many_all,
+            baseline=one_all,
+            unit="threads",
+            bar="constant (vs 1 session)",
+            passed=many_all <= one_all,
+        ),
+        Row(
+            metric=f"threads, {SESSIONS} sessions open (w/o aiortc decoders)",
+            ours=many_ours,
+            baseline=one_ours,
+            unit="threads",
+            bar="constant (vs 1 session)",
+            passed=many_ours <= one_ours,
+        ),
+        Row(
+            metric=f"missed pings, worst of {SESSIONS} sessions ({WINDOW:g} s)",
+            ours=many_missed,
+            baseline=one_missed,
+            unit="pings",
+            bar="0",
+            passed=many_missed == 0,
+        ),
+        Row(
+            metric=f"runtime loop lag p99, {SESSIONS} sessions open",
+            ours=many_lag,
+            baseline=one_lag,
+            unit="ms",
+            bar=f"< {LAG_BAR_MS:g} ms (ICE consent RTO)",
+            passed=many_lag < LAG_BAR_MS,
+        ),
+        Row(
+            metric=f"sessions lost, {SESSIONS} open",
+            ours=lost_during,
+            baseline=None,
+            unit="sessions",
+            bar="0",
+            passed=lost_during == 0,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    print(format_table(run()))
