@@ -881,7 +881,7 @@ def _json_body(request: web.Request) -> tuple[bool, Any]:
         return False, None
     try:
         return True, json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # bad UTF-8 is a ValueError too
         return False, None
 
 
@@ -957,7 +957,7 @@ def summarize_body(content_type: str, raw: bytes) -> Any:
         return {"fields": fields, "files": files}
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # bad UTF-8 is a ValueError too
         pass
     try:
         return raw.decode("utf-8")

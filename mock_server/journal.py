@@ -152,7 +152,7 @@ class Journal:
             # Text messages are JSON on the message channel; keep them decoded when they are.
             try:
                 decoded = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):
                 decoded = payload
             payload = decoded if isinstance(decoded, dict) else payload
         elif isinstance(payload, (bytes, bytearray, memoryview)):

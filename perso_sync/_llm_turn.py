@@ -274,7 +274,7 @@ class LlmTurn:
             result = results[run.call_id]
             try:
                 content = json.dumps(result, ensure_ascii=False)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 result = {"error": f"the result of tool {run.name!r} is not JSON: {exc}"}
                 content = json.dumps(result, ensure_ascii=False)
             self.history.append({"role": "tool", "content": content, "tool_call_id": run.call_id})
@@ -313,7 +313,7 @@ class LlmTurn:
             return ToolRun(call_id, name, dict(raw_arguments))
         try:
             decoded = json.loads(raw_arguments)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # absurdly deep nesting too
             return ToolRun(call_id, name, {}, f"invalid tool arguments (not JSON): {exc}")
         if not isinstance(decoded, dict):
             return ToolRun(call_id, name, {}, f"invalid tool arguments: a {type(decoded).__name__}")

@@ -268,3 +268,14 @@ def test_session_template_can_be_turned_into_params(perso_mock: MockPersoServer)
         "stt_text_normalization_locale": template["stt_text_normalization_locale"],
     }
     assert create(perso_mock, **{**{k: ... for k in FULL_PARAMS}, **params}).status_code == 201
+
+
+def test_absurdly_deep_json_is_a_parse_error_not_a_crash(perso_mock: MockPersoServer) -> None:
+    resp = requests.post(
+        f"{perso_mock.url}/api/v1/session/",
+        data="[" * 50_000,
+        headers={"PersoLive-APIKey": perso_mock.api_key, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert resp.status_code == 400
+    assert perso_mock.journal.requests(endpoint="create_session")

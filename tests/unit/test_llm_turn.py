@@ -249,3 +249,15 @@ def test_any_batching_gives_the_same_final_message(deltas: list[str], batches: l
     if last_partial is not None:
         assert end.chunks == [MessageChunk(last_partial.chunks, text, True)]
         assert last_partial.message == text
+
+
+
+def test_absurdly_deep_tool_arguments_are_an_error_run_not_a_crash() -> None:
+    turn = LlmTurn("x", {"f": False})
+    turn.request_body([], [])
+    turn.on_events([ToolCalls("", (call("c1", "f", "[" * 50_000),))])
+    decision = turn.on_stream_end().decision
+    assert isinstance(decision, RunTools)
+    (run,) = decision.runs
+    assert run.arguments_error is not None
+    assert "not JSON" in run.arguments_error
