@@ -251,7 +251,6 @@ def test_any_batching_gives_the_same_final_message(deltas: list[str], batches: l
         assert last_partial.message == text
 
 
-
 def test_absurdly_deep_tool_arguments_are_an_error_run_not_a_crash() -> None:
     turn = LlmTurn("x", {"f": False})
     turn.request_body([], [])
