@@ -327,6 +327,7 @@ class WebRtcCore:
         self._host_started = anyio.Event()
         self._host_done = anyio.Event()
         self._host_task: asyncio.Task[None] | None = None
+        self._opened = False  # connect() succeeded: from then on closing notifies the hooks
         self._close_started = False
         self._close_done = anyio.Event()
 
@@ -380,6 +381,7 @@ class WebRtcCore:
             core._start_job(core._pinger)
             core._start_job(core._watchdog)
             core.send("change-size", {"width": width, "height": height})
+            core._opened = True
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await core._teardown(notify=False, manual=True, code=200, reason="OK")
@@ -507,7 +509,7 @@ class WebRtcCore:
             if not self._close_started:
                 # Cancelled from outside (the owner's task group or the loop is going away).
                 with anyio.CancelScope(shield=True):
-                    await self._teardown(notify=True, manual=True, code=200, reason="OK")
+                    await self._teardown(notify=self._opened, manual=True, code=200, reason="OK")
 
     def _start_job(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         if self._jobs is None or self._close_started:

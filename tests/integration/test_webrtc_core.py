@@ -476,3 +476,83 @@ def test_ice_server_dicts_tolerate_unknown_keys_and_skip_unusable_entries() -> N
         (["turn:127.0.0.1:3478"], "u", "c"),
         (["stun:127.0.0.1:3478"], None, None),
     ]
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+async def test_connect_through_the_mock_servers_http_exchange(perso_mock: Any) -> None:
+    """The same core, with the offer going through the mock's REST exchange endpoint (as the
+    Session facade does it) and the mock's journal as the witness."""
+    import requests
+
+    from perso_sync import _endpoints as endpoints
+
+    sid = perso_mock.create_session_id()
+    http = requests.Session()
+
+    def post_exchange(offer: dict[str, str]) -> dict[str, str]:
+        url = perso_mock.url + endpoints.exchange(sid)
+        response = http.post(url, json={"client_sdp": offer}, timeout=10)
+        response.raise_for_status()
+        answer: dict[str, str] = response.json()["server_sdp"]
+        return answer
+
+    async def exchange(offer: dict[str, str]) -> dict[str, str]:
+        return await anyio.to_thread.run_sync(post_exchange, offer, abandon_on_cancel=True)
+
+    hooks = Hooks()
+    try:
+        async with anyio.create_task_group() as tg:
+            core = await WebRtcCore.connect(
+                ice_servers=[],
+                exchange=exchange,
+                width=WIDTH,
+                height=HEIGHT,
+                hooks=hooks,
+                options=FAST,
+                task_group=tg,
+            )
+            try:
+                entry = await anyio.to_thread.run_sync(
+                    lambda: perso_mock.journal.wait_for(
+                        session_id=sid, channel="message", direction="in", type="change-size"
+                    )
+                )
+                assert entry.payload["data"] == {"width": WIDTH, "height": HEIGHT}
+                ref = await core.upload_file(io.BytesIO(b"RIFF" + bytes(4000)), total=4004)
+                assert perso_mock.peer(sid).files[ref].size == 4004
+            finally:
+                await core.close()
+    finally:
+        http.close()
+    assert hooks.closes == [(True, 200, "OK")]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"type": "answer", "sdp": "v=0 not an sdp"},
+        {"type": "answer"},
+        {"sdp": "v=0"},
+        "not a dict",
+    ],
+)
+async def test_a_malformed_answer_is_an_invalid_response(answer: Any) -> None:
+    from perso_sync.errors import InvalidResponseError
+
+    async def bad_exchange(offer: dict[str, str]) -> Any:
+        return answer
+
+    hooks = Hooks()
+    with pytest.raises(InvalidResponseError):
+        await WebRtcCore.connect(
+            ice_servers=[],
+            exchange=bad_exchange,
+            width=WIDTH,
+            height=HEIGHT,
+            hooks=hooks,
+            options=FAST,
+        )
+    assert hooks.closes == []
+    assert decoder_threads() == []
