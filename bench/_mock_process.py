@@ -31,6 +31,7 @@ class MockProcess:
     def __init__(self) -> None:
         self.url = ""
         self.api_key = ""
+        self.port = 0
         self._proc: subprocess.Popen[str] | None = None
         self._http = requests.Session()
 
@@ -58,6 +59,7 @@ class MockProcess:
             self.__exit__(None, None, None)
             raise RuntimeError(f"the mock server did not start: {first_line!r}")
         self.url, self.api_key = match.group(1), match.group(2)
+        self.port = int(self.url.rsplit(":", 1)[1])
         return self
 
     def __exit__(
@@ -112,6 +114,32 @@ def rss_bytes() -> int:
 
 def open_fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def fds_connected_to(port: int) -> int:
+    """How many of this process's descriptors are TCP connections to ``port`` on loopback
+    (e.g. idle keep-alive connections of an HTTP pool to the mock server)."""
+    inodes: set[str] = set()
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        try:
+            with open(table) as lines:
+                next(lines)  # the header
+                for line in lines:
+                    fields = line.split()
+                    remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                    if remote_port == port:
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            count += 1
+    return count
 
 
 def trim_heap() -> None:
