@@ -650,6 +650,10 @@ class WebRtcCore:
                 raise STFError("File transfer timed out")
             assert transfer.file_ref is not None
             return transfer.file_ref
+        except STFError as exc:
+            if self._close_started:  # the channel died because the whole session closed
+                raise SessionClosedError("the session closed during the upload") from exc
+            raise
         finally:
             self._file_channels.discard(channel)
             self._close_channel(channel)

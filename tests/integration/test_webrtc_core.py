@@ -556,3 +556,25 @@ async def test_a_malformed_answer_is_an_invalid_response(answer: Any) -> None:
         )
     assert hooks.closes == []
     assert decoder_threads() == []
+
+
+async def test_closing_the_session_mid_upload_raises_session_closed(
+    answerer: MockPeerServer,
+) -> None:
+    answerer.config.stall_file_channel = True
+    hooks = Hooks()
+    async with anyio.create_task_group() as tg:
+        core = await open_core(answerer, hooks, tg)
+        failure: list[BaseException] = []
+
+        async def upload() -> None:
+            try:
+                await core.upload_file(io.BytesIO(b"x" * 100_000), total=None, timeout=30)
+            except (SessionClosedError, STFError) as exc:
+                failure.append(exc)
+
+        tg.start_soon(upload)
+        await wait_until(lambda: any(e[0] == "file" for e in answerer.journal))
+        await core.close()
+        await wait_until(lambda: failure != [])
+    assert isinstance(failure[0], SessionClosedError)
