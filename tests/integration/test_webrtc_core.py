@@ -1,7 +1,9 @@
-"""The async WebRTC core (perso_sync._webrtc) over real WebRTC against a mock answerer.
+"""The async WebRTC core (perso_sync._webrtc) over real WebRTC against the mock's answerer.
 
 Each test runs the core on its own fresh asyncio loop (anyio's pytest plugin), with no runtime
-thread: the core only needs a loop and a task group.
+thread: the core only needs a loop and a task group. The mock's WebRTC answerer
+(``mock_server.webrtc.Answerer``) runs in-process on the same loop; one test goes through the
+``perso_mock`` server's HTTP exchange endpoint instead.
 """
 
 from __future__ import annotations
@@ -101,8 +103,25 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
             await anyio.sleep(0.01)
 
 
+_threads_before_test: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _snapshot_threads() -> None:
+    """Decoder threads left by other tests in this process (e.g. sessions on the shared mock)
+    are not ours to judge."""
+    _threads_before_test.clear()
+    _threads_before_test.update(threading.enumerate())
+
+
 def decoder_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.endswith("-decoder") and t.is_alive()]
+    """aiortc's decoder threads started during this test and still alive (pc.close() joins
+    them; they are non-daemon, so a leak would also hang interpreter exit)."""
+    return sorted(
+        t.name
+        for t in threading.enumerate()
+        if t.name.endswith("-decoder") and t.is_alive() and t not in _threads_before_test
+    )
 
 
 async def wait_for_requested_size(core: WebRtcCore) -> None:
