@@ -81,6 +81,14 @@ class MockProcess:
         if proc.stdout is not None:
             proc.stdout.close()
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the mock process has used so far."""
+        if self._proc is None:
+            return 0.0
+        with open(f"/proc/{self._proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     # -- control API -----------------------------------------------------------------------
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
