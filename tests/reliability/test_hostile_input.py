@@ -28,7 +28,7 @@ from perso_sync._sse import RemoteToolResult, SseParser, StreamFailed, TextDelta
 
 pytestmark = pytest.mark.timeout(60)
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _outcome(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
