@@ -173,6 +173,23 @@ def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
     return bool(exc.args) and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)
 
 
+def _close_connection_pools(session: requests.Session) -> None:
+    """Close every pooled connection of ``session`` now.
+
+    ``Session.close()`` only forgets urllib3's pools (urllib3 2.8 registers no dispose hook), so
+    their sockets stay open until the garbage collector finds them, which is never while an
+    ``ApiError``'s traceback still references the response.
+    """
+    for adapter in session.adapters.values():
+        pools = getattr(getattr(adapter, "poolmanager", None), "pools", None)
+        if pools is None:
+            continue
+        for key in list(pools.keys()):
+            pool = pools.get(key)
+            if pool is not None:
+                pool.close()
+
+
 class RestTransport:
     """Blocking JSON-over-HTTP to one Perso server, shared by every call of one client.
 
@@ -288,6 +305,7 @@ class RestTransport:
                 return
             self._closed = True
         if self._owns_session:
+            _close_connection_pools(self._session)
             self._session.close()
 
     @property

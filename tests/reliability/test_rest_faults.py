@@ -164,12 +164,6 @@ def test_a_server_that_never_answers_is_a_timeout(
         client.get_session_info(sid)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="urllib3 2.x closes pooled connections only when the pool is garbage-collected; an "
-    "ApiError's traceback keeps the response and so the pool alive, so client.close() leaves "
-    "the socket open while the error is held (RestTransport.close should close the pools)",
-)
 def test_closing_the_client_releases_its_socket_while_an_error_is_held(
     perso_mock: MockPersoServer, no_leaks: Any
 ) -> None:
