@@ -909,6 +909,7 @@ class Session:
         format: str | None = None,
         message: str = "",
         progress: Callable[[int, int | None], object] | None = None,
+        timeout: float = _STF_UPLOAD_TIMEOUT,
     ) -> str:
         """Make the avatar lip-sync to an audio file (speech-to-face); return the file_ref.
 
@@ -918,7 +919,8 @@ class Session:
         ``progress(sent_bytes, total_bytes_or_None)`` is called in order, off the loop, and
         every call has run when this returns. ANALYZING goes up before the upload and back
         down if it fails. Raises :class:`STFError` on a REST-only session ("processSTF requires
-        WebRTC (STF mode)") or when the upload fails (also given to the error handler).
+        WebRTC (STF mode)") or when the upload fails (also given to the error handler);
+        ``timeout`` bounds the whole transfer (the protocol's 30 s by default).
         """
         from perso_sync.audio import normalize_audio_format, sniff_audio_format
 
@@ -927,6 +929,8 @@ class Session:
             raise STFError("processSTF requires WebRTC (STF mode)")
         if not isinstance(message, str):
             raise InvalidInputError("message must be a string")
+        if not timeout > 0:
+            raise InvalidInputError("timeout must be a positive number of seconds")
         with _open_upload_source(file) as (reader, head, total):
             fallback = sniff_audio_format(head) if head else None
             audio_format = normalize_audio_format(format, fallback)
@@ -940,7 +944,8 @@ class Session:
                     progress_hook,
                     audio_format,
                     message,
-                    timeout=_STF_UPLOAD_TIMEOUT + _LOOP_CALL_MARGIN,
+                    timeout,
+                    timeout=timeout + _LOOP_CALL_MARGIN,
                 )
             except BaseException as exc:
                 self._apply_state(lambda machine: machine.analyzing_down())
@@ -971,10 +976,11 @@ class Session:
         progress: Callable[[int, int | None], None] | None,
         audio_format: str,
         message: str,
+        upload_timeout: float,
     ) -> str:
         core = self._require_core("process_stf")
         file_ref = await core.upload_file(
-            reader, total=total, progress=progress, timeout=_STF_UPLOAD_TIMEOUT
+            reader, total=total, progress=progress, timeout=upload_timeout
         )
         core.send("stf", {"message": message, "file_ref": file_ref, "format": audio_format})
         return file_ref

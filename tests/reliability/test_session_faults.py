@@ -107,17 +107,15 @@ def test_ice_servers_failing_is_an_api_error(
 
 
 def test_stalled_file_channel_is_an_stf_error_within_the_upload_timeout(
-    perso_mock: MockPersoServer, open_session: Any, monkeypatch: pytest.MonkeyPatch
+    perso_mock: MockPersoServer, open_session: Any
 ) -> None:
-    # The whole-transfer bound is 30 s (PROTOCOL §8) and process_stf takes no timeout; shorten
-    # the module's bound so that the test stays fast.
-    monkeypatch.setattr(perso_sync.session, "_STF_UPLOAD_TIMEOUT", 0.5)
+    # The whole-transfer bound is 30 s by default (PROTOCOL §8); a short one keeps this fast.
     session = open_session(peer={"stall_file_channel": True})
     reported: list[BaseException] = []
     session.set_error_handler(reported.append)
 
     with pytest.raises(perso_sync.STFError, match="timed out"):
-        session.process_stf(b"RIFF" + bytes(4000), format="wav")
+        session.process_stf(b"RIFF" + bytes(4000), format="wav", timeout=0.5)
 
     assert not session.closed  # an upload failing does not end the session
     assert perso_sync.ChatState.ANALYZING not in session.chat_states
