@@ -34,5 +34,9 @@ contracts: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Not in CI: 20 sessions chatting against the mock with faults sprinkled in (MINUTES=10).
+soak: $(STAMP)
+	$(BIN)/python -m bench._soak --minutes $(or $(MINUTES),10)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
