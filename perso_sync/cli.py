@@ -10,6 +10,7 @@
     perso stf FILE [--message TEXT]         the avatar lip-syncs to an audio file
     perso record --seconds N -o avatar.mp4
     perso mock [--port N]                   run the mock Perso server
+    perso contracts (record --out DIR | verify [--consumer] DIR)
 
 ``--json`` (before or after the command) prints machine-readable output; ``--api-server URL``
 (default ``$PERSO_API_SERVER``, then the platform) picks the server. The API key comes from
@@ -575,6 +576,17 @@ def cmd_mock(args: argparse.Namespace, io: Streams) -> int:
     return int(mock_main(argv) or 0)
 
 
+def cmd_contracts(args: argparse.Namespace, io: Streams) -> int:
+    """``perso contracts record|verify ...``: the contract tool (``python -m
+    perso_sync.contracts``); ``--api-server`` of ``perso`` applies to ``record``."""
+    from perso_sync.contracts.__main__ import main as contracts_main
+
+    argv = list(args.contracts_args)
+    if argv[:1] == ["record"] and "--api-server" not in argv and args.api_server:
+        argv += ["--api-server", args.api_server]
+    return int(contracts_main(argv))
+
+
 # ---------------------------------------------------------------------------------------------
 # parser
 
@@ -682,6 +694,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", default="test-key", help="the key the mock accepts")
     p.add_argument("--catalog", help="a JSON catalog file replacing the seeded data")
     p.set_defaults(func=cmd_mock)
+
+    p = command(
+        "contracts",
+        "record contracts from a server, or verify contract files "
+        "(record --out DIR | verify [--consumer] DIR)",
+    )
+    p.add_argument("contracts_args", nargs=argparse.REMAINDER, metavar="ARGS")
+    p.set_defaults(func=cmd_contracts)
     return parser
 
 

@@ -430,3 +430,27 @@ def test_mock_with_a_bad_catalog_or_port(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["mock", "--port", "not-a-number"])
     assert exc.value.code == EXIT_USAGE
+
+
+# -- contracts ------------------------------------------------------------------------------------
+
+
+def test_contracts_verify_the_shipped_corpus(capsys) -> None:
+    code, _, _ = run("contracts", "verify", str(REPO / "contracts"))
+    assert code == EXIT_OK
+
+
+def test_contracts_verify_names_a_malformed_file(tmp_path: Path, capsys) -> None:
+    (tmp_path / "broken.json").write_text('{"format": "perso-contract/1", "contracts": [{}]}')
+    code, _, _ = run("contracts", "verify", str(tmp_path))
+    assert code == EXIT_ERROR
+    assert "broken.json" in capsys.readouterr().err
+
+
+def test_contracts_record_against_the_mock_writes_no_key(env, tmp_path: Path) -> None:
+    out = tmp_path / "recorded"
+    code, _, _ = run("--api-server", env.url, "contracts", "record", "--out", str(out))
+    assert code == EXIT_OK
+    files = sorted(out.glob("*.json"))
+    assert files
+    assert all(env.api_key.encode() not in f.read_bytes() for f in files)
