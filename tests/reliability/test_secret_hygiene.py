@@ -130,9 +130,3 @@ def test_the_key_appears_nowhere(
             text = path.read_text(encoding="utf-8", errors="replace")
             assert secret not in text, path
             assert DEFAULT_TEST_API_KEY not in text, path  # the key every test run uses
-
-    # Held errors (and log records whose args are errors) keep their HTTP responses, and so
-    # sockets, alive: the known urllib3 pool issue of test_rest_faults' xfail. Drop them so the
-    # leak check sees the rest.
-    errors.clear()
-    caplog.clear()
