@@ -175,6 +175,11 @@ class PersoClient:
         """Release the HTTP connections. Idempotent; later calls raise ``ClientClosedError``."""
         self._rest.close()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._rest.closed
+
     def _account_get(self, path: str, type_: Any, params: Mapping[str, str] | None = None) -> Any:
         data = self._rest.get(path, account=True, params=params)
         return structure(data, type_, what=f"GET {path}")
@@ -670,8 +675,17 @@ def create_session(
     api_server: str | None = None,
     **options: Any,
 ) -> Session:
-    """Open a live session for ``session_id`` (see ``PersoClient.create_session``)."""
+    """Open a live session for ``session_id`` (see ``PersoClient.create_session``).
+
+    The session owns the HTTP client made for it: its connections close when the session does.
+    """
     client = PersoClient(api_server=api_server)
-    return client.create_session(
-        session_id, width=width, height=height, client_tools=client_tools, **options
-    )
+    try:
+        session = client.create_session(
+            session_id, width=width, height=height, client_tools=client_tools, **options
+        )
+    except BaseException:
+        client.close()
+        raise
+    session.on_close(lambda _manual: client.close())
+    return session
