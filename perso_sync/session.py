@@ -835,7 +835,7 @@ class Session:
             if current is not None and (current.is_recording() or self._stt_pending is not None):
                 raise RecordingError("STT recording is already in progress")
             recorder = WavRecorder(channels=1, target_sample_rate=TTS_TARGET_SAMPLE_RATE)
-            recorder.start(source)
+            recorder.start(source, timeout=timeout)  # caps the take at `timeout` s of audio
             self._stt_recorder = recorder
             self._stt_pending = None
             self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))

@@ -186,6 +186,8 @@ def test_stt_recording_from_a_wav_source_with_a_timeout(rest_session: Any, tmp_p
     assert not rest_session.is_stt_recording()
     recorded = rest_session.last_recorded_audio_file
     assert _wav_info(recorded)[:3] == (16000, 1, 2)
+    # A file source decodes faster than real time: the take still holds `timeout` s of audio.
+    assert _wav_info(recorded)[3] == pytest.approx(0.3, abs=0.01)
     with pytest.raises(perso_sync.RecordingError, match="not in progress"):
         rest_session.stop_process_stt()
 
