@@ -6,11 +6,11 @@ Everything waits on events or with a deadline; nothing sleeps to "let it happen"
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from _wait import wait_until
 
 import perso_sync
 from perso_sync.models import ChatState
@@ -21,16 +21,6 @@ WIDTH, HEIGHT = 160, 120
 A = ChatState.ANALYZING
 S = ChatState.SPEAKING
 IDLE: frozenset[ChatState] = frozenset()
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    """Return as soon as ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate!r}")
-        pause.wait(0.01)  # a bounded poll of state owned by other threads
 
 
 class Recorder:

@@ -49,16 +49,6 @@ POOL_THREAD_PREFIXES = ("AnyIO worker thread", "asyncio_")
 SETTLE_TIMEOUT = 8.0
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    """Return once ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate!r}")
-        pause.wait(0.01)  # a bounded poll of state owned by other threads
-
-
 def open_fds() -> dict[int, str]:
     """Open descriptors of this process: fd -> what it points to (``socket:[...]``, a path)."""
     found: dict[int, str] = {}

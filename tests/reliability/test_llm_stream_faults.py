@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _reliability import wait_until
+from _wait import wait_until
 
 import perso_sync
 from mock_server import MockPersoServer

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _reliability import open_fds, wait_until
+from _reliability import open_fds
+from _wait import wait_until
 
 import perso_sync
 from mock_server import MockPersoServer

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from _reliability import wait_until
+from _wait import wait_until
 
 import perso_sync
 import perso_sync.session
