@@ -1,0 +1,114 @@
+"""LLM turn throughput: 2000 ``message`` events through ``process_llm`` vs bare requests.
+
+The mock runs in a child process (``python -m mock_server``), so only the client's work is in
+this process. One session's LLM script streams 2000 ``message`` events with no pause between
+them, as fast as the socket carries them: the measure is throughput, not per-event latency
+(``llm_latency.py`` does that).
+
+- ours: ``LlmProcessor.process_llm("go")`` iterated to its end in this thread (a fresh
+  processor per turn, so the history and the request body stay the same size each turn).
+- baseline: the same POST with a ``requests.Session``, ``iter_lines()`` and ``json.loads`` per
+  line: the least a script could do to read the stream.
+
+Turns alternate (ours, bare, ours, ...), best of N each, so load from other processes on the
+machine hits both sides alike. Bar: ours <= 1.3x bare (the floor is one thread hop per batch of
+events on top of the bare read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from bench._mock_process import MockProcess
+from bench._report import Row, format_table
+
+EVENTS = 2000
+ROUNDS = int(os.environ.get("BENCH_LLM_ROUNDS", "7"))
+BAR = 1.3
+
+
+def _events() -> list[dict[str, str]]:
+    return [{"status": "success", "type": "message", "content": f"w{i} "} for i in range(EVENTS)]
+
+
+def _ours(url: str, session_id: str) -> float:
+    from perso_sync import LlmProcessor
+
+    with LlmProcessor(api_server=url, session_id=session_id, timeout=30.0) as processor:
+        start = time.perf_counter()
+        count = sum(1 for _ in processor.process_llm("go"))
+        elapsed = time.perf_counter() - start
+    if count < EVENTS:
+        raise RuntimeError(f"process_llm yielded {count} chunks, expected >= {EVENTS}")
+    return elapsed
+
+
+def _bare(http: object, url: str, session_id: str) -> float:
+    import requests
+
+    assert isinstance(http, requests.Session)
+    body = {"messages": [{"role": "user", "content": "go"}], "tools": []}
+    start = time.perf_counter()
+    count = 0
+    with http.post(
+        f"{url}/api/v1/session/{session_id}/llm/v2/", json=body, stream=True, timeout=30
+    ) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith(b"data: "):
+                event = json.loads(line[6:])
+                if event.get("type") == "message":
+                    count += 1
+    elapsed = time.perf_counter() - start
+    if count != EVENTS:
+        raise RuntimeError(f"the bare reader saw {count} message events, expected {EVENTS}")
+    return elapsed
+
+
+def _measure() -> tuple[list[float], list[float]]:
+    import requests
+
+    import perso_sync
+
+    ours: list[float] = []
+    bare: list[float] = []
+    with MockProcess() as mock, requests.Session() as http:
+        with perso_sync.PersoClient(api_key=mock.api_key, api_server=mock.url) as client:
+            sid = client.create_session_id(params=mock.session_params())
+        mock.control(
+            "PUT",
+            "llm_script",
+            {
+                "session_id": sid,
+                "rules": [{"pattern": ".", "events": _events()}],
+                "delay": 0,
+                "framing": "platform",
+            },
+        )
+        _ours(mock.url, sid)  # warm-up: runtime thread, httpx import, first connection
+        _bare(http, mock.url, sid)
+        for _ in range(ROUNDS):  # interleaved: load changes hit both alike
+            ours.append(_ours(mock.url, sid))
+            bare.append(_bare(http, mock.url, sid))
+    return ours, bare
+
+
+def run() -> list[Row]:
+    ours, bare = _measure()
+    best_ours, best_bare = min(ours) * 1000, min(bare) * 1000
+    return [
+        Row(
+            metric=f"LLM turn, {EVENTS} events, best of {ROUNDS} (process_llm vs requests+json)",
+            ours=best_ours,
+            baseline=best_bare,
+            unit="ms",
+            bar=f"<= {BAR:g}x bare (aim 1.15x)",
+            passed=best_ours <= BAR * best_bare,
+        )
+    ]
+
+
+if __name__ == "__main__":
+    print(format_table(run()))
