@@ -306,7 +306,7 @@ async def _logged_task(fn: Callable[..., Awaitable[object]], args: tuple[Any, ..
 
 # -- sync iterator over an async stream ----------------------------------------------------
 
-_ITEM, _ERROR, _END = 0, 1, 2
+_ITEM, _BATCH, _ERROR, _END = 0, 1, 2, 3
 
 
 class _Channel:
@@ -315,11 +315,21 @@ class _Channel:
     Kept apart from :class:`SyncStream` so that the running producer holds no reference to the
     user-facing stream: dropping the stream (``break`` in a plain for-loop) lets it be collected,
     and its finaliser cancels the producer.
+
+    Crossing the thread boundary is what costs, so it is batched both ways:
+
+    - items the source yields within one turn of the loop (e.g. every event parsed from one
+      socket read) travel as one list, flushed by a ``call_soon`` at the end of that turn, or at
+      once when the credits run out;
+    - a producer parked on its credits is woken once, when the consumer has brought the backlog
+      down to the low-water mark (half the credits), not for every item it takes: a stream read
+      slower than it is produced costs one ``call_soon_threadsafe`` per half-credit of items.
     """
 
     def __init__(self, runtime: Runtime, credits: int) -> None:
         self.runtime = runtime
         self.credits = credits
+        self.low_water = credits // 2
         self.queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         # Each counter has one writer (the loop / the consumer); the GIL orders the accesses.
         self.produced = 0
@@ -327,6 +337,10 @@ class _Channel:
         self.wake: anyio.Event | None = None
         self.started = False
         self.finished = threading.Event()
+        # Loop-side only: items not handed over yet (None once the producer is done).
+        self._batch: list[Any] | None = []
+        # Consumer-side only: the last wake event it set (each event is set once).
+        self._woken: anyio.Event | None = None
 
     def on_task_done(self, _: concurrent.futures.Future[None]) -> None:
         # Also ends the consumer's wait when the task was cancelled before it ever ran.
@@ -343,25 +357,41 @@ class _Channel:
                     await self._pump(source)
             else:
                 await self._pump(source)
+            self._flush()
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:  # noqa: BLE001 -- travels to the consumer as a value
+            self._flush()  # the items before the error come first
             self.queue.put((_ERROR, exc))
         finally:
+            self._batch = None  # a flush still scheduled finds nothing to hand over
             self.queue.put((_END, None))
             self.finished.set()
+
+    def _flush(self) -> None:
+        batch = self._batch
+        if batch:
+            self._batch = []
+            self.queue.put((_BATCH, batch) if len(batch) > 1 else (_ITEM, batch[0]))
 
     async def _pump(self, source: AsyncIterator[Any]) -> None:
         import anyio
 
+        loop = asyncio.get_running_loop()
         async for item in source:
+            batch = self._batch
+            assert batch is not None
+            if not batch:
+                loop.call_soon(self._flush)  # after whatever else this turn of the loop yields
+            batch.append(item)
             self.produced += 1
-            self.queue.put((_ITEM, item))
             if self.produced - self.consumed >= self.credits:
-                # Publish the event, then look again: a consumer that took an item in between
-                # either sees the event (and sets it) or freed a credit we now see.
+                self._flush()
+                # Publish the event, then look again: a consumer that took items in between
+                # either sees the event (and sets it at the low-water mark) or already brought
+                # the backlog down to it, which we now see.
                 wake = self.wake = anyio.Event()
-                if self.produced - self.consumed >= self.credits:
+                if self.produced - self.consumed > self.low_water:
                     await wake.wait()
                 self.wake = None
 
@@ -370,7 +400,12 @@ class _Channel:
         # (a Ctrl-C inside a `with lock:` could leave such a lock held for ever).
         self.consumed += 1
         wake = self.wake
-        if wake is not None and self.produced - self.consumed < self.credits:
+        if (
+            wake is not None
+            and wake is not self._woken
+            and self.produced - self.consumed <= self.low_water
+        ):
+            self._woken = wake
             with contextlib.suppress(RuntimeUsageError):  # runtime gone: the producer with it
                 self.runtime.call_soon_threadsafe(wake.set)
 
@@ -399,6 +434,7 @@ class SyncStream(Iterator[T]):
         self._channel = _Channel(runtime, credits)
         self._done = False
         self._iterating = False
+        self._pending: deque[Any] = deque()  # the rest of a batch, consumer side
         self._future = runtime.spawn(self._channel.produce, fn, args)
         self._future.add_done_callback(self._channel.on_task_done)
         self._closed = False
@@ -410,10 +446,14 @@ class SyncStream(Iterator[T]):
         return self
 
     def __next__(self) -> T:
+        channel = self._channel
+        if self._pending:
+            channel.consumed_one()
+            return self._pending.popleft()  # type: ignore[no-any-return]
         if self._done:
             raise StopIteration
         try:
-            kind, value = self._channel.queue.get(timeout=self._item_timeout)
+            kind, value = channel.queue.get(timeout=self._item_timeout)
         except queue.Empty:
             self.close(wait=False)
             raise PersoTimeoutError(
@@ -422,8 +462,12 @@ class SyncStream(Iterator[T]):
         except BaseException:  # KeyboardInterrupt while waiting: stop the producer too
             self.close(wait=False)
             raise
+        if kind == _BATCH:
+            self._pending.extend(value)
+            value = self._pending.popleft()
+            kind = _ITEM
         if kind == _ITEM:
-            self._channel.consumed_one()
+            channel.consumed_one()
             return value  # type: ignore[no-any-return]
         self._done = True
         if kind == _ERROR:
@@ -436,6 +480,7 @@ class SyncStream(Iterator[T]):
         Idempotent. Waiting is skipped on the loop thread, where it would deadlock.
         """
         self._done = True
+        self._pending.clear()
         if not self._closed:
             self._closed = True
             self._future.cancel()

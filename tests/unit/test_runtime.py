@@ -9,7 +9,8 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from perso_sync._runtime import (
     THREAD_NAME,
     CallbackDispatcher,
+    Runtime,
     get_runtime,
     run_sync_off_loop,
 )
@@ -145,13 +147,58 @@ def test_backpressure_stops_the_producer_at_the_credit_limit() -> None:
             i += 1
 
     runtime = get_runtime()
-    with runtime.iterate(endless, credits=3) as stream:
+    with runtime.iterate(endless, credits=4) as stream:
         # Once every task on the loop is blocked, the producer is parked on its credits.
         runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
-        assert len(produced) == 3
+        assert len(produced) == 4
         assert next(stream) == 0
         runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
-        assert len(produced) == 4
+        assert len(produced) == 4  # above the low-water mark (half the credits): still parked
+        assert next(stream) == 1
+        runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
+        assert len(produced) == 6  # woken at the mark, it refilled up to the credits again
+        assert [next(stream) for _ in range(4)] == [2, 3, 4, 5]
+
+
+class CountingRuntime(Runtime):
+    """A real runtime (its own loop thread) that counts the crossings into its loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crossings = 0
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        if not self.in_loop_thread():
+            self.crossings += 1
+        super().call_soon_threadsafe(fn, *args)
+
+
+@pytest.fixture
+def counting_runtime() -> Iterator[CountingRuntime]:
+    runtime = CountingRuntime()
+    runtime._start()
+    try:
+        yield runtime
+    finally:
+        runtime._stop()
+
+
+@pytest.mark.parametrize("credits", [4, 16, 64])
+def test_a_slow_consumer_wakes_the_producer_once_per_half_credit_of_items(
+    counting_runtime: CountingRuntime, credits: int
+) -> None:
+    items = 2000
+    with counting_runtime.iterate(numbers, items, credits=credits) as stream:
+        # The producer is parked on its credits before each item is taken: the consumer is
+        # always the slower side.
+        counting_runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
+        crossings_before = counting_runtime.crossings
+        got = []
+        for item in stream:
+            got.append(item)
+    assert got == list(range(items))
+    wakes = counting_runtime.crossings - crossings_before
+    assert wakes <= items / (credits / 2) + 2
 
 
 async def ones_until_cancelled(cleaned_up: threading.Event) -> AsyncIterator[int]:
