@@ -46,7 +46,13 @@ from perso_sync.errors import (
 
 if TYPE_CHECKING:
     import av
-    from aiortc import MediaStreamTrack, RTCDataChannel, RTCIceServer, RTCPeerConnection
+    from aiortc import (
+        MediaStreamTrack,
+        RTCDataChannel,
+        RTCIceServer,
+        RTCPeerConnection,
+        RTCSessionDescription,
+    )
     from aiortc.contrib.media import MediaRecorder
 
 __all__ = ["CoreHooks", "CoreOptions", "WebRtcCore"]
@@ -71,9 +77,13 @@ _READ_BATCH = 8
 class CoreOptions:
     """Tuning of one WebRTC session core.
 
-    - ``connect_timeout``: seconds from the start of :meth:`WebRtcCore.connect` (offer, SDP
-      exchange, ICE/DTLS/SCTP) until ready — a remote track arrived *and* the ``message``
-      channel is open — else :class:`perso_sync.errors.Timeout`.
+    - ``connect_timeout``: the ready timeout: seconds from the moment the server's answer is
+      applied (the exchange returned and ``setRemoteDescription`` ran) until ready — a remote
+      track arrived *and* the ``message`` channel is open (ICE/DTLS/SCTP) — else
+      :class:`perso_sync.errors.Timeout`, counted as the official client counts it. The
+      exchange is not counted (the platform may take seconds to answer it; the caller's
+      ``exchange`` bounds itself, e.g. by its HTTP timeout). Creating the offer (ICE
+      gathering) has a bound of its own of the same length.
     - ``ping_interval``: seconds between our ``ping`` messages.
     - ``ping_timeout``: seconds without a server ``ping`` before the session is closed as lost
       (``on_closed(False, 408, "Request Timeout")``).
@@ -351,15 +361,16 @@ class WebRtcCore:
         ``credential``; unknown keys ignored). ``exchange(offer)`` receives the offer
         ``{"type": "offer", "sdp": ...}`` and returns the server's answer dict (the facade runs
         ``client.exchange_sdp`` off the loop); its own exceptions (ApiError, ...) propagate
-        unchanged; it must be cancellable, since the connect timeout covers it. ``task_group``:
+        unchanged; it must be cancellable (a caller that gives up cancels it). ``task_group``:
         where the core's long-lived jobs (pinger, watchdog, track drains) live; ``None`` makes
         the core host them in one asyncio task of its own, which :meth:`close` cancels and
         awaits. If ``task_group`` is cancelled, the core closes (``on_closed(True, 200, "OK")``).
 
         After ready it sends ``change-size`` with ``width``/``height``. Raises
         :class:`perso_sync.errors.Timeout` ("WebRTC connection timeout") when not ready within
-        ``options.connect_timeout`` (counted from the start of this call, including the
-        exchange); :class:`perso_sync.errors.InvalidResponseError` when the answer is malformed
+        ``options.connect_timeout`` of the answer being applied (the exchange is not counted:
+        ``exchange`` must bound itself), or when creating the offer takes longer than that;
+        :class:`perso_sync.errors.InvalidResponseError` when the answer is malformed
         or rejected by aiortc; :class:`perso_sync.errors.PersoConnectionError` when the
         connection fails before ready or on other aiortc failures. On any failure (and on
         cancellation) everything opened so far is closed before the exception propagates, and
@@ -368,8 +379,9 @@ class WebRtcCore:
         core = cls(width=width, height=height, hooks=hooks, options=options)
         try:
             await core._start_host(task_group)
+            await core._negotiate(ice_servers, exchange, options.connect_timeout)
+            # The ready timeout counts from the applied answer, as the official client's does.
             with anyio.move_on_after(options.connect_timeout) as deadline:
-                await core._negotiate(ice_servers, exchange)
                 await _wait_first(core._ready, core._lost)
             if deadline.cancelled_caught:
                 raise Timeout("WebRTC connection timeout")
@@ -392,8 +404,38 @@ class WebRtcCore:
         self,
         ice_servers: list[dict[str, Any]],
         exchange: Callable[[dict[str, str]], Awaitable[dict[str, str]]],
+        offer_timeout: float,
     ) -> None:
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+        from aiortc import RTCSessionDescription
+
+        with anyio.move_on_after(offer_timeout) as offer_deadline:
+            local = await self._make_offer(ice_servers)
+        if offer_deadline.cancelled_caught:
+            raise Timeout("WebRTC connection timeout")
+        pc = self._pc
+        assert pc is not None
+
+        # No deadline of ours here: the exchange bounds itself (PROTOCOL §5 step 6; the
+        # platform may take seconds to answer while it allocates the avatar renderer).
+        answer = await exchange({"type": local.type, "sdp": local.sdp})
+
+        if (
+            not isinstance(answer, Mapping)
+            or not isinstance(answer.get("sdp"), str)
+            or answer.get("type") not in ("answer", "pranswer")
+        ):
+            raise InvalidResponseError("the SDP exchange did not return an answer {type, sdp}")
+        try:
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
+            )
+        except Exception as exc:  # aiortc: ValueError, InvalidStateError, OperationError, ...
+            raise InvalidResponseError(f"the server's SDP answer was rejected: {exc}") from exc
+
+    async def _make_offer(self, ice_servers: list[dict[str, Any]]) -> RTCSessionDescription:
+        """The peer connection with its channel and transceivers (PROTOCOL §5 steps 2-4) and
+        its offer, set as local description (ICE candidates gathered); returns the offer."""
+        from aiortc import RTCConfiguration, RTCPeerConnection
 
         try:
             pc = RTCPeerConnection(RTCConfiguration(iceServers=_ice_servers(ice_servers)))
@@ -409,26 +451,12 @@ class WebRtcCore:
             self._video_transceiver = pc.addTransceiver("video", direction="recvonly")
             offer = await pc.createOffer()
             await pc.setLocalDescription(offer)
-            local = pc.localDescription
+            local: RTCSessionDescription = pc.localDescription
         except PersoError:
             raise
         except Exception as exc:  # aiortc/aioice raise assorted types; none may escape
             raise PersoConnectionError(f"could not create the WebRTC offer: {exc!r}") from exc
-
-        answer = await exchange({"type": local.type, "sdp": local.sdp})
-
-        if (
-            not isinstance(answer, Mapping)
-            or not isinstance(answer.get("sdp"), str)
-            or answer.get("type") not in ("answer", "pranswer")
-        ):
-            raise InvalidResponseError("the SDP exchange did not return an answer {type, sdp}")
-        try:
-            await pc.setRemoteDescription(
-                RTCSessionDescription(sdp=answer["sdp"], type=answer["type"])
-            )
-        except Exception as exc:  # aiortc: ValueError, InvalidStateError, OperationError, ...
-            raise InvalidResponseError(f"the server's SDP answer was rejected: {exc}") from exc
+        return local
 
     async def _stop_video_receiver(self) -> None:
         transceiver = self._video_transceiver

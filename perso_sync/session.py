@@ -9,8 +9,9 @@ is either
 - a **REST-only session**: no WebRTC at all, ``SESSION_START`` then a ``SESSION_DURING``
   heartbeat; the LLM, TTS and STT calls work, avatar speech does not.
 
-Everything here is a thin, blocking layer: REST calls run in the caller's thread, async work is
-handed to the runtime loop (:func:`perso_sync._runtime.get_runtime`), chat states come from the
+Everything here is a thin, blocking layer: REST calls run in the caller's thread (but the two
+GETs of opening a session run together in worker threads), async work is handed to the runtime
+loop (:func:`perso_sync._runtime.get_runtime`), chat states come from the
 pure :class:`perso_sync._chat_state.ChatStateMachine`, and user callbacks go through one
 :class:`perso_sync._runtime.CallbackDispatcher` per session (in order, off the loop thread).
 """
@@ -29,9 +30,9 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar, cast
 
 import attrs
 
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from perso_sync.audio import WavRecorder
     from perso_sync.client import PersoClient
     from perso_sync.llm import AbortSignal, ChatTool, LlmProcessor, LlmStream
-    from perso_sync.models import STTResponse
+    from perso_sync.models import SessionInfo, STTResponse
 
 __all__ = ["CloseStatus", "MediaRecording", "Session"]
 
@@ -143,6 +144,47 @@ class MediaRecording:
 
     def __repr__(self) -> str:
         return f"MediaRecording(path={self._path!r}, active={self.active})"
+
+
+_T = TypeVar("_T")
+
+
+class _RestOnly(Exception):
+    """The session info says REST-only: the exchange must not be sent (internal signal)."""
+
+
+class _Outcome(Generic[_T]):
+    """The value or the error of one awaitable run as a task, for whoever awaits it.
+
+    Loop-side only. Errors are kept as values so that several tasks can look at one outcome
+    and the opening code decides which error the caller sees.
+    """
+
+    def __init__(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> None:
+        import anyio
+
+        self._fn = fn
+        self._args = args
+        self.done = anyio.Event()
+        self._value: _T | None = None
+        self.error: Exception | None = None
+
+    async def run(self) -> None:
+        try:
+            self._value = await self._fn(*self._args)
+        except Exception as exc:  # noqa: BLE001 -- handed to whoever awaits the outcome
+            self.error = exc
+        self.done.set()
+
+    def get(self) -> _T:
+        """The value, or the error raised; only once ``done`` is set."""
+        if self.error is not None:
+            raise self.error
+        return cast("_T", self._value)
+
+    async def wait(self) -> _T:
+        await self.done.wait()
+        return self.get()
 
 
 class _Hooks:
@@ -276,14 +318,23 @@ class Session:
     ) -> Session:
         """Open a session (PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
 
-        REST calls (session info, ICE servers, ``SESSION_START``) run in the caller's thread;
-        the WebRTC handshake runs on the runtime loop. ``connect_timeout``: seconds until the
-        connection is ready, else :class:`perso_sync.errors.Timeout`. ``ping_timeout``: seconds
-        without a server ping before the session is closed as lost. ``heartbeat_interval``:
-        seconds between ``SESSION_DURING`` events of a REST-only session. ``receive_video``:
-        ``False`` skips video decoding (no frames, no ``video_track``): at 1280×720 and 10 fps
-        that is about 40 % of an idle session's CPU (measured: ~6 % of a core with video, ~3 %
-        without). A failure half-way closes everything opened so far.
+        Two round trips to ready: the session info and the ICE servers are fetched together
+        (in worker threads, driven from the runtime loop), the peer connection and its offer
+        are built as soon as the ICE servers are in, then the SDP exchange. ``SESSION_START``
+        of a REST-only session runs in the caller's thread.
+
+        Timeouts: each REST call (session info, ICE servers, the ``exchange`` POST) is bounded
+        by the client's HTTP timeout; ``connect_timeout`` is the ready timeout, counted from
+        the moment the server's answer is applied (the exchange returned and the remote
+        description is set) until a remote track arrived and the ``message`` channel is open,
+        else :class:`perso_sync.errors.Timeout`; creating the offer has a bound of the same
+        length. ``ping_timeout``: seconds without a server ping before the session is closed as
+        lost. ``heartbeat_interval``: seconds between ``SESSION_DURING`` events of a REST-only
+        session. ``receive_video``: ``False`` skips video decoding (no frames, no
+        ``video_track``): at 1280×720 and 10 fps that is about 40 % of an idle session's CPU
+        (measured: ~6 % of a core with video, ~3 % without). A failure half-way closes
+        everything opened so far and raises the error of the first request in protocol order
+        (the session info's before the ICE servers').
         """
         if not isinstance(session_id, str) or not session_id.strip():
             raise InvalidInputError("session_id must be a non-empty string")
@@ -304,11 +355,8 @@ class Session:
             heartbeat_interval=heartbeat_interval,
         )
         try:
-            info = client.get_session_info(session_id)
-            if info.uses_webrtc:
-                ice_servers = client.get_ice_servers(session_id)
-                session._connect(ice_servers, connect_timeout, receive_video)
-            else:
+            session._connect(connect_timeout, receive_video)
+            if session._core is None:
                 client.create_session_event(session_id, SessionEvent.SESSION_START)
                 session._spawn(session._heartbeat)
         except BaseException:
@@ -319,9 +367,8 @@ class Session:
         register_closable(session)
         return session
 
-    def _connect(
-        self, ice_servers: list[dict[str, Any]], connect_timeout: float, receive_video: bool
-    ) -> None:
+    def _connect(self, connect_timeout: float, receive_video: bool) -> None:
+        """Session info, ICE servers and, for a WebRTC session, the connection (on the loop)."""
         from perso_sync._webrtc import CoreOptions
 
         options = CoreOptions(
@@ -329,37 +376,74 @@ class Session:
             ping_timeout=self._ping_timeout,
             receive_video=receive_video,
         )
-        self._core = self._runtime.call(
-            self._connect_on_loop,
-            ice_servers,
-            options,
-            timeout=connect_timeout + _LOOP_CALL_MARGIN,
-        )
-        self._spawn(self._speaking_timer)
+        # No overall timeout: every step bounds itself (the HTTP timeouts, the offer and ready
+        # timeouts), and the ready timeout must not start before the exchange answered.
+        self._core = self._runtime.call(self._connect_on_loop, options)
+        if self._core is not None:
+            self._spawn(self._speaking_timer)
 
-    async def _connect_on_loop(
-        self, ice_servers: list[dict[str, Any]], options: CoreOptions
-    ) -> WebRtcCore:
+    async def _connect_on_loop(self, options: CoreOptions) -> WebRtcCore | None:
+        """The WebRTC core once ready, or None for a REST-only session.
+
+        What may overlap (PROTOCOL.md §5): the ICE-servers GET needs nothing from the session
+        info, so both GETs start at once. The peer connection and its offer need only the ICE
+        servers (they are built into the connection), so they are made as soon as those
+        arrive, while the info may still be in flight. The exchange needs the info: only a
+        WebRTC session (STF capability) may POST an offer, so it waits for it. A REST-only
+        session thus also sends the ICE-servers GET, whose answer is dropped. Errors keep the
+        sequential order's precedence: a failed info wins over a failed ICE-servers GET.
+        """
         import anyio
 
         from perso_sync._runtime import run_sync_off_loop
-        from perso_sync._webrtc import WebRtcCore
+        from perso_sync._webrtc import WebRtcCore, _wait_first
 
         self._timer_wake = anyio.Event()
         client, session_id = self._client, self._session_id
+        info: _Outcome[SessionInfo] = _Outcome(
+            run_sync_off_loop, client.get_session_info, session_id
+        )
+        ice: _Outcome[list[dict[str, Any]]] = _Outcome(
+            run_sync_off_loop, client.get_ice_servers, session_id
+        )
+
+        async def webrtc() -> bool:
+            """Whether this is a WebRTC session; the info's error when its GET failed."""
+            return (await info.wait()).uses_webrtc
 
         async def exchange(offer: dict[str, str]) -> dict[str, str]:
+            if not await webrtc():
+                raise _RestOnly
             # A blocking requests call: it must not run on the loop thread.
             return await run_sync_off_loop(client.exchange_sdp, session_id, offer)
 
-        return await WebRtcCore.connect(
-            ice_servers=ice_servers,
-            exchange=exchange,
-            width=self._width,
-            height=self._height,
-            hooks=_Hooks(self),
-            options=options,
-        )
+        async def open_core() -> WebRtcCore | None:
+            await _wait_first(info.done, ice.done)
+            if not ice.done.is_set() and not await webrtc():
+                return None  # REST-only: the ICE servers are not needed
+            await ice.done.wait()
+            if ice.error is not None and not await webrtc():
+                return None
+            try:
+                return await WebRtcCore.connect(
+                    ice_servers=ice.get(),
+                    exchange=exchange,
+                    width=self._width,
+                    height=self._height,
+                    hooks=_Hooks(self),
+                    options=options,
+                )
+            except _RestOnly:
+                return None  # the offer was never sent; connect closed what it had opened
+
+        opened = _Outcome(open_core)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(info.run)
+            tasks.start_soon(ice.run)
+            tasks.start_soon(opened.run)
+            await opened.done.wait()
+            tasks.cancel_scope.cancel()  # a GET still in flight is not waited for
+        return opened.get()
 
     def _abandon(self) -> None:
         # Opening failed half-way: the core (if any) was closed by connect itself; stop our

@@ -170,16 +170,91 @@ def test_rest_only_heartbeat_failure_closes_as_lost(perso_mock: Any, client: Any
     assert session.close_status == perso_sync.CloseStatus(False, 408, "Request Timeout")
 
 
-def test_ready_timeout_when_the_exchange_never_answers(perso_mock: Any, client: Any) -> None:
+def test_an_exchange_answered_after_the_ready_timeout_still_opens_the_session(
+    perso_mock: Any, client: Any
+) -> None:
+    """The ready timeout counts from the applied answer, as the official client's does: a
+    platform that takes longer than it to answer the exchange still gives a session."""
+    sid = perso_mock.create_session_id()
+    perso_mock.faults.delay("exchange", 1.0)
+    with client.create_session(sid, width=160, height=120, connect_timeout=0.5) as session:
+        assert session.audio_track is not None
+        wait_until(lambda: perso_mock.sessions[sid].status == "IN_PROGRESS", what="in progress")
+    assert perso_mock.faults.fired[0][0] == "exchange"  # the delay did apply
+
+
+def test_an_exchange_that_never_answers_ends_at_the_http_timeout(perso_mock: Any) -> None:
     sid = perso_mock.create_session_id()
     perso_mock.faults.delay("exchange", 30)
     threads_before = threading.active_count()
 
-    with pytest.raises(perso_sync.Timeout, match="WebRTC connection timeout"):
-        client.create_session(sid, width=160, height=120, connect_timeout=0.5)
+    with (
+        perso_sync.PersoClient(
+            api_key=perso_mock.api_key, api_server=perso_mock.url, timeout=(5.0, 0.5)
+        ) as client,
+        pytest.raises(perso_sync.PersoTimeoutError, match="read timeout") as raised,
+    ):
+        client.create_session(sid, width=160, height=120, connect_timeout=5.0)
+    assert not isinstance(raised.value, perso_sync.Timeout)  # the HTTP timeout, not ready's
 
     # Nothing of the half-open session lingers (no decoder threads, no peer connection).
     wait_until(lambda: threading.active_count() <= threads_before + 1, what="threads")
+
+
+def test_session_info_and_ice_servers_are_fetched_together(perso_mock: Any, client: Any) -> None:
+    """Both GETs are in flight at once: each waits 0.3 s at the mock, and the ICE-servers GET
+    reaches the mock before the session info's answer was sent."""
+    sid = perso_mock.create_session_id()
+    perso_mock.faults.add("session_info", delay=0.3)
+    perso_mock.faults.add("ice_servers", delay=0.3)
+    with client.create_session(sid, width=160, height=120) as session:
+        assert session.uses_webrtc
+    info, ice, exchange = (
+        perso_mock.journal.requests(endpoint=name, session_id=sid)[0]
+        for name in ("session_info", "ice_servers", "exchange")
+    )
+    assert ice.time < info.time + 0.3  # sent before the info answered
+    assert exchange.time >= max(info.time, ice.time)
+
+
+def test_ice_servers_failing_while_the_info_fails_too_reports_the_info(
+    perso_mock: Any, client: Any
+) -> None:
+    sid = perso_mock.create_session_id()
+    perso_mock.faults.fail("ice_servers", 400)  # fails first (a 4xx is not retried)
+    perso_mock.faults.add("session_info", status=403, delay=0.2)
+    with pytest.raises(perso_sync.ApiError) as raised:
+        client.create_session(sid, width=160, height=120)
+    assert raised.value.error_code == 403
+    assert perso_mock.journal.requests(endpoint="exchange") == []
+    assert perso_mock.peer(sid) is None
+
+
+def test_a_failing_session_info_stops_everything_even_with_ice_servers_in_flight(
+    perso_mock: Any, client: Any
+) -> None:
+    sid = perso_mock.create_session_id()
+    perso_mock.faults.fail("session_info", 500, times=None)  # GETs retry 5xx: fail them all
+    perso_mock.faults.add("ice_servers", delay=0.5)
+    threads_before = threading.active_count()
+    with pytest.raises(perso_sync.ApiError) as raised:
+        client.create_session(sid, width=160, height=120)
+    assert raised.value.error_code == 500
+    assert perso_mock.journal.requests(endpoint="exchange") == []
+    assert perso_mock.peer(sid) is None
+    wait_until(lambda: threading.active_count() <= threads_before + 1, what="threads")
+
+
+def test_a_rest_only_session_sends_no_offer(perso_mock: Any, client: Any) -> None:
+    """The ICE servers (fetched with the info) come first, so the offer is made; the info then
+    says REST-only and the offer is never sent."""
+    sid = _rest_only_sid(perso_mock)
+    perso_mock.faults.add("session_info", delay=0.3)
+    with client.create_session(sid, width=160, height=120) as session:
+        assert not session.uses_webrtc
+    assert perso_mock.journal.requests(endpoint="exchange") == []
+    assert perso_mock.peer(sid) is None
+    assert _events(perso_mock, sid)[0] == "SESSION_START"
 
 
 def test_exchange_error_is_an_api_error(perso_mock: Any, client: Any) -> None:

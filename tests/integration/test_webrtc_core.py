@@ -259,7 +259,9 @@ async def test_cancelling_the_owner_task_group_closes_the_core(answerer: MockPee
     assert decoder_threads() == []
 
 
-async def test_ready_timeout_when_the_exchange_never_answers() -> None:
+async def test_an_exchange_that_never_answers_is_the_callers_to_bound() -> None:
+    """The exchange is not under the ready timeout (the platform may take seconds to answer
+    it): the caller bounds it, and giving up leaves nothing open."""
     hooks = Hooks()
     exchange_started = anyio.Event()
 
@@ -272,7 +274,7 @@ async def test_ready_timeout_when_the_exchange_never_answers() -> None:
 
     tasks_before = asyncio.all_tasks()
     async with anyio.create_task_group() as tg:
-        with pytest.raises(Timeout, match="WebRTC connection timeout"):
+        with anyio.move_on_after(1.0) as caller_deadline:  # 2x the ready timeout
             await WebRtcCore.connect(
                 ice_servers=[],
                 exchange=never_answers,
@@ -282,8 +284,64 @@ async def test_ready_timeout_when_the_exchange_never_answers() -> None:
                 options=CoreOptions(connect_timeout=0.5),
                 task_group=tg,
             )
+    assert caller_deadline.cancelled_caught  # no Timeout of the core's own before that
     assert exchange_started.is_set()
     assert hooks.closes == []  # never opened, so never "closed"
+    assert decoder_threads() == []
+    assert asyncio.all_tasks() <= tasks_before
+
+
+async def test_the_ready_timeout_counts_from_the_applied_answer(
+    answerer: MockPeerServer,
+) -> None:
+    """An answer that takes longer than the ready timeout still opens the session."""
+    hooks = Hooks()
+    ready_timeout = 0.5
+
+    async def slow_exchange(offer: dict[str, str]) -> dict[str, str]:
+        await anyio.sleep(2 * ready_timeout)
+        return await answerer.exchange(offer)
+
+    async with anyio.create_task_group() as tg:
+        core = await WebRtcCore.connect(
+            ice_servers=[],
+            exchange=slow_exchange,
+            width=WIDTH,
+            height=HEIGHT,
+            hooks=hooks,
+            options=CoreOptions(connect_timeout=ready_timeout),
+            task_group=tg,
+        )
+        try:
+            assert core.audio_track is not None
+            await wait_until(lambda: bool(answerer.received("change-size")))
+        finally:
+            await core.close()
+
+
+async def test_ready_timeout_when_the_answered_peer_never_connects(
+    answerer: MockPeerServer,
+) -> None:
+    hooks = Hooks()
+
+    async def answer_then_vanish(offer: dict[str, str]) -> dict[str, str]:
+        answer = await answerer.exchange(offer)
+        await answerer.answerer.close(SESSION)  # the server side goes away before ICE
+        return answer
+
+    tasks_before = asyncio.all_tasks()
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(Timeout, match="WebRTC connection timeout"):
+            await WebRtcCore.connect(
+                ice_servers=[],
+                exchange=answer_then_vanish,
+                width=WIDTH,
+                height=HEIGHT,
+                hooks=hooks,
+                options=CoreOptions(connect_timeout=0.5),
+                task_group=tg,
+            )
+    assert hooks.closes == []
     assert decoder_threads() == []
     assert asyncio.all_tasks() <= tasks_before
 

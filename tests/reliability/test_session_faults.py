@@ -87,13 +87,21 @@ def test_exchange_dropped_mid_response_is_a_connection_error(
     assert len(perso_mock.journal.requests(endpoint="exchange")) == 1  # POST: no retry
 
 
-def test_exchange_never_answering_is_a_webrtc_timeout(
-    perso_mock: MockPersoServer, client: perso_sync.PersoClient
+def test_exchange_never_answering_ends_at_the_http_read_timeout(
+    perso_mock: MockPersoServer,
 ) -> None:
+    """The ready timeout does not cover the exchange (it counts from the applied answer); the
+    exchange POST has its HTTP timeout."""
     sid = perso_mock.create_session_id()
     perso_mock.faults.delay("exchange", 30)
-    with pytest.raises(perso_sync.Timeout, match="WebRTC connection timeout"):
+    with (
+        perso_sync.PersoClient(
+            api_key=perso_mock.api_key, api_server=perso_mock.url, timeout=(5.0, 0.5)
+        ) as client,
+        pytest.raises(perso_sync.PersoTimeoutError, match="read timeout") as raised,
+    ):
         client.create_session(sid, width=64, height=48, connect_timeout=0.5)
+    assert not isinstance(raised.value, perso_sync.Timeout)
 
 
 def test_ice_servers_failing_is_an_api_error(
