@@ -442,14 +442,26 @@ def cmd_stt(args: argparse.Namespace, io: Streams) -> int:
     return EXIT_OK
 
 
-def _progress(stream: TextIO, *columns: ProgressColumn) -> Progress:
+@contextlib.contextmanager
+def _progress(stream: TextIO, *columns: ProgressColumn) -> Iterator[Progress]:
     """A rich progress display on ``stream``: a live bar on a terminal; when plain, no bar and
-    the final state printed once when it stops (so a log shows the size, rate and time)."""
+    the final state printed once when it stops (so a log shows the size, rate and time). If the
+    work fails, the display goes away and the error line says why."""
     from rich.progress import BarColumn, Progress, TextColumn
 
     console = _console(stream)
-    bar: tuple[ProgressColumn, ...] = (BarColumn(),) if console.is_terminal else ()
-    return Progress(TextColumn("{task.description}"), *bar, *columns, console=console)
+    live = console.is_terminal
+    bar: tuple[ProgressColumn, ...] = (BarColumn(),) if live else ()
+    with Progress(
+        TextColumn("{task.description}"), *bar, *columns, console=console, disable=not live
+    ) as progress:
+        try:
+            yield progress
+        except BaseException:
+            progress.live.transient = True
+            raise
+    if not live:
+        console.print(progress.make_tasks_table(progress.tasks))
 
 
 def cmd_stf(args: argparse.Namespace, io: Streams) -> int:
@@ -511,7 +523,7 @@ def cmd_record(args: argparse.Namespace, io: Streams) -> int:
     if args.seconds <= 0:
         raise InvalidInputError("--seconds must be positive")
     output = Path(args.output)
-    progress = (
+    progress: contextlib.AbstractContextManager[Progress | None] = (
         contextlib.nullcontext(None)
         if args.json
         else _progress(
