@@ -21,14 +21,23 @@ id from ``--template`` (default: the first WebRTC template), or use ``--session-
 Errors print one line to stderr -- ``error: <Class> (<status> <code>) [<field>]: <detail>`` --
 and exit 1 (2 for bad usage, 130 after Ctrl-C); never a traceback (``PERSO_DEBUG=1`` shows it).
 
+On a terminal the output is drawn with ``rich``: tables, a live progress bar (bytes, rate, ETA)
+on stderr for ``stf`` and ``record``, and a ``chat`` view where the reply streams in place above
+a status line with the avatar's state. When the output is not a terminal, or ``$NO_COLOR`` is
+set, it is plain text without any escape code: tables with an ASCII rule, the final progress
+once, chat states as ``[avatar: ...]`` lines. ``--json`` output is the same either way.
+
 Only the commands that open a live session import the WebRTC stack (aiortc); ``settings``,
-``templates`` and ``session`` are plain REST calls.
+``templates`` and ``session`` are plain REST calls. ``rich`` is imported by this module only,
+when it prints: ``import perso_sync`` never loads it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import functools
 import json
 import os
 import sys
@@ -139,15 +148,14 @@ def plain_output(stream: TextIO) -> bool:
 def _console(stream: TextIO) -> Console:
     """A rich console on ``stream`` that never reads markup or emoji codes in the data it shows
     (a prompt named ``[bold]x`` or ``:smile:`` prints as is) and adds no highlighting."""
-    from rich.console import Console
-
+    console_type = _console_class()
     if not plain_output(stream):
-        return Console(file=stream, markup=False, emoji=False, highlight=False)
+        return console_type(file=stream, markup=False, emoji=False, highlight=False)
     try:
         is_tty = stream.isatty()
     except (AttributeError, ValueError, OSError):
         is_tty = False
-    return Console(
+    return console_type(
         file=stream,
         force_terminal=False,
         color_system=None,
@@ -156,6 +164,32 @@ def _console(stream: TextIO) -> Console:
         emoji=False,
         highlight=False,
     )
+
+
+@functools.cache
+def _console_class() -> type[Console]:
+    from rich.console import Console
+
+    class CliConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with status 1 here; the reader going away (perso settings | head) is
+            # not an error of ours, and main() handles it the same way for every command.
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
+    return CliConsole
+
+
+def _print_block(console: Console, renderable: RenderableType) -> None:
+    """Print a table (or grid); plain output drops the padding at the end of its lines."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    lines = captured.get().splitlines()
+    console.file.write("".join(line.rstrip() + "\n" for line in lines))
+    console.file.flush()
 
 
 def _table(console: Console, *columns: str) -> Table:
@@ -196,7 +230,7 @@ def _print_table(
     table = _table(console, *columns)
     for row in rows:
         table.add_row(*(Text(_cell(row.get(column))) for column in columns))
-    console.print(table)
+    _print_block(console, table)
 
 
 def _print_error(stream: TextIO, message: str) -> None:
@@ -368,7 +402,7 @@ def cmd_session_info(args: argparse.Namespace, io: Streams) -> int:
         grid.add_row(key, Text(_cell(name)))
     caps = ",".join(c.get("name", "") for c in info.get("capability") or [])
     grid.add_row("capability", Text(caps or "-"))
-    _console(out).print(grid)
+    _print_block(_console(out), grid)
     return EXIT_OK
 
 
@@ -461,7 +495,7 @@ def _progress(stream: TextIO, *columns: ProgressColumn) -> Iterator[Progress]:
             progress.live.transient = True
             raise
     if not live:
-        console.print(progress.make_tasks_table(progress.tasks))
+        _print_block(console, progress.make_tasks_table(progress.tasks))
 
 
 def cmd_stf(args: argparse.Namespace, io: Streams) -> int:

@@ -88,6 +88,7 @@ def test_settings_as_tables_and_as_json(env) -> None:
     ]
     assert ["gpt-4o-mini", "openai"] in table_rows(text, "llms")
     assert table_rows(text, "text normalizations")[0] == ["textnormalizationconfig_id", "name"]
+    assert all(line == line.rstrip() for line in text.splitlines())  # no padding at line ends
     # --json after the command works like before it
     for argv in (("--json", "settings"), ("settings", "--json")):
         code, text, _ = run(*argv)
@@ -110,6 +111,27 @@ def test_settings_show_names_as_they_are_and_empty_lists_as_none(env) -> None:
     assert code == EXIT_OK
     assert ["p-tricky", "[red]Tricky[/red] :smile:"] in table_rows(text, "prompts")
     assert "documents\n(none)\n" in text
+
+
+def test_settings_into_a_pipe_closed_early_end_quietly(perso_mock) -> None:
+    # perso settings | head -1, with more output than a pipe holds: the reader goes away while
+    # perso still writes. That is not an error: exit 0, nothing on stderr.
+    prompt = perso_mock.catalog.prompts[0]
+    perso_mock.catalog.prompts.extend(
+        {**prompt, "prompt_id": f"p-{n:05}", "name": "x" * 80} for n in range(2000)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perso_sync.cli", "settings"],
+        env=subprocess_env(perso_mock),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"llms\n"
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_OK
+    assert err == b""
 
 
 def test_settings_with_a_wrong_key_prints_one_line(env, monkeypatch) -> None:
