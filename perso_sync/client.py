@@ -476,7 +476,7 @@ class PersoClient:
 
 
 def session_params_from_template(template: SessionTemplate) -> SessionParams:
-    """Map a session template to ``SessionParams`` (Form B, PROTOCOL §3).
+    """Map a session template to ``SessionParams`` (Form B, docs/PROTOCOL.md §3).
 
     Raises ``UnsupportedTemplateError`` when its model style is not for ``webrtc``.
     """
