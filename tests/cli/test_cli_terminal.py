@@ -7,6 +7,7 @@ import fcntl
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -31,6 +32,30 @@ CONTROL_SEQUENCE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 def visible(text: str) -> str:
     """The text without its control sequences (colours, cursor moves)."""
     return CONTROL_SEQUENCE.sub("", text)
+
+
+def screen(raw: str) -> list[str]:
+    """The lines left on a terminal that received ``raw``: text overwrites at the cursor, and the
+    moves rich's live display uses are followed (carriage return, line feed, cursor up, erase
+    line); colours are ignored. Lines are short here: no wrapping."""
+    lines, row, col = [""], 0, 0
+    for token in re.finditer(r"\x1b\[([0-9;?]*)([A-Za-z])|\r|\n|[^\x1b\r\n]+", raw):
+        text, (args, command) = token.group(), token.groups()
+        if text == "\r":
+            col = 0
+        elif text == "\n":
+            row += 1
+            if row == len(lines):
+                lines.append("")
+        elif command == "A":
+            row = max(0, row - int(args or 1))
+        elif command == "K":
+            lines[row] = "" if args == "2" else lines[row][:col]
+        elif command is None:
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + text + line[col + len(text) :]
+            col += len(text)
+    return [line.rstrip() for line in lines]
 
 
 class Terminal:
@@ -192,10 +217,39 @@ def test_chat_in_a_terminal_streams_in_place_with_a_status_line(perso_mock, term
         term.close()
     assert code == EXIT_OK
     assert ESC in text
-    shown = visible(text)
-    assert "avatar> Hi there, nice to meet you.\r\n" in shown
-    # States are shown in place on the status line, never logged as lines.
-    assert "[avatar:" not in shown
-    assert "closed" in text
     (session_id,) = list(perso_mock.sessions)
+    # States were shown in place on the status line, never logged as lines; once the turn is
+    # over, only the conversation is left on the screen.
+    assert "[avatar:" not in visible(text)
+    assert [line for line in screen(text) if line] == [
+        f"session {session_id} (avatar): type a message; Ctrl-C interrupts a reply, Ctrl-D ends",
+        "you> hello",
+        "avatar> Hi there, nice to meet you.",
+        "you>",
+        f"session {session_id} closed",
+    ]
     assert perso_mock.journal.messages(session_id=session_id, type="ttstf", direction="in")
+
+
+def test_chat_in_a_terminal_keeps_the_partial_reply_after_ctrl_c(perso_mock, terminal_env) -> None:
+    story = " ".join(f"word{i}" for i in range(60))
+    perso_mock.llm_script = LlmScript(rules=[Rule(pattern="story", reply=story)], delay=0.1)
+    term = Terminal(["chat", "--template", TEMPLATE], terminal_env)
+    try:
+        at = term.wait_for("you> ")
+        term.type(b"tell me a story\n")
+        at = term.wait_for("avatar> word0", at)
+        term.proc.send_signal(signal.SIGINT)
+        at = term.wait_for("[interrupted]", at)
+        at = term.wait_for("you> ", at)
+        term.type(b"\x04")
+        code, text = term.finish()
+    finally:
+        term.close()
+    assert code == EXIT_OK
+    # What had streamed in stays on the screen above the note; the rest never came.
+    lines = [line for line in screen(text) if line]
+    assert lines[1] == "you> tell me a story"
+    assert re.fullmatch(r"avatar> word0( word\d+)*", lines[2]), lines
+    assert "word59" not in lines[2]
+    assert lines[3:5] == ["  [interrupted]", "you>"]
