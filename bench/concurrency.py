@@ -24,7 +24,8 @@ other from this thread (64x48 video), then held open for a window of a few secon
   drains, pings, watchdog) at ~4 % of it. Lag well above what the busy share explains is time
   the loop waits for the GIL behind aiortc's 100 decoder threads and for a loaded CPU.
 
-Bar (DESIGN.md): threads constant, every session keeps its pings, none lost.
+Bar (docs/ARCHITECTURE.md, "Quality bars"): threads constant, every session keeps its pings,
+none lost.
 """
 
 from __future__ import annotations
