@@ -415,7 +415,7 @@ class WebRtcCore:
         pc = self._pc
         assert pc is not None
 
-        # No deadline of ours here: the exchange bounds itself (PROTOCOL §5 step 6; the
+        # No deadline of ours here: the exchange bounds itself (docs/PROTOCOL.md §5 step 6; the
         # platform may take seconds to answer while it allocates the avatar renderer).
         answer = await exchange({"type": local.type, "sdp": local.sdp})
 
@@ -433,8 +433,8 @@ class WebRtcCore:
             raise InvalidResponseError(f"the server's SDP answer was rejected: {exc}") from exc
 
     async def _make_offer(self, ice_servers: list[dict[str, Any]]) -> RTCSessionDescription:
-        """The peer connection with its channel and transceivers (PROTOCOL §5 steps 2-4) and
-        its offer, set as local description (ICE candidates gathered); returns the offer."""
+        """Build the peer connection with its channel and transceivers (docs/PROTOCOL.md §5
+        steps 2-4), set its offer as local description (ICE candidates gathered), return it."""
         from aiortc import RTCConfiguration, RTCPeerConnection
 
         try:

@@ -446,13 +446,25 @@ class PersoClient:
         """Open a live session (WebRTC avatar, LLM, TTS, STT) for ``session_id``.
 
         ``width`` x ``height`` is the avatar's rendered size. ``client_tools`` are the tools the
-        LLM may call in this session's turns. ``connect_timeout``: seconds for the WebRTC
-        connection to become ready once the server's answer is applied, else
-        :class:`perso_sync.errors.Timeout`. ``ping_timeout``: seconds without a server ping
+        LLM may call in this session's turns. ``ping_timeout``: seconds without a server ping
         before the session is closed as lost. ``heartbeat_interval``: seconds between the
         ``SESSION_DURING`` events of a REST-only session. ``receive_video=False`` skips decoding
         the avatar's video (no frames, no ``video_track``), saving about 40 % of an idle
         session's CPU. This is the first call that loads aiortc; see docs/PROTOCOL.md §5.
+
+        Opening takes two round trips: the session info and the ICE servers are fetched at
+        once, the offer is made as soon as the ICE servers are in, then the SDP exchange.
+
+        Timeouts:
+
+        - each request (session info, ICE servers, the ``exchange`` POST) has this client's
+          HTTP ``timeout``; the platform may take seconds to answer ``exchange`` (it
+          allocates the avatar's renderer then), and only the HTTP read timeout bounds it;
+        - ``connect_timeout`` is the ready timeout: seconds from the moment the server's
+          answer is applied (``exchange`` returned, remote description set) until a remote
+          track arrived and the ``message`` channel is open, else
+          :class:`perso_sync.errors.Timeout`, as the official client counts it. Creating the
+          offer has a bound of the same length.
         """
         from perso_sync.session import Session
 
@@ -675,6 +687,9 @@ def create_session(
     """Open a live session for ``session_id`` (options as in ``PersoClient.create_session``).
 
     The session owns the HTTP client made for it: its connections close when the session does.
+    Timeouts: each request (session info, ICE servers, ``exchange``) has the default HTTP
+    timeout (5 s to connect, 30 s per read); ``connect_timeout`` is the ready timeout, counted
+    from the moment the server's SDP answer is applied, not from the start of the call.
     """
     client = PersoClient(api_server=api_server)
     try:
