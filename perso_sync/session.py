@@ -386,8 +386,8 @@ class Session:
         """The WebRTC core once ready, or None for a REST-only session.
 
         What may overlap (docs/PROTOCOL.md §5): the ICE-servers GET needs nothing from the
-        session info, so both GETs start at once. The peer connection and its offer need only the ICE
-        servers (they are built into the connection), so they are made as soon as those
+        session info, so both GETs start at once. The peer connection and its offer need only
+        the ICE servers (they are built into the connection), so they are made as soon as those
         arrive, while the info may still be in flight. The exchange needs the info: only a
         WebRTC session (STF capability) may POST an offer, so it waits for it. A REST-only
         session thus also sends the ICE-servers GET, whose answer is dropped. Errors keep the
