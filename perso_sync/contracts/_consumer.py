@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
-from perso_sync._endpoints import session_event, session_info
+from perso_sync._endpoints import ice_servers, session_event, session_info
 from perso_sync.contracts._format import (
     Contract,
     Expectation,
@@ -39,8 +39,9 @@ __all__ = ["CONSUMER_API_KEY", "CONSUMER_API_SERVER", "FakePlatform", "run_consu
 CONSUMER_API_SERVER = "http://perso.contract.invalid"
 CONSUMER_API_KEY = "contract-consumer-key"
 
-# A session.* call needs a Session; a REST-only one (no STF capability) needs only these two
-# endpoints, which the fake platform serves around the contract's own interactions.
+# A session.* call needs a Session; a REST-only one (no STF capability) needs only these three
+# endpoints, which the fake platform serves around the contract's own interactions (the ICE
+# servers are fetched together with the session info, before the info says REST-only).
 _HARNESS_INFO: dict[str, Any] = {
     "client_sdp": None,
     "server_sdp": None,
@@ -88,6 +89,7 @@ class FakePlatform:
             info = dict(_HARNESS_INFO, session_id=harness_session)
             self._harness_paths = {
                 ("GET", session_info(harness_session)): json.dumps(info).encode(),
+                ("GET", ice_servers(harness_session)): b'{"ice_servers": []}',
                 ("POST", session_event(harness_session)): b"{}",
             }
 
