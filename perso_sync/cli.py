@@ -468,7 +468,8 @@ class _ReplyLine:
             self._screen.write(new)
 
     def end(self) -> None:
-        self._shown = ""
+        # _shown is kept: message chunks accumulate over the whole turn, so after a tool call
+        # only the new text is printed, on a new line.
         if self._open:
             self._screen.write("\n")
             self._open = False
