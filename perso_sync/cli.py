@@ -435,8 +435,15 @@ class _ChatScreen:
             self._out.flush()
 
     def on_states(self, states: frozenset[ChatState]) -> None:
+        # The LLM state (on while process_llm streams) is the reply line itself: only what the
+        # avatar does is shown here.
+        from perso_sync.models import ChatState
+
+        states = states - {ChatState.LLM}
         names = ", ".join(sorted(s.value.lower() for s in states)) or "idle"
         with self._lock:
+            if states == self._states:
+                return
             self._states = states
             self._out.write(f"  [avatar: {names}]\n")
             self._out.flush()
