@@ -65,8 +65,12 @@ MAX_ROUNDS = 10
 
 @attrs.frozen
 class MessageChunk:
-    """Streaming text. ``chunks``: every piece of this message so far (emoji removed);
-    ``message``: their concatenation; ``finish``: True on the last chunk of the message."""
+    """Streaming text of the whole turn (every round, across tool calls).
+
+    ``chunks``: every text piece of the turn so far (emoji removed; deltas that arrived
+    together are batched into one chunk); ``message``: their concatenation; ``finish``: True on
+    exactly one chunk, the last of a successful turn (even when its text is empty) or of an
+    aborted turn that received text. Speak or store ``message`` of the ``finish`` chunk."""
 
     chunks: tuple[str, ...]
     message: str
@@ -134,8 +138,8 @@ class FollowUp:
 
 @attrs.frozen
 class Done:
-    """The turn succeeded: append ``history`` to the processor's history; ``text`` is the
-    assistant's last message."""
+    """The turn succeeded (its ``finish`` chunk was produced): append ``history`` to the
+    history the turn used; ``text`` is the assistant's last message of the turn."""
 
     history: list[dict[str, Any]]
     text: str

@@ -357,7 +357,8 @@ class LlmProcessor:
         message = _check_message(message)
 
         def on_delta(text: str) -> None:
-            self._notify("on_ttstf", text)
+            if text:  # an emoji-only delta leaves nothing to speak
+                self._notify("on_ttstf", text)
 
         def on_state(add: ChatState | None, remove: ChatState | None) -> None:
             self._notify("on_chat_state_change", add, remove)
@@ -395,7 +396,7 @@ class LlmProcessor:
         """The avatar-driving turn (``Session.process_chat``), awaited ON the runtime loop.
 
         The hooks are loop-side and must not block: ``on_delta(text)`` for every text delta
-        (emoji removed), ``on_state(add, remove)`` for ``ChatState.LLM``, ``on_log(text,
+        (emoji removed; possibly empty then), ``on_state(add, remove)`` for ``ChatState.LLM``, ``on_log(text,
         is_user)`` for the user message and each finished answer. Returns the assistant's last
         message; raises ``LLMError``; cancellable (``clear_buffer``). A raising tool gives
         ``tool_error_result``. ``history`` is the history the turn sends and extends (a session
