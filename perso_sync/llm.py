@@ -396,10 +396,10 @@ class LlmProcessor:
         """The avatar-driving turn (``Session.process_chat``), awaited ON the runtime loop.
 
         The hooks are loop-side and must not block: ``on_delta(text)`` for every text delta
-        (emoji removed; possibly empty then), ``on_state(add, remove)`` for ``ChatState.LLM``, ``on_log(text,
-        is_user)`` for the user message and each finished answer. Returns the assistant's last
-        message; raises ``LLMError``; cancellable (``clear_buffer``). A raising tool gives
-        ``tool_error_result``. ``history`` is the history the turn sends and extends (a session
+        (emoji removed; possibly empty then), ``on_state(add, remove)`` for ``ChatState.LLM``,
+        ``on_log(text, is_user)`` for the user message and each finished answer. Returns the
+        assistant's last message; raises ``LLMError``; cancellable (``clear_buffer``). A raising
+        tool gives ``tool_error_result``. ``history`` is the history the turn sends and extends (a session
         passes its own chat history); by default the processor's.
         """
         message = _check_message(message)
