@@ -399,8 +399,8 @@ class LlmProcessor:
         (emoji removed; possibly empty then), ``on_state(add, remove)`` for ``ChatState.LLM``,
         ``on_log(text, is_user)`` for the user message and each finished answer. Returns the
         assistant's last message; raises ``LLMError``; cancellable (``clear_buffer``). A raising
-        tool gives ``tool_error_result``. ``history`` is the history the turn sends and extends (a session
-        passes its own chat history); by default the processor's.
+        tool gives ``tool_error_result``. ``history`` is the history the turn sends and extends
+        (a session passes its own chat history); by default the processor's.
         """
         message = _check_message(message)
         error_result = dict(tool_error_result)
