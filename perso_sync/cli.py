@@ -735,10 +735,19 @@ class _PlainChatView(_ChatView):
         self._out.flush()
 
 
+#: Repaints per second of the chat's live region (the spinner, the streamed reply, the state).
+_CHAT_FPS = 12
+
+
 class _LiveChatView(_ChatView):
     """A terminal: during a turn, a live region at the bottom shows the reply as it streams in
     (rewritten in place) above one status line with the avatar's state; finished replies, tool
-    calls and notes scroll above it. Between turns only the conversation stays on screen."""
+    calls and notes scroll above it. Between turns only the conversation stays on screen.
+
+    Every write to the terminal during a turn (repaint of the region, lines printed above it)
+    holds one lock: rich moves the cursor up over the region it drew last, and two threads
+    drawing at once would leave a copy of the region behind. So the region is repainted by one
+    ticker thread of ours, never by rich's own refresh thread."""
 
     def __init__(self, console: Console) -> None:
         from rich.spinner import Spinner
@@ -747,55 +756,82 @@ class _LiveChatView(_ChatView):
         self._console = console
         self._streaming = ""
         self._spinner = Spinner("dots", style="cyan")
+        self._paint = threading.Lock()
         self._live: Live | None = None
+        self._ticker: threading.Thread | None = None
+        self._stop_ticker = threading.Event()
+
+    def _print(self, renderable: RenderableType, end: str = "\n") -> None:
+        with self._paint:
+            self._console.print(renderable, end=end)
 
     def line(self, text: str, style: str = "") -> None:
         from rich.text import Text
 
-        self._console.print(Text(text, style=style))
+        self._print(Text(text, style=style))
 
     def prompt(self) -> None:
         from rich.text import Text
 
-        self._console.print(Text("you> ", style="bold green"), end="")
+        self._print(Text("you> ", style="bold green"), end="")
         self._console.file.flush()
 
     def begin_turn(self) -> None:
         from rich.live import Live
 
         # transient: the status line goes away with the turn; what was said is printed above.
-        self._live = Live(
+        live = Live(
             self,
             console=self._console,
             transient=True,
-            refresh_per_second=12,
+            auto_refresh=False,
             vertical_overflow="visible",
         )
-        self._live.start()
+        with self._paint:
+            live.start(refresh=True)
+            self._live = live
+        self._stop_ticker = threading.Event()
+        self._ticker = threading.Thread(
+            target=self._tick, args=(self._stop_ticker,), name="perso-chat-view", daemon=True
+        )
+        self._ticker.start()
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(1 / _CHAT_FPS):
+            self._repaint()
+
+    def _repaint(self) -> None:
+        with self._paint:
+            if self._live is not None:
+                self._live.refresh()
 
     def end_turn(self) -> None:
         self.end_reply()
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
+        self._stop_ticker.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=_STATE_ECHO_TIMEOUT)
+            self._ticker = None
+        with self._paint:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
 
     def reply(self, text: str) -> None:
         with self._lock:
             self._streaming += text
-        if self._live is not None:
-            self._live.refresh()
+        self._repaint()  # at once, not at the next tick
 
     def end_reply(self) -> None:
         with self._lock:
             text, self._streaming = self._streaming, ""
         if text:
-            self._console.print(self._reply_text(text))
+            self._print(self._reply_text(text))
 
     def note(self, text: str, style: str = "dim") -> None:
         from rich.text import Text
 
         self.end_reply()
-        self._console.print(Text(f"  [{text}]", style=style))
+        self._print(Text(f"  [{text}]", style=style))
 
     @staticmethod
     def _reply_text(text: str) -> RenderableType:
@@ -804,7 +840,7 @@ class _LiveChatView(_ChatView):
         return Text.assemble(("avatar> ", "bold magenta"), text)
 
     def __rich__(self) -> RenderableType:
-        """What the live region shows now (called by rich's refresh thread)."""
+        """What the live region shows now (rich calls it on every repaint)."""
         from rich.console import Group
         from rich.text import Text
 
@@ -867,7 +903,6 @@ def _chat_turn(session: Session, message: str, view: _ChatView, speak: bool) -> 
         # The reference's pattern for a streamed turn: speak the finished text (processTTSTF).
         session.process_ttstf(reply)
         session.wait_until_idle(timeout=CHAT_SPEECH_TIMEOUT)
-        view.wait_shown_idle(_STATE_ECHO_TIMEOUT)
 
 
 def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
@@ -913,10 +948,12 @@ def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
                 with contextlib.suppress(PersoError):
                     session.clear_buffer()  # the avatar stops too, not only the stream
                 view.note("interrupted", style="yellow")
-                view.wait_shown_idle(_STATE_ECHO_TIMEOUT)
             except (LLMError, STTError, TTSError, ApiError) as exc:
                 view.note(f"error: {describe_error(exc)}", style="bold red")
             finally:
+                # The state callback runs on another thread: let the idle state (after the
+                # LLM, or the speech) be shown before the next prompt, never after it.
+                view.wait_shown_idle(_STATE_ECHO_TIMEOUT)
                 view.end_turn()
         view.line(f"session {session.session_id} closed", style="dim")
     return EXIT_OK
