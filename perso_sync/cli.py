@@ -666,14 +666,7 @@ class _ChatView:
         raise NotImplementedError
 
     def on_states(self, states: frozenset[ChatState]) -> None:
-        from perso_sync.models import ChatState
-
-        # The LLM state (on while process_llm streams) is the streamed reply itself: only what
-        # the avatar does is shown as its state.
-        states = states - {ChatState.LLM}
         with self._lock:
-            if states == self._states:
-                return
             self._states = states
             self._show_states(states)
             self._idle.notify_all()
