@@ -131,7 +131,7 @@ def _cell(value: Any) -> str:
 _PLAIN_WIDTH = 10_000
 
 
-def plain_output(stream: TextIO) -> bool:
+def _plain_output(stream: TextIO) -> bool:
     """True when ``stream`` gets plain text: it is not a terminal, or ``$NO_COLOR`` is set.
 
     Plain means no escape code at all (no colour, no bold, no cursor movement): progress is
@@ -149,7 +149,7 @@ def _console(stream: TextIO) -> Console:
     """A rich console on ``stream`` that never reads markup or emoji codes in the data it shows
     (a prompt named ``[bold]x`` or ``:smile:`` prints as is) and adds no highlighting."""
     console_type = _console_class()
-    if not plain_output(stream):
+    if not _plain_output(stream):
         return console_type(file=stream, markup=False, emoji=False, highlight=False)
     try:
         is_tty = stream.isatty()
@@ -195,13 +195,11 @@ def _print_block(console: Console, renderable: RenderableType) -> None:
 def _table(console: Console, *columns: str) -> Table:
     """A table with a header rule and no frame (ASCII when plain, so pipes and greps see text)."""
     from rich import box
-    from rich.table import Table
+    from rich.table import Column, Table
 
     frame = box.SIMPLE_HEAD
-    if not console.is_terminal or console.color_system is None:
+    if not console.is_terminal:
         frame = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
-    from rich.table import Column
-
     # Ids are copied from here: the first column never wraps, no cell is cut with an ellipsis.
     heads = [
         Column(name, no_wrap=index == 0, overflow="fold") for index, name in enumerate(columns)
@@ -911,7 +909,7 @@ def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
             call=_current_time,
         )
     ]
-    plain = plain_output(io.out)
+    plain = _plain_output(io.out)
     view: _ChatView = _PlainChatView(io.out) if plain else _LiveChatView(_console(io.out))
     with _open_session(args, client_tools=tools) as session:
         speak = session.uses_webrtc
