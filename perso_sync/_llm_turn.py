@@ -294,6 +294,7 @@ class LlmTurn:
         self.rounds = 0
         self._pieces: list[str] = []  # every text piece of the turn (emoji removed)
         self._yielded = 0  # how many of them the last message chunk carried
+        self._text = ""  # those pieces joined (built per chunk: joining all each time is O(n²))
         self._contents = ""  # text of the current assistant message, not yet in history
         self._last_text = ""
         self._calls: list[dict[str, Any]] = []  # tool calls requested in this round
@@ -448,8 +449,9 @@ class LlmTurn:
 
     def _message_chunk(self, *, finish: bool) -> MessageChunk:
         pieces = tuple(self._pieces)
+        self._text += "".join(pieces[self._yielded :])
         self._yielded = len(pieces)
-        return MessageChunk(pieces, "".join(pieces), finish)
+        return MessageChunk(pieces, self._text, finish)
 
     def _flush(self, step: TurnStep) -> None:
         if len(self._pieces) > self._yielded:
