@@ -688,6 +688,9 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
         self._unsubscribe: Callable[[], None] | None = None
         self._runtime = get_runtime()
         processor._llm_state(ChatState.LLM, None)
+        # Without an AbortSignal no step is ever cancelled from inside: the per-step cancel
+        # scope (a sizeable share of the loop's work per network read) is skipped.
+        self._abortable = abort is not None
         if abort is not None:
             self._unsubscribe = abort._subscribe(self._abort_from_any_thread)
 
@@ -711,12 +714,15 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
             if self._aborted:
                 await self._finish(self._engine.abort())
                 continue
-            with anyio.CancelScope() as scope:
-                self._scope = scope
+            if self._abortable:
+                with anyio.CancelScope() as scope:
+                    self._scope = scope
+                    step = await self._engine.next_step()
+                self._scope = None
+                if scope.cancelled_caught:
+                    continue  # aborted: handled at the top of the loop
+            else:
                 step = await self._engine.next_step()
-            self._scope = None
-            if scope.cancelled_caught:
-                continue  # aborted: handled at the top of the loop
             if step is None:
                 await self._finish(None)
                 continue
