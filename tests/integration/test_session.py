@@ -343,3 +343,19 @@ def test_bad_client_tools_are_refused_before_any_request(perso_mock: Any, client
     with pytest.raises(perso_sync.InvalidInputError):
         client.create_session(sid, width=160, height=120, client_tools=["not a tool"])
     assert perso_mock.journal.requests(session_id=sid) == []
+
+
+def test_form_b_body_carries_template_numbers_as_the_js_client(perso_mock: Any) -> None:
+    # The mock's template has "padding_left": 0.0 (a float on the wire); the official client
+    # sends it back through JSON.stringify, as 0. Ours must send the same body.
+    with perso_sync.PersoClient(api_key=perso_mock.api_key, api_server=perso_mock.url) as api:
+        api.create_session_id(session_template_id="tmpl-webrtc-full")
+    (request,) = perso_mock.journal.requests(endpoint="create_session")
+    body = request.body
+    assert [
+        (body[key], type(body[key])) for key in ("padding_left", "padding_top", "padding_height")
+    ] == [
+        (0, int),
+        (0.1, float),
+        (1.2, float),
+    ]
