@@ -37,6 +37,7 @@ import attrs
 
 from perso_sync.errors import (
     ApiError,
+    AudioFormatError,
     InvalidInputError,
     InvalidResponseError,
     PersoConnectionError,
@@ -256,6 +257,7 @@ class Session:
         self._stt_lock = threading.Lock()
         self._stt_recorder: WavRecorder | None = None
         self._stt_pending: bytes | None = None
+        self._stt_error: STTError | None = None
         self._stt_timer: concurrent.futures.Future[None] | None = None
         self._last_recorded: bytes | None = None
         self._recording: MediaRecording | None = None
@@ -789,9 +791,14 @@ class Session:
         """Transcribe ``audio`` (bytes, a path or a binary file object) and return the text.
 
         WAV is sent as is; other formats PyAV reads (MP3, OGG, FLAC, ...) are converted to
-        16 kHz mono WAV first. Something that is not audio raises
-        :class:`perso_sync.errors.AudioFormatError` before any request. A failed request raises
-        :class:`STTError` (also given to the error handler). ``language`` e.g. ``"ko"``.
+        16 kHz mono WAV first. ``language`` e.g. ``"ko"``.
+
+        Every failure of the transcription is an :class:`STTError` (also given to the error
+        handler): audio that cannot be read (a malformed WAV, data that is not audio) is caught
+        before any request, with the :class:`perso_sync.errors.AudioFormatError` as its
+        ``underlying_error``; a refused or failed request has the ``ApiError`` or transport
+        error. A wrong argument (not bytes, a path or a binary file object; a path that names
+        no file) raises :class:`InvalidInputError`.
         """
         return self.transcribe_audio_detailed(audio, language).text
 
@@ -805,16 +812,24 @@ class Session:
         from perso_sync.audio import read_audio_input, to_stt_wav
 
         self._ensure_open()
-        wav = to_stt_wav(read_audio_input(audio))
+        raw = read_audio_input(audio)
+        try:
+            wav = to_stt_wav(raw)
+        except AudioFormatError as exc:
+            raise self._stt_failure(exc) from exc
         return self._transcribe_wav(wav, language)
 
     def _transcribe_wav(self, wav: bytes, language: str | None) -> STTResponse:
         try:
             return self._client.transcribe(self._session_id, wav, language=language)
         except (ApiError, PersoConnectionError, PersoTimeoutError, InvalidResponseError) as exc:
-            error = STTError(exc)
-            self._report_error(error, raised=True)
-            raise error from exc
+            raise self._stt_failure(exc) from exc
+
+    def _stt_failure(self, cause: PersoError) -> STTError:
+        # Every STT failure is an STTError (errors module docstring), given to the error handler.
+        error = STTError(cause)
+        self._report_error(error, raised=True)
+        return error
 
     def start_process_stt(self, timeout: float | None = None, source: Any = None) -> None:
         """Start recording the user's voice for STT (16 kHz mono WAV); RECORDING state on.
@@ -823,7 +838,11 @@ class Session:
         (see :class:`perso_sync.WavRecorder`); ``None`` = the system microphone. ``timeout``
         (seconds; the JS SDK takes milliseconds) stops recording by itself, keeping the audio
         for :meth:`stop_process_stt`. Raises :class:`RecordingError` when already recording (or
-        audio from a timed-out recording is still pending) or when the source cannot be opened.
+        audio from a timed-out recording is still pending); :class:`STTError` (also given to
+        the error handler) when the source cannot be opened, its ``underlying_error`` the
+        :class:`RecordingError` of a microphone that cannot be opened or the
+        :class:`perso_sync.errors.AudioFormatError` of a file that is not audio;
+        :class:`InvalidInputError` for a bad argument or a path that names no file.
         """
         from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, WavRecorder
 
@@ -835,9 +854,13 @@ class Session:
             if current is not None and (current.is_recording() or self._stt_pending is not None):
                 raise RecordingError("STT recording is already in progress")
             recorder = WavRecorder(channels=1, target_sample_rate=TTS_TARGET_SAMPLE_RATE)
-            recorder.start(source, timeout=timeout)  # caps the take at `timeout` s of audio
+            try:
+                recorder.start(source, timeout=timeout)  # caps the take at `timeout` s of audio
+            except (RecordingError, AudioFormatError) as exc:
+                raise self._stt_failure(exc) from exc
             self._stt_recorder = recorder
             self._stt_pending = None
+            self._stt_error = None
             self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
             if timeout is not None:
                 timer = self._runtime.spawn(self._stt_auto_stop, recorder, timeout)
@@ -858,8 +881,8 @@ class Session:
                 return
             try:
                 self._stt_pending = recorder.stop()
-            except PersoError as exc:
-                self._report_error(exc)
+            except RecordingError as exc:  # the source failed: stop_process_stt raises it
+                self._stt_error = self._stt_failure(exc)
             finally:
                 self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
 
@@ -868,7 +891,9 @@ class Session:
 
         The WAV is kept in :attr:`last_recorded_audio_file`. Raises :class:`RecordingError`
         ("STT recording has not been started" / "STT recording is not in progress") and
-        :class:`STTError` when the request fails (also given to the error handler).
+        :class:`STTError` (also given to the error handler) when the request fails or the
+        recording source failed mid-way (its ``underlying_error`` is then the
+        :class:`RecordingError`).
         """
         self._ensure_open()
         with self._stt_lock:
@@ -876,15 +901,21 @@ class Session:
             if recorder is None:
                 raise RecordingError("STT recording has not been started")
             pending, self._stt_pending = self._stt_pending, None
+            failed, self._stt_error = self._stt_error, None
             with self._lock:
                 timer, self._stt_timer = self._stt_timer, None
             if timer is not None:
                 timer.cancel()
             if pending is not None:
                 wav = pending
+            elif failed is not None:
+                self._stt_recorder = None
+                raise failed  # the source failed after a timeout stop: already reported
             elif recorder.is_recording():
                 try:
                     wav = recorder.stop()
+                except RecordingError as exc:
+                    raise self._stt_failure(exc) from exc
                 finally:
                     self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
             else:
@@ -918,9 +949,15 @@ class Session:
         ``format``: ``wav``/``mp3`` or a MIME type; unknown or missing → the file's own type.
         ``progress(sent_bytes, total_bytes_or_None)`` is called in order, off the loop, and
         every call has run when this returns. ANALYZING goes up before the upload and back
-        down if it fails. Raises :class:`STFError` on a REST-only session ("processSTF requires
-        WebRTC (STF mode)") or when the upload fails (also given to the error handler);
-        ``timeout`` bounds the whole transfer (the protocol's 30 s by default).
+        down if it fails. ``timeout`` bounds the whole transfer (the protocol's 30 s by default).
+
+        Raises :class:`STFError` on a REST-only session ("processSTF requires WebRTC (STF
+        mode)"), and for every failure of the speech-to-face itself, also given to the error
+        handler: an empty file (``underlying_error`` an
+        :class:`perso_sync.errors.AudioFormatError`), a file that cannot be read mid-way, an
+        upload that times out or whose channel closes early. :class:`InvalidInputError` for a
+        wrong argument (a path that cannot be opened, a text-mode file object, a non-positive
+        ``timeout``); :class:`SessionClosedError` when the session is or gets closed.
         """
         from perso_sync.audio import normalize_audio_format, sniff_audio_format
 
@@ -931,27 +968,31 @@ class Session:
             raise InvalidInputError("message must be a string")
         if not timeout > 0:
             raise InvalidInputError("timeout must be a positive number of seconds")
-        with _open_upload_source(file) as (reader, head, total):
-            fallback = sniff_audio_format(head) if head else None
-            audio_format = normalize_audio_format(format, fallback)
-            progress_hook = self._progress_hook(progress)
-            self._apply_state(lambda machine: machine.analyzing_up())
-            try:
-                file_ref = self._runtime.call(
-                    self._upload_on_loop,
-                    reader,
-                    total,
-                    progress_hook,
-                    audio_format,
-                    message,
-                    timeout,
-                    timeout=timeout + _LOOP_CALL_MARGIN,
-                )
-            except BaseException as exc:
-                self._apply_state(lambda machine: machine.analyzing_down())
-                if isinstance(exc, STFError):
-                    self._report_error(exc, raised=True)
-                raise
+        try:
+            with _open_upload_source(file) as (reader, head, total):
+                fallback = sniff_audio_format(head) if head else None
+                audio_format = normalize_audio_format(format, fallback)
+                progress_hook = self._progress_hook(progress)
+                self._apply_state(lambda machine: machine.analyzing_up())
+                try:
+                    file_ref = self._runtime.call(
+                        self._upload_on_loop,
+                        reader,
+                        total,
+                        progress_hook,
+                        audio_format,
+                        message,
+                        timeout,
+                        timeout=timeout + _LOOP_CALL_MARGIN,
+                    )
+                except BaseException as exc:
+                    self._apply_state(lambda machine: machine.analyzing_down())
+                    if isinstance(exc, PersoTimeoutError):  # the loop never answered in time
+                        raise STFError("File transfer timed out", exc) from exc
+                    raise
+        except STFError as exc:
+            self._report_error(exc, raised=True)
+            raise
         if progress is not None:
             with contextlib.suppress(PersoError):
                 self._dispatcher.flush(_PROGRESS_FLUSH_TIMEOUT)
@@ -1390,6 +1431,10 @@ class _PrefixedReader(io.RawIOBase):
         return len(data)
 
 
+def _empty_stf_file(message: str) -> STFError:
+    return STFError(message, AudioFormatError(message))
+
+
 @contextlib.contextmanager
 def _open_upload_source(
     file: bytes | str | os.PathLike[str] | BinaryIO,
@@ -1399,7 +1444,7 @@ def _open_upload_source(
     if isinstance(file, (bytes, bytearray, memoryview)):
         data = bytes(file)
         if not data:
-            raise InvalidInputError("the STF file is empty")
+            raise _empty_stf_file("the STF file is empty")
         yield io.BytesIO(data), data[:_SNIFF_BYTES], len(data)
         return
     if isinstance(file, (str, os.PathLike)):
@@ -1411,7 +1456,7 @@ def _open_upload_source(
         with handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
-                raise InvalidInputError(f"the STF file {path!r} is empty")
+                raise _empty_stf_file(f"the STF file {path!r} is empty")
             head = handle.read(_SNIFF_BYTES)
             handle.seek(0)
             yield cast(BinaryIO, handle), head, size

@@ -139,9 +139,63 @@ def test_stt_of_an_mp3_is_converted_to_wav_first(perso_mock: Any, rest_session: 
 
 
 def test_non_audio_is_refused_without_a_request(perso_mock: Any, rest_session: Any) -> None:
-    with pytest.raises(perso_sync.AudioFormatError):
+    errors = Recorder()
+    rest_session.set_error_handler(errors)
+
+    with pytest.raises(perso_sync.STTError) as raised:
         rest_session.transcribe_audio(b"this is certainly not audio" * 20)
+
+    assert isinstance(raised.value.underlying_error, perso_sync.AudioFormatError)
     assert perso_mock.journal.requests(endpoint="stt") == []
+    errors.wait_count(1)
+    assert errors.calls == [raised.value]
+
+
+@pytest.mark.parametrize(
+    "wav",
+    [
+        b"RIFF\x10\x00\x00\x00WAVE",  # header cut short: no fmt chunk
+        b"RIFF\x24\x00\x00\x00WAVEdata\x04\x00\x00\x00\x00\x00\x00\x00",  # no fmt
+        b"RIFF\x24\x00\x00\x00WAVEfmt \x02\x00\x00\x00\x01\x00",  # fmt too short
+    ],
+    ids=["short", "no-fmt", "short-fmt"],
+)
+def test_malformed_wav_is_an_stt_error_with_the_format_error_under_it(
+    perso_mock: Any, rest_session: Any, wav: bytes
+) -> None:
+    with pytest.raises(perso_sync.STTError) as raised:
+        rest_session.transcribe_audio_detailed(wav)
+
+    cause = raised.value.underlying_error
+    assert isinstance(cause, perso_sync.AudioFormatError)
+    # The message still says what is wrong with the audio.
+    assert str(raised.value) == f"STT Error: {cause}"
+    assert "WAV" in str(cause) or "fmt" in str(cause)
+    assert perso_mock.journal.requests(endpoint="stt") == []
+
+
+def test_stt_of_a_missing_file_is_an_input_error(rest_session: Any, tmp_path: Path) -> None:
+    # A wrong argument is not a failed transcription: it keeps its own class.
+    with pytest.raises(perso_sync.InvalidInputError, match="not found"):
+        rest_session.transcribe_audio(tmp_path / "nowhere.wav")
+
+
+def test_stt_recording_from_a_non_audio_file_is_an_stt_error(
+    rest_session: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"certainly not audio\n" * 50)
+    errors = Recorder()
+    rest_session.set_error_handler(errors)
+
+    with pytest.raises(perso_sync.STTError) as raised:
+        rest_session.start_process_stt(source=str(source))
+
+    assert isinstance(raised.value.underlying_error, perso_sync.AudioFormatError)
+    assert not rest_session.is_stt_recording()
+    assert rest_session.chat_states == frozenset()
+    errors.wait_count(1)
+    assert errors.calls == [raised.value]
 
 
 def test_stt_400_is_an_stt_error_with_the_server_detail(perso_mock: Any, rest_session: Any) -> None:
@@ -189,6 +243,29 @@ def test_stt_recording_from_a_wav_source_with_a_timeout(rest_session: Any, tmp_p
     # A file source decodes faster than real time: the take still holds `timeout` s of audio.
     assert _wav_info(recorded)[3] == pytest.approx(0.3, abs=0.01)
     with pytest.raises(perso_sync.RecordingError, match="not in progress"):
+        rest_session.stop_process_stt()
+
+
+def test_a_recording_source_that_fails_is_an_stt_error(rest_session: Any) -> None:
+    errors = Recorder()
+    rest_session.set_error_handler(errors)
+
+    def frames() -> Any:
+        raise OSError("device unplugged")
+        yield b""  # a generator: it fails when first read
+
+    # The timeout stops the take by itself; the source failed long before: the error is
+    # reported then, and stop_process_stt raises it.
+    rest_session.start_process_stt(timeout=1.0, source=frames())
+    errors.wait_count(1)
+    with pytest.raises(perso_sync.STTError) as raised:
+        rest_session.stop_process_stt()
+
+    assert errors.calls == [raised.value]
+    assert isinstance(raised.value.underlying_error, perso_sync.RecordingError)
+    assert "device unplugged" in str(raised.value)
+    assert not rest_session.is_stt_recording()
+    with pytest.raises(perso_sync.RecordingError, match="not been started"):
         rest_session.stop_process_stt()
 
 
@@ -261,6 +338,25 @@ def test_stf_failure_lowers_analyzing_again(perso_mock: Any, open_session: Any) 
 
     assert session.chat_states == IDLE
     errors.wait_count(1)
+
+
+def test_an_empty_stf_file_is_an_stf_error(
+    perso_mock: Any, open_session: Any, tmp_path: Path
+) -> None:
+    session = open_session()
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    errors = Recorder()
+    session.set_error_handler(errors)
+
+    for source in (b"", empty):
+        with pytest.raises(perso_sync.STFError, match="empty") as raised:
+            session.process_stf(source)
+        assert isinstance(raised.value.underlying_error, perso_sync.AudioFormatError)
+
+    errors.wait_count(2)
+    assert perso_mock.journal.messages(session_id=session.session_id, channel="file") == []
+    assert session.chat_states == frozenset()
 
 
 def test_stf_requires_webrtc(rest_session: Any) -> None:
