@@ -21,9 +21,11 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
+import copy
 import datetime as _dt
 import io
 import itertools
+import json
 import logging
 import os
 import threading
@@ -234,6 +236,7 @@ class Session:
         self._close_callbacks: dict[int, Callable[[bool], object]] = {}
         self._error_handler: Callable[[BaseException], object] | None = None
         self._stt_callback: Callable[[str], object] | None = None
+        self._message_callbacks: dict[int, tuple[str, Callable[[dict[str, Any]], object]]] = {}
         self._dispatcher: CallbackDispatcher = CallbackDispatcher(on_error=self._on_callback_error)
 
         self._processor: LlmProcessor = LlmProcessor(
@@ -602,6 +605,64 @@ class Session:
                     self._stt_callback = None
 
         return remove
+
+    # ------------------------------------------------------------------ low-level channel
+
+    def send_message(self, msg_type: str, data: Mapping[str, Any] | None = None) -> None:
+        """Advanced: send ``{"type": msg_type, "data": data}`` on the ``message`` data channel,
+        as the official SDK's ``session.perso.sendMessage(type, data)`` does.
+
+        This bypasses the session's bookkeeping: chat states, the chat log and the history do
+        not follow what you send (``send_message("ttstf", ...)`` speaks, but ANALYZING is not
+        raised for it). Prefer the dedicated methods; use this for message types they do not
+        cover. ``data`` (default ``{}``) must be a mapping with string keys that JSON can encode
+        (no NaN or infinity). Raises :class:`InvalidInputError` for an empty or non-string
+        ``msg_type`` or such ``data``, :class:`STFError` on a REST-only session (no channel),
+        :class:`SessionClosedError` when closed.
+        """
+        self._ensure_open()
+        _check_message_type(msg_type)
+        payload = _json_object("data", {} if data is None else data)
+        self._call_loop(self._send_on_loop, msg_type, payload)
+
+    def on_message(
+        self, msg_type: str, callback: Callable[[dict[str, Any]], object]
+    ) -> Callable[[], None]:
+        """Advanced: call ``callback(data)`` for every server message of type ``msg_type`` on
+        the ``message`` channel (the official SDK's ``session.perso.setMessageCallback``).
+
+        ``data`` is the message's ``data`` object (``{}`` when it has none), a fresh copy for
+        each callback. Callbacks run like the session's other callbacks: in order, off the
+        runtime loop, through the session's callback dispatcher; one that raises goes to the
+        error handler. The session's own handling (``stf``, ``stt``, ...) still happens; several
+        callbacks may watch one type. The server's ``ping`` is the one type never delivered: the
+        liveness watchdog consumes it below the session (the JS SDK would pass it on). Returns
+        a function removing the callback
+        (idempotent). Raises :class:`InvalidInputError` for an empty or non-string ``msg_type``
+        or a callback that is not callable, :class:`STFError` on a REST-only session (no
+        channel), :class:`SessionClosedError` when closed.
+        """
+        self._ensure_open()
+        _check_message_type(msg_type)
+        if not callable(callback):
+            raise InvalidInputError("callback must be callable")
+        self._require_core("on_message")
+        key = next(self._ids)
+        with self._lock:
+            self._message_callbacks[key] = (msg_type, callback)
+
+        def remove() -> None:
+            with self._lock:
+                self._message_callbacks.pop(key, None)
+
+        return remove
+
+    def _deliver_message(self, msg_type: str, data: dict[str, Any]) -> None:
+        # On the loop: hand each watcher its own copy (JS parses the message for each one).
+        with self._lock:
+            watchers = [cb for kind, cb in self._message_callbacks.values() if kind == msg_type]
+        for callback in watchers:
+            self._dispatcher.submit(callback, copy.deepcopy(data))
 
     # ------------------------------------------------------------------ closing
 
@@ -1129,6 +1190,8 @@ class Session:
 
     def _on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
         # ON the loop, from the core: never block here.
+        if self._message_callbacks:
+            self._deliver_message(msg_type, data)
         if msg_type == "stf":
             duration = data.get("duration")
             if isinstance(duration, bool) or not isinstance(duration, (int, float)):
@@ -1383,6 +1446,23 @@ def _check_message(message: object) -> None:
         raise InvalidInputError("message must be a string")
     if not message.strip():
         raise InvalidInputError("message must not be empty")
+
+
+def _check_message_type(msg_type: object) -> None:
+    if not isinstance(msg_type, str) or not msg_type.strip():
+        raise InvalidInputError(f"msg_type must be a non-empty string, not {msg_type!r}")
+
+
+def _json_object(name: str, value: object) -> dict[str, Any]:
+    """``value`` as a dict that JSON can encode, else :class:`InvalidInputError` naming it."""
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise InvalidInputError(f"{name} must be a mapping with string keys, not {value!r:.80}")
+    payload = dict(value)
+    try:
+        json.dumps(payload, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"{name} cannot be sent as JSON: {exc}") from exc
+    return payload
 
 
 def _check_size(width: object, height: object) -> None:
