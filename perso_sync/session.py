@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from perso_sync._chat_state import ChatStateMachine
     from perso_sync._runtime import CallbackDispatcher, Runtime, SyncStream
     from perso_sync._webrtc import CoreOptions, WebRtcCore
-    from perso_sync.audio import WavRecorder
+    from perso_sync.audio import AudioSource, UplinkAudio, WavRecorder
     from perso_sync.client import PersoClient
     from perso_sync.llm import AbortSignal, ChatTool, LlmProcessor, LlmStream
     from perso_sync.models import STTResponse
@@ -261,6 +261,10 @@ class Session:
         self._stt_recorder: WavRecorder | None = None
         self._stt_pending: bytes | None = None
         self._stt_error: STTError | None = None
+        # Legacy voice chat: the outgoing audio (voice_chat=True) and whether record-start is on.
+        self._uplink: UplinkAudio | None = None
+        self._voice_lock = threading.Lock()
+        self._voice_recording = False
         self._stt_timer: concurrent.futures.Future[None] | None = None
         self._last_recorded: bytes | None = None
         self._recording: MediaRecording | None = None
@@ -278,6 +282,7 @@ class Session:
         ping_timeout: float = 30.0,
         heartbeat_interval: float = 10.0,
         receive_video: bool = True,
+        voice_chat: bool = False,
     ) -> Session:
         """Open a session (PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
 
@@ -288,7 +293,11 @@ class Session:
         seconds between ``SESSION_DURING`` events of a REST-only session. ``receive_video``:
         ``False`` skips video decoding (no frames, no ``video_track``): at 1280×720 and 10 fps
         that is about 40 % of an idle session's CPU (measured: ~6 % of a core with video, ~3 %
-        without). A failure half-way closes everything opened so far.
+        without). ``voice_chat=True`` sends audio to the server for the deprecated legacy voice
+        chat (:meth:`start_voice_chat`): the offer then carries an outgoing audio track (silence
+        until a voice chat plays a source), as the official SDK's ``enableVoiceChat`` adds the
+        microphone track; ignored on a REST-only session. A failure half-way closes everything
+        opened so far.
         """
         if not isinstance(session_id, str) or not session_id.strip():
             raise InvalidInputError("session_id must be a non-empty string")
@@ -296,6 +305,8 @@ class Session:
         _check_positive("connect_timeout", connect_timeout)
         _check_positive("ping_timeout", ping_timeout)
         _check_positive("heartbeat_interval", heartbeat_interval)
+        if not isinstance(voice_chat, bool):
+            raise InvalidInputError(f"voice_chat must be True or False, not {voice_chat!r}")
         tools = list(client_tools)
 
         # Built first: it validates the client tools before any request is sent.
@@ -308,6 +319,10 @@ class Session:
             ping_timeout=ping_timeout,
             heartbeat_interval=heartbeat_interval,
         )
+        if voice_chat:
+            from perso_sync.audio import UplinkAudio
+
+            session._uplink = UplinkAudio()
         try:
             info = client.get_session_info(session_id)
             if info.uses_webrtc:
@@ -352,6 +367,8 @@ class Session:
 
         self._timer_wake = anyio.Event()
         client, session_id = self._client, self._session_id
+        if self._uplink is not None:  # made here: an aiortc track belongs to the loop
+            options = attrs.evolve(options, outgoing_audio=self._uplink.track())
 
         async def exchange(offer: dict[str, str]) -> dict[str, str]:
             # A blocking requests call: it must not run on the loop thread.
@@ -1087,22 +1104,92 @@ class Session:
         core.send("stf", {"message": message, "file_ref": file_ref, "format": audio_format})
         return file_ref
 
-    def start_voice_chat(self) -> None:
-        """Deprecated legacy voice chat: the server records uplink audio (``record-start``).
-        Use :meth:`start_process_stt`."""
+    def start_voice_chat(self, source: AudioSource | None = None) -> None:
+        """Deprecated legacy voice chat: send ``record-start``; the server records the audio the
+        session sends until :meth:`stop_voice_chat`. Use :meth:`start_process_stt`.
+
+        On a session opened with ``voice_chat=True`` the outgoing audio track plays ``source``
+        in real time from now on: ``None`` is the system microphone; any source
+        :meth:`perso_sync.WavRecorder.start` takes works (a path, audio bytes or a binary file
+        object of any format FFmpeg reads, an iterable of 16 kHz mono 16-bit PCM ``bytes`` or
+        ``av.AudioFrame`` items, an aiortc audio track). A finite source ends in silence;
+        :meth:`wait_voice_chat_sent` waits for its last frame. Without ``voice_chat=True`` the
+        session sends no audio (as the official SDK without ``enableVoiceChat``): only
+        ``record-start`` goes out, and a ``source`` raises :class:`InvalidInputError`.
+
+        RECORDING goes on. Raises :class:`STFError` on a REST-only session,
+        :class:`RecordingError` when voice chat already records (call :meth:`stop_voice_chat`
+        first), :class:`STTError` (also given to the error handler) when the source cannot be
+        opened (``underlying_error``: the :class:`RecordingError` of a microphone that cannot be
+        opened, or the :class:`perso_sync.errors.AudioFormatError` of a file that is not audio),
+        :class:`InvalidInputError` for a bad source argument or a path that names no file.
+        """
         warnings.warn(
             "start_voice_chat() is deprecated; use start_process_stt()",
             DeprecationWarning,
             stacklevel=2,
         )
         self._ensure_open()
-        self._call_loop(self._send_on_loop, "record-start", {})
-        self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
+        self._require_core("start_voice_chat")
+        uplink = self._uplink
+        if uplink is None:
+            if source is not None:
+                raise InvalidInputError(
+                    "start_voice_chat(source=...) needs a session opened with voice_chat=True: "
+                    "only then does the offer carry an outgoing audio track"
+                )
+            self._call_loop(self._send_on_loop, "record-start", {})
+            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
+            return
+        from perso_sync.audio import open_audio_source
+
+        with self._voice_lock:
+            if self._voice_recording:
+                raise RecordingError(
+                    "voice chat is already recording; call stop_voice_chat() first"
+                )
+            try:
+                opened = open_audio_source(source)
+            except (RecordingError, AudioFormatError) as exc:
+                raise self._stt_failure(exc) from exc
+            try:
+                feed = self._call_loop(self._start_voice_on_loop, uplink, opened)
+            except BaseException:
+                with contextlib.suppress(PersoError):
+                    self._runtime.call(opened.close, timeout=_LOOP_CALL_TIMEOUT)
+                raise
+            self._voice_recording = True
+            self._spawn(self._play_voice, feed)
+            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
+
+    async def _start_voice_on_loop(self, uplink: UplinkAudio, source: Any) -> Any:
+        # record-start first: the server records from it, then the source's audio follows.
+        self._require_core("start_voice_chat").send("record-start", {})
+        return uplink.play(source)
+
+    async def _play_voice(self, feed: Any) -> None:
+        failure = await feed.run()
+        if failure is not None:  # the source broke off: the server hears silence from here on
+            self._report_error(STTError(RecordingError(f"the voice chat source failed: {failure}")))
+
+    def wait_voice_chat_sent(self, timeout: float | None = None) -> bool:
+        """Block until the source of :meth:`start_voice_chat` has been sent in full.
+
+        True once a finite source (a file, audio bytes, a finite iterable) has ended and its
+        last frame went out, or at once when nothing plays; False after ``timeout`` seconds (a
+        live source, a microphone or a track, ends only with :meth:`stop_voice_chat`). Raises
+        :class:`SessionClosedError` when the session is or gets closed.
+        """
+        self._ensure_open()
+        uplink = self._uplink
+        played = True if uplink is None else uplink.wait_played(timeout)
+        self._ensure_open()
+        return played
 
     def stop_voice_chat(self, language: str | None = None) -> None:
-        """Deprecated legacy voice chat: ``record-end-stt``; the server's ``stt`` text goes to
-        the STT result callback if set, else to :meth:`process_chat`. Use
-        :meth:`stop_process_stt`."""
+        """Deprecated legacy voice chat: the outgoing audio goes back to silence and
+        ``record-end-stt`` is sent; the server's ``stt`` text goes to the STT result callback if
+        set, else to :meth:`process_chat`. Use :meth:`stop_process_stt`."""
         warnings.warn(
             "stop_voice_chat() is deprecated; use stop_process_stt()",
             DeprecationWarning,
@@ -1110,10 +1197,14 @@ class Session:
         )
         self._ensure_open()
         data: dict[str, Any] = {} if language is None else {"language": language}
-        self._call_loop(self._end_voice_chat_on_loop, data)
+        with self._voice_lock:
+            self._call_loop(self._end_voice_chat_on_loop, data)
+            self._voice_recording = False
 
     async def _end_voice_chat_on_loop(self, data: dict[str, Any]) -> None:
         core = self._require_core("stop_voice_chat")
+        if self._uplink is not None:
+            self._uplink.stop()
         self._apply_state(lambda machine: machine.analyzing_up())
         self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
         try:

@@ -408,6 +408,125 @@ def test_legacy_voice_chat_with_an_stt_callback(perso_mock: Any, open_session: A
     assert perso_mock.journal.requests(endpoint="llm") == []
 
 
+VOICE = "Please book a table for two at seven tonight."
+
+
+def _sdp_audio_direction(sdp: str) -> str:
+    audio = sdp.split("m=audio", 1)[1].split("m=", 1)[0]
+    (direction,) = [
+        line[2:]
+        for line in audio.splitlines()
+        if line in ("a=sendrecv", "a=recvonly", "a=sendonly", "a=inactive")
+    ]
+    return direction
+
+
+def test_voice_chat_sends_real_audio_that_the_server_transcribes(
+    perso_mock: Any, open_session: Any, rest_session: Any
+) -> None:
+    session = open_session(voice_chat=True)
+    sid = session.session_id
+    texts = Recorder()
+    session.set_stt_result_callback(texts)
+    # The offer carries our audio track, as the official SDK's enableVoiceChat mode does.
+    assert _sdp_audio_direction(perso_mock.sessions[sid].client_sdp) == "sendrecv"
+    # A clip of the mock's own voice, synthesized for this session (the mock's STT knows it).
+    clip = session.process_tts(VOICE)
+    assert rest_session.transcribe_audio(clip) == VOICE  # the same clip, by REST
+
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.start_voice_chat(source=clip)
+    assert session.chat_states == {ChatState.RECORDING}
+    assert session.wait_voice_chat_sent(timeout=15)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.stop_voice_chat()
+
+    texts.wait_count(1, timeout=10)
+    assert texts.calls == [VOICE]
+    peer = perso_mock.peer(sid)
+    # What the server heard between record-start and record-end-stt is the clip's voice.
+    (voiced,) = peer.takes
+    assert voiced == pytest.approx(len(VOICE) * 0.06, abs=0.1)
+    assert perso_mock.journal.requests(endpoint="stt", session_id=sid) == []
+    assert session.wait_until_idle(timeout=5)
+
+
+def test_voice_chat_turns_each_play_their_own_source(
+    perso_mock: Any, open_session: Any, tmp_path: Path
+) -> None:
+    session = open_session(voice_chat=True)
+    texts = Recorder()
+    session.set_stt_result_callback(texts)
+    short = tmp_path / "short.wav"
+    short.write_bytes(session.process_tts("Yes."))
+    long = session.process_tts("No thank you, that will be all for today.", output_format="mp3")
+
+    for source in (str(short), io.BytesIO(long)):
+        with pytest.warns(DeprecationWarning, match="deprecated"):
+            session.start_voice_chat(source=source)
+        with (
+            pytest.warns(DeprecationWarning, match="deprecated"),
+            pytest.raises(perso_sync.RecordingError, match="already recording"),
+        ):
+            session.start_voice_chat(source=str(short))
+        assert session.wait_voice_chat_sent(timeout=15)
+        with pytest.warns(DeprecationWarning, match="deprecated"):
+            session.stop_voice_chat()
+
+    texts.wait_count(2, timeout=10)
+    assert texts.calls == ["Yes.", "No thank you, that will be all for today."]
+
+
+def test_voice_chat_of_silence_gets_the_servers_default_answer(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session(voice_chat=True)
+    texts = Recorder()
+    session.set_stt_result_callback(texts)
+
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.start_voice_chat(source=[bytes(6400)])  # 0.2 s of 16 kHz silence
+    assert session.wait_voice_chat_sent(timeout=10)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.stop_voice_chat()
+
+    texts.wait_count(1, timeout=10)
+    assert texts.calls == ["hello from the microphone"]
+    assert perso_mock.peer(session.session_id).takes == [0.0]
+
+
+def test_voice_chat_source_errors(perso_mock: Any, open_session: Any, tmp_path: Path) -> None:
+    plain = open_session()
+    assert _sdp_audio_direction(perso_mock.sessions[plain.session_id].client_sdp) == "recvonly"
+    with (
+        pytest.warns(DeprecationWarning, match="deprecated"),
+        pytest.raises(perso_sync.InvalidInputError, match="voice_chat=True"),
+    ):
+        plain.start_voice_chat(source=b"RIFF")
+    assert plain.wait_voice_chat_sent(timeout=1)  # nothing plays
+
+    session = open_session(voice_chat=True)
+    errors = Recorder()
+    session.set_error_handler(errors)
+    with (
+        pytest.warns(DeprecationWarning, match="deprecated"),
+        pytest.raises(perso_sync.STTError) as raised,
+    ):
+        session.start_voice_chat(source=b"certainly not audio" * 30)
+    assert isinstance(raised.value.underlying_error, perso_sync.AudioFormatError)
+    with (
+        pytest.warns(DeprecationWarning, match="deprecated"),
+        pytest.raises(perso_sync.InvalidInputError, match="not found"),
+    ):
+        session.start_voice_chat(source=tmp_path / "missing.wav")
+    # Nothing was started: no record-start went out, no state changed.
+    assert perso_mock.journal.messages(session_id=session.session_id, type="record-start") == []
+    assert session.chat_states == IDLE
+    errors.wait_count(1)
+    with pytest.raises(perso_sync.InvalidInputError, match="voice_chat"):
+        open_session(voice_chat="yes")
+
+
 # ------------------------------------------------------------------- the avatar's media
 
 
