@@ -176,13 +176,15 @@ class Session:
       :meth:`process_tts`, :meth:`transcribe_audio`, :meth:`transcribe_audio_detailed`,
       :meth:`process_stf` (each upload has its own ``file`` channel), :meth:`clear_buffer`,
       :meth:`change_size`, :meth:`set_template`, :meth:`log_session_event`,
-      :meth:`wait_until_idle`, :meth:`frames` (several iterators may run at once) and the
-      subscribe / callback registration methods. Two concurrent ``process_chat`` turns both
+      :meth:`wait_until_idle`, :meth:`frames` (several iterators may run at once),
+      :meth:`send_message`, :meth:`wait_voice_chat_sent` and the subscribe / callback
+      registration methods (:meth:`on_message` included). Two concurrent ``process_chat`` turns both
       run; their text goes to the avatar in the order it arrives, and each turn's history is
       appended when that turn finishes.
     - One STT recording at a time: :meth:`start_process_stt` / :meth:`stop_process_stt` are
       serialised by a lock, and a second start while recording raises :class:`RecordingError`.
-      Likewise one :meth:`record` at a time.
+      Likewise one :meth:`record` at a time, and one legacy voice chat
+      (:meth:`start_voice_chat` / :meth:`stop_voice_chat`).
     - :meth:`stop_session` may be called from any thread, at any time, several times; it
       cancels running chat turns (their callers get :class:`SessionClosedError`) and waits for
       the connection to close.

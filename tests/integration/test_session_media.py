@@ -495,6 +495,26 @@ def test_voice_chat_of_silence_gets_the_servers_default_answer(
     assert perso_mock.peer(session.session_id).takes == [0.0]
 
 
+def test_a_voice_chat_source_that_breaks_off_is_an_stt_error(open_session: Any) -> None:
+    session = open_session(voice_chat=True)
+    errors = Recorder()
+    session.set_error_handler(errors)
+
+    def microphone() -> Any:
+        yield bytes(3200)  # 0.1 s, then the device fails
+        raise OSError("device unplugged")
+
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.start_voice_chat(source=microphone())
+    errors.wait_count(1)
+    assert isinstance(errors.calls[0], perso_sync.STTError)
+    assert isinstance(errors.calls[0].underlying_error, perso_sync.RecordingError)
+    assert "device unplugged" in str(errors.calls[0])
+    assert session.wait_voice_chat_sent(timeout=5)  # it went silent: nothing more to send
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.stop_voice_chat()
+
+
 def test_voice_chat_source_errors(perso_mock: Any, open_session: Any, tmp_path: Path) -> None:
     plain = open_session()
     assert _sdp_audio_direction(perso_mock.sessions[plain.session_id].client_sdp) == "recvonly"
