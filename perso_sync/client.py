@@ -30,6 +30,7 @@ from perso_sync._rest import (
     DEFAULT_MAX_RETRIES,
     HttpTimeout,
     RestTransport,
+    SecretStr,
 )
 from perso_sync.errors import (
     ApiError,
@@ -127,7 +128,12 @@ class PersoClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        # The key travels as a SecretStr from here on, and the plain argument is dropped from
+        # this frame: an error raised below (a bad api_server, say) must not show the raw key
+        # among this frame's locals to `pytest -l`, `traceback` or an error tracker.
+        raw_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        key = SecretStr(raw_key) if isinstance(raw_key, str) else raw_key
+        del api_key, raw_key
         server = api_server or os.environ.get(API_SERVER_ENV) or endpoints.DEFAULT_API_SERVER
         extra: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
         self._rest = RestTransport(
@@ -157,8 +163,14 @@ class PersoClient:
         return self._rest.max_retries
 
     def __repr__(self) -> str:
-        key = "'***'" if self._rest.has_api_key else "None"
-        return f"PersoClient(api_server={self.api_server!r}, api_key={key})"
+        # Never raises, even for a client whose __init__ failed half-way (debuggers and error
+        # trackers call repr() on every local of every frame, `self` included).
+        rest = getattr(self, "_rest", None)
+        if rest is None:
+            return "PersoClient(<not initialized>)"
+        key = "'***'" if rest.has_api_key else "None"
+        state = ", closed" if rest.closed else ""
+        return f"PersoClient(api_server={rest.api_server!r}, api_key={key}{state})"
 
     def __enter__(self) -> PersoClient:
         return self
@@ -247,7 +259,9 @@ class PersoClient:
         """The nine settings lists, fetched concurrently.
 
         A failure of the text-normalization list alone is tolerated (it becomes ``[]``); any other
-        failure is raised (the first in the order of the ``AllSettings`` fields).
+        failure is raised (the first in the order of the ``AllSettings`` fields). When the call
+        ends early (a failure, or Ctrl-C), it returns at once: requests still in flight finish
+        in the background, each within the client's timeout, and their results are dropped.
         """
         self._rest.require_api_key()  # one clear error rather than nine
         calls: dict[str, Callable[[], list[Any]]] = {
@@ -275,7 +289,9 @@ class PersoClient:
                         raise
                     results[name] = []
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # Never wait here: after Ctrl-C (or a failure) the caller gets control back at once;
+            # the pool's threads end as soon as their request does (bounded by the timeout).
+            pool.shutdown(wait=False, cancel_futures=True)
         return AllSettings(**results)  # the keys of ``calls`` are the field names
 
     def get_intro_message(self, prompt_id: str) -> str:

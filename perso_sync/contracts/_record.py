@@ -6,8 +6,11 @@ recorded requests are exactly what the client sends. Each step of the script bec
 its interactions, provider states that let the mock replay it, matchers for what the server
 chooses (generated ids, timestamps, base64 audio, error wording), and the call's outcome.
 
-Secrets: sensitive headers are written as ``<redacted>``; the key is also replaced wherever else it
-might appear; and the written bytes are searched for the key before the run reports success.
+Secrets: sensitive headers are written as ``<redacted>``; a value equal to the key, or a string
+that contains it (a server echoing it in a message), has it replaced; and the written bytes are
+searched for the key before the run reports success. That only works for a key that cannot be
+mistaken for ordinary text: a key shorter than :data:`MIN_KEY_LENGTH` characters is refused up
+front (a one-letter key would turn ``get_background_images`` into ``get_bac<redacted>ground_...``).
 """
 
 from __future__ import annotations
@@ -39,17 +42,31 @@ from perso_sync.contracts._format import (
     to_plain,
 )
 
-__all__ = ["RECORDED_SESSION_ID", "KeyLeakError", "RecordingFailedError", "record"]
+__all__ = [
+    "MIN_KEY_LENGTH",
+    "RECORDED_SESSION_ID",
+    "KeyLeakError",
+    "KeyTooShortError",
+    "RecordingFailedError",
+    "record",
+]
 
 #: The placeholder that replaces the session id the server generated.
 RECORDED_SESSION_ID = "s-recorded-1"
 _SID_MATCHER = {"match": "regex", "regex": r"[A-Za-z0-9_\-]+"}
 _TIMESTAMP_KEY = re.compile(r".*_at$")
 _B64_MATCHER = {"match": "regex", "regex": r"[A-Za-z0-9+/]*={0,2}"}
+#: The shortest key record mode accepts: anything shorter could occur in ordinary recorded text
+#: (paths, names, base64 audio), where scrubbing it would corrupt the contracts.
+MIN_KEY_LENGTH = 16
 
 
 class KeyLeakError(RuntimeError):
     """The API key was found in the recorded output (the files are deleted)."""
+
+
+class KeyTooShortError(ValueError):
+    """The API key is too short to be told apart from ordinary recorded text (nothing is sent)."""
 
 
 class RecordingFailedError(RuntimeError):
@@ -302,15 +319,21 @@ def _raises_paths(spec: Mapping[str, Any], prefix: str) -> Iterator[str]:
 
 
 def _scrub(value: Any, replacements: Mapping[str, str]) -> Any:
+    """``value`` with each secret of ``replacements`` replaced where it is: a string equal to it,
+    or a string value containing it. Object keys are replaced only when equal to it. The secrets
+    are long (``record`` refuses short keys), so they never match ordinary text by chance."""
     if isinstance(value, str):
         for old, new in replacements.items():
-            if old:
-                value = value.replace(old, new)
+            if old and old in value:
+                value = new if value == old else value.replace(old, new)
         return value
     if isinstance(value, list):
         return [_scrub(item, replacements) for item in value]
     if isinstance(value, dict):
-        return {_scrub(k, replacements): _scrub(v, replacements) for k, v in value.items()}
+        return {
+            replacements.get(k, k) if isinstance(k, str) else k: _scrub(v, replacements)
+            for k, v in value.items()
+        }
     return value
 
 
@@ -676,9 +699,10 @@ def _event_recorded(contract: dict[str, Any]) -> None:
 def _recording_client(api_key: str, api_server: str, capture: _Capture) -> Iterator[Any]:
     import requests
 
+    from perso_sync._rest import mount_deadline_adapters
     from perso_sync.client import PersoClient
 
-    http = requests.Session()
+    http = mount_deadline_adapters(requests.Session())  # the client's whole-exchange deadline
     http.hooks["response"].append(_requests_hook(capture))
     client = PersoClient(api_key=api_key, api_server=api_server, max_retries=0, session=http)
     try:
@@ -694,6 +718,12 @@ def record(out_dir: str | Path, *, api_key: str, api_server: str) -> list[Path]:
     what it wrote) if the key is found in the output."""
     if not api_key:
         raise ValueError("an API key is needed to record (set $PERSO_INTERACTIVE_API_KEY)")
+    if len(api_key) < MIN_KEY_LENGTH:
+        raise KeyTooShortError(
+            f"this API key is too short to scrub safely from recorded contracts (it could match "
+            f"ordinary text): record mode needs a key of at least {MIN_KEY_LENGTH} characters "
+            "(against the mock, start it with a longer --api-key)"
+        )
     from perso_sync._endpoints import normalize_api_server
 
     server = normalize_api_server(api_server)

@@ -450,7 +450,7 @@ def test_a_given_session_is_used_and_not_closed(mocked: responses.RequestsMock) 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (10, HttpTimeout(connect=10, read=10)),
+        (10, HttpTimeout(connect=10, read=10, total=10)),  # a number bounds everything
         ((1.5, 60.0), HttpTimeout(connect=1.5, read=60.0)),
         (HttpTimeout(read=3.0), HttpTimeout(connect=5.0, read=3.0)),
     ],
@@ -473,6 +473,14 @@ def test_bad_max_retries_are_refused(value: object) -> None:
 
 def test_default_timeouts() -> None:
     assert HttpTimeout().as_requests() == (5.0, 30.0)
+    assert HttpTimeout().deadline == 35.0  # the whole exchange: connect + read
+    assert HttpTimeout(total=2.0).deadline == 2.0
+
+
+@pytest.mark.parametrize("total", [0, -1, float("nan"), float("inf"), "5", True])
+def test_bad_whole_exchange_timeouts_are_refused(total: object) -> None:
+    with pytest.raises(InvalidInputError, match="timeout"):
+        HttpTimeout.of(HttpTimeout(total=total))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
