@@ -110,7 +110,11 @@ class PersoClient:
     ``api_key`` defaults to ``$PERSO_INTERACTIVE_API_KEY`` (needed only by account-scoped calls;
     a missing key raises ``MissingApiKeyError`` at the first such call). ``api_server`` defaults
     to ``$PERSO_API_SERVER``, then ``https://platform.perso.ai``. ``timeout`` is seconds, a
-    ``(connect, read)`` pair or an ``HttpTimeout`` (default 5 s / 30 s). ``max_retries`` is how
+    ``(connect, read)`` pair or an ``HttpTimeout`` (default 5 s / 30 s); each request also has a
+    deadline on its whole exchange (connect, headers and body), so a server that drips its
+    answer never holds a call longer: the number itself, else ``HttpTimeout.total``, else
+    connect + read (a ``session`` of your own keeps its adapters and only the connect/read
+    timeouts). ``max_retries`` is how
     many times a GET is retried on connection errors, 429 and 502/503/504 (0 disables; POSTs are
     never retried). ``session`` is a ``requests.Session`` to use instead of the client's own (it
     is not closed by ``close()``). ``sleep`` replaces ``time.sleep`` between retries (tests).
