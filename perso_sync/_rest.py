@@ -143,6 +143,11 @@ class SecretStr(str):
 
     __slots__ = ()
 
+    def __new__(cls, value: str) -> SecretStr:
+        # str(obj) would call our own __str__ (the mask) when value is already a SecretStr;
+        # str.__str__ reads the characters themselves.
+        return super().__new__(cls, str.__str__(value))
+
     def __repr__(self) -> str:
         return repr(_MASK)
 

@@ -716,6 +716,9 @@ def record(out_dir: str | Path, *, api_key: str, api_server: str) -> list[Path]:
     """Run the script against ``api_server`` with ``api_key`` and write one contract file per
     group into ``out_dir``; return the written paths. Raises :class:`KeyLeakError` (and deletes
     what it wrote) if the key is found in the output."""
+    from perso_sync._rest import SecretStr
+
+    api_key = SecretStr(api_key)  # no frame of an error's traceback shows the raw key
     if not api_key:
         raise ValueError("an API key is needed to record (set $PERSO_INTERACTIVE_API_KEY)")
     if len(api_key) < MIN_KEY_LENGTH:

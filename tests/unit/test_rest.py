@@ -14,7 +14,7 @@ import pytest
 import requests
 import responses
 
-from perso_sync._rest import HttpTimeout, RestTransport, parse_retry_after
+from perso_sync._rest import HttpTimeout, RestTransport, SecretStr, parse_retry_after
 from perso_sync.errors import (
     ApiError,
     ClientClosedError,
@@ -499,3 +499,11 @@ def test_bad_whole_exchange_timeouts_are_refused(total: object) -> None:
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     now = 1445412480.0  # 2015-10-21T07:28:00Z
     assert parse_retry_after(header, now) == expected
+
+
+def test_a_secret_str_shows_a_mask_and_sends_its_characters() -> None:
+    key = SecretStr(SecretStr("sk-abc-123"))  # wrapping twice keeps the characters
+    assert key == "sk-abc-123"
+    shown = [repr(key), str(key), f"{key}", "%s" % key, repr({"k": key}), repr([key])]  # noqa: UP031
+    assert all("sk-abc" not in text for text in shown), shown
+    assert key.encode("latin-1") == b"sk-abc-123"  # what http.client puts on the wire
