@@ -739,7 +739,7 @@ def record(out_dir: str | Path, *, api_key: str, api_server: str) -> list[Path]:
         step = rec.groups and list(rec.groups.values())[-1][-1]["name"]
         reason = str(_scrub(f"{type(exc.error).__name__}: {exc.error}", {api_key: REDACTED}))
         raise RecordingFailedError(f"step {step!r} failed: {reason}") from None
-    replacements = {api_key: REDACTED}
+    replacements: dict[str, str] = {api_key: REDACTED}
     if session_id:
         replacements[session_id] = RECORDED_SESSION_ID
     out = Path(out_dir)
