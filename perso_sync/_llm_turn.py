@@ -99,6 +99,7 @@ class ErrorChunk:
 
 
 LlmChunk = MessageChunk | ToolCallChunk | ToolResultChunk | ErrorChunk
+"""One item of an LLM turn's stream; its ``type`` field tells which of the four it is."""
 
 
 # -- decisions -----------------------------------------------------------------------------

@@ -66,8 +66,8 @@ __all__ = [
     "to_stt_wav",
 ]
 
-#: The sample rate (Hz) of the TTS system; use it when resampling audio for TTS/STT.
 TTS_TARGET_SAMPLE_RATE: Final = 16000
+"""The sample rate (Hz) of the TTS system; use it when resampling audio for TTS/STT."""
 
 AudioFormat = Literal["wav", "mp3"]
 

@@ -55,11 +55,12 @@ def test_values_match_the_protocol() -> None:
 
 
 def test_rest_use_does_not_load_the_async_stack() -> None:
-    """A Flask view that only creates session ids never imports aiortc, av, anyio or httpx."""
+    """A Flask view that only creates session ids never imports aiortc, av, anyio or httpx, nor
+    rich (the CLI's)."""
     code = (
         "import sys, perso_sync as p\n"
         "p.PersoClient; p.SessionParams; p.ApiError; p.get_llms\n"
-        "heavy = ('aiortc', 'av', 'anyio', 'httpx', 'aiohttp')\n"
+        "heavy = ('aiortc', 'av', 'anyio', 'httpx', 'aiohttp', 'rich')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
