@@ -6,11 +6,12 @@ recorded requests are exactly what the client sends. Each step of the script bec
 its interactions, provider states that let the mock replay it, matchers for what the server
 chooses (generated ids, timestamps, base64 audio, error wording), and the call's outcome.
 
-Secrets: sensitive headers are written as ``<redacted>``; a value equal to the key, or a string
-that contains it (a server echoing it in a message), has it replaced; and the written bytes are
-searched for the key before the run reports success. That only works for a key that cannot be
-mistaken for ordinary text: a key shorter than :data:`MIN_KEY_LENGTH` characters is refused up
-front (a one-letter key would turn ``get_background_images`` into ``get_bac<redacted>ground_...``).
+Secrets: sensitive headers are written as ``<redacted>``; a value equal to the key is replaced,
+and so is the key inside a longer string (a server echoing it in a message) when it is at least
+:data:`SUBSTRING_SCRUB_LENGTH` characters long; the written bytes are searched for the key before
+the run reports success (a hit deletes everything written). A key shorter than
+:data:`MIN_KEY_LENGTH` characters is refused up front: it would match ordinary text everywhere (a
+one-letter key turned ``get_background_images`` into ``get_bac<redacted>ground_images``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from perso_sync.contracts._format import (
 __all__ = [
     "MIN_KEY_LENGTH",
     "RECORDED_SESSION_ID",
+    "SUBSTRING_SCRUB_LENGTH",
     "KeyLeakError",
     "KeyTooShortError",
     "RecordingFailedError",
@@ -56,9 +58,13 @@ RECORDED_SESSION_ID = "s-recorded-1"
 _SID_MATCHER = {"match": "regex", "regex": r"[A-Za-z0-9_\-]+"}
 _TIMESTAMP_KEY = re.compile(r".*_at$")
 _B64_MATCHER = {"match": "regex", "regex": r"[A-Za-z0-9+/]*={0,2}"}
-#: The shortest key record mode accepts: anything shorter could occur in ordinary recorded text
-#: (paths, names, base64 audio), where scrubbing it would corrupt the contracts.
-MIN_KEY_LENGTH = 16
+#: The shortest key record mode accepts: a shorter one would match ordinary recorded text (paths,
+#: names, base64 audio) all the time, so it could neither be scrubbed nor searched for.
+MIN_KEY_LENGTH = 8
+#: A secret this long is also replaced inside longer strings (a server echoing it in a message):
+#: it cannot occur in ordinary text by chance. A shorter one is replaced only where a whole value
+#: equals it; if it still occurs in the output, the final search refuses the recording.
+SUBSTRING_SCRUB_LENGTH = 16
 
 
 class KeyLeakError(RuntimeError):
@@ -320,12 +326,17 @@ def _raises_paths(spec: Mapping[str, Any], prefix: str) -> Iterator[str]:
 
 def _scrub(value: Any, replacements: Mapping[str, str]) -> Any:
     """``value`` with each secret of ``replacements`` replaced where it is: a string equal to it,
-    or a string value containing it. Object keys are replaced only when equal to it. The secrets
-    are long (``record`` refuses short keys), so they never match ordinary text by chance."""
+    or, for a secret of at least ``SUBSTRING_SCRUB_LENGTH`` characters, a string value containing
+    it. Object keys are replaced only when equal to it. Never as a substring of everything: a
+    short key would turn ``get_background_images`` into ``get_bac<redacted>ground_images``."""
     if isinstance(value, str):
         for old, new in replacements.items():
-            if old and old in value:
-                value = new if value == old else value.replace(old, new)
+            if not old or old not in value:
+                continue
+            if value == old:
+                value = new
+            elif len(old) >= SUBSTRING_SCRUB_LENGTH:
+                value = value.replace(old, new)
         return value
     if isinstance(value, list):
         return [_scrub(item, replacements) for item in value]
@@ -723,7 +734,7 @@ def record(out_dir: str | Path, *, api_key: str, api_server: str) -> list[Path]:
         raise ValueError("an API key is needed to record (set $PERSO_INTERACTIVE_API_KEY)")
     if len(api_key) < MIN_KEY_LENGTH:
         raise KeyTooShortError(
-            f"this API key is too short to scrub safely from recorded contracts (it could match "
+            f"this API key is too short to scrub safely from recorded contracts (it would match "
             f"ordinary text): record mode needs a key of at least {MIN_KEY_LENGTH} characters "
             "(against the mock, start it with a longer --api-key)"
         )
@@ -760,5 +771,9 @@ def record(out_dir: str | Path, *, api_key: str, api_server: str) -> list[Path]:
     if leaked:
         for path in written:
             path.unlink(missing_ok=True)
-        raise KeyLeakError(f"the API key was found in {[p.name for p in leaked]}; nothing kept")
+        raise KeyLeakError(
+            f"the API key was found in {[p.name for p in leaked]}; nothing kept (a key that is "
+            "also ordinary text, e.g. a word of the API's paths, cannot be told apart from it: "
+            "record with a longer, random key)"
+        )
     return written

@@ -304,7 +304,7 @@ def test_recording_contracts_refuses_a_key_too_short_to_scrub(
     assert main(["record", "--out", str(tmp_path), "--api-server", perso_mock.url]) == 2
     err = capsys.readouterr().err
     assert "too short" in err
-    assert "16" in err
+    assert "at least 8 characters" in err
     assert perso_mock.journal.requests() == []  # refused before any request
     assert list(tmp_path.iterdir()) == []
 
@@ -331,3 +331,15 @@ def test_ctrl_c_during_get_all_settings_returns_at_once(
     (documents,) = perso_mock.journal.requests(endpoint="documents")
     assert documents.status is None
     assert client.get_llms()  # the client stays usable
+
+
+def test_a_key_that_is_also_ordinary_text_fails_the_recording_clearly(
+    perso_mock: MockPersoServer, tmp_path: Path
+) -> None:
+    from perso_sync.contracts._record import KeyLeakError, record
+
+    perso_mock.api_key = "settings"  # long enough, but also a word of the API's paths
+    with pytest.raises(KeyLeakError) as raised:
+        record(tmp_path, api_key="settings", api_server=perso_mock.url)
+    assert "longer, random key" in str(raised.value)
+    assert list(tmp_path.glob("*.json")) == []  # nothing kept, nothing corrupted either
