@@ -109,12 +109,12 @@ class ChatTool:
             raise InvalidInputError(f"ChatTool {self.name!r}: parameters must be a JSON Schema")
 
     def schema(self) -> dict[str, Any]:
-        """The entry of the request's ``tools`` list."""
+        """The entry of the request's ``tools`` list (keys in the official client's order)."""
         return {
             "type": "function",
             "function": {
-                "name": self.name,
                 "description": self.description,
+                "name": self.name,
                 "parameters": dict(self.parameters),
             },
         }
@@ -240,6 +240,38 @@ def _error_result(exc: BaseException) -> dict[str, Any]:
     return {"error": str(exc) or type(exc).__name__}
 
 
+class MessageHistory:
+    """A thread-safe list of history entries (``role`` / ``type`` / ``content`` dicts).
+
+    An :class:`LlmProcessor` keeps one for ``process_llm``; a session keeps a second one for
+    ``process_chat`` / ``process_ttstf``, as the official client does.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """A deep copy of the entries."""
+        with self._lock:
+            return copy.deepcopy(self._entries)
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        """Append a copy of ``entry``."""
+        copied = copy.deepcopy(dict(entry))
+        with self._lock:
+            self._entries.append(copied)
+
+    def extend(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Append ``entries`` (already copies owned by the caller)."""
+        with self._lock:
+            self._entries.extend(entries)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
 class LlmProcessor:
     """LLM turns for one session id, with client tools and a message history.
 
@@ -269,8 +301,10 @@ class LlmProcessor:
         self._callbacks = callbacks or LlmProcessorCallbacks()
         self._timeout = timeout
         self._transport = http_transport
-        self._history: list[dict[str, Any]] = []
-        self._history_lock = threading.Lock()
+        self._history = MessageHistory()
+        # Set by a Session: called on the runtime loop when a process_llm turn starts (LLM, None)
+        # and ends (None, LLM), so the session's chat states show the LLM working.
+        self._state_listener: Callable[[ChatState | None, ChatState | None], None] | None = None
         # Built here, not on first use: it starts nothing, and two threads making their first
         # turn at once must not each build one (one would never be closed).
         self._dispatcher = CallbackDispatcher(on_error=self._callback_failed)
@@ -283,21 +317,15 @@ class LlmProcessor:
     # -- history -------------------------------------------------------------------------------
 
     def get_history(self) -> list[dict[str, Any]]:
-        """A copy of the conversation history (entries have ``role``, ``content``, ...)."""
-        with self._history_lock:
-            return copy.deepcopy(self._history)
+        """A copy of the conversation history of :meth:`process_llm` turns (entries have
+        ``role``, ``content``, ...)."""
+        return self._history.snapshot()
 
     def add_to_history(self, entry: Mapping[str, Any]) -> None:
         """Append one history entry, e.g. ``{"role": "assistant", "content": "..."}``."""
         if not isinstance(entry, Mapping):
             raise InvalidInputError("a history entry must be a mapping (a dict)")
-        copied = copy.deepcopy(dict(entry))
-        with self._history_lock:
-            self._history.append(copied)
-
-    def _commit(self, entries: list[dict[str, Any]]) -> None:
-        with self._history_lock:
-            self._history.extend(entries)
+        self._history.append(entry)
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -323,12 +351,14 @@ class LlmProcessor:
 
         The user message and each finished answer go to ``on_chat_log``, each text delta to
         ``on_ttstf``, the LLM state to ``on_chat_state_change``; a failure goes to ``on_error``
-        and is raised (``LLMError``). A raising tool gives ``{"result": "error!"}``.
+        and is raised (``LLMError``). A raising tool gives ``{"result": "error!"}``. The turn
+        uses and extends the processor's history, as :meth:`process_llm` does.
         """
         message = _check_message(message)
 
         def on_delta(text: str) -> None:
-            self._notify("on_ttstf", text)
+            if text:  # an emoji-only delta leaves nothing to speak
+                self._notify("on_ttstf", text)
 
         def on_state(add: ChatState | None, remove: ChatState | None) -> None:
             self._notify("on_chat_state_change", add, remove)
@@ -361,18 +391,26 @@ class LlmProcessor:
         on_state: Callable[[ChatState | None, ChatState | None], None],
         on_log: Callable[[str, bool], None],
         tool_error_result: Mapping[str, Any] = DEFAULT_TOOL_ERROR_RESULT,
+        history: MessageHistory | None = None,
     ) -> str:
         """The avatar-driving turn (``Session.process_chat``), awaited ON the runtime loop.
 
         The hooks are loop-side and must not block: ``on_delta(text)`` for every text delta
-        (emoji removed), ``on_state(add, remove)`` for ``ChatState.LLM``, ``on_log(text,
-        is_user)`` for the user message and each finished answer. Returns the assistant's last
-        message; raises ``LLMError``; cancellable (``clear_buffer``). A raising tool gives
-        ``tool_error_result``.
+        (emoji removed; possibly empty then), ``on_state(add, remove)`` for ``ChatState.LLM``,
+        ``on_log(text, is_user)`` for the user message and each finished answer. Returns the
+        assistant's last message; raises ``LLMError``; cancellable (``clear_buffer``). A raising
+        tool gives ``tool_error_result``. ``history`` is the history the turn sends and extends
+        (a session passes its own chat history); by default the processor's.
         """
         message = _check_message(message)
         error_result = dict(tool_error_result)
-        engine = _TurnEngine(self, message, self._client_tools, lambda exc: dict(error_result))
+        engine = _TurnEngine(
+            self,
+            message,
+            self._client_tools,
+            lambda exc: dict(error_result),
+            self._history if history is None else history,
+        )
         on_log(message, True)
         on_state(ChatState.LLM, None)
         try:
@@ -398,7 +436,8 @@ class LlmProcessor:
     ) -> AsyncIterator[LlmChunk]:
         # Not an async generator: each step runs in a cancel scope entered and left inside
         # __anext__, so an abort never cancels across a yield.
-        return _ChunkIterator(self, _TurnEngine(self, message, tools, _error_result), abort)
+        engine = _TurnEngine(self, message, tools, _error_result, self._history)
+        return _ChunkIterator(self, engine, abort)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -406,6 +445,12 @@ class LlmProcessor:
         import logging
 
         logging.getLogger("perso_sync.llm").error("an LlmProcessor callback raised", exc_info=exc)
+
+    def _llm_state(self, add: ChatState | None, remove: ChatState | None) -> None:
+        listener = self._state_listener
+        if listener is not None:
+            listener(add, remove)
+        self._notify("on_chat_state_change", add, remove)
 
     def _notify(self, name: str, *args: Any) -> None:
         callback = getattr(self._callbacks, name)
@@ -486,13 +531,15 @@ class _TurnEngine:
         message: str,
         tools: Sequence[ChatTool],
         error_result: Callable[[BaseException], Any],
+        history: MessageHistory,
     ) -> None:
         self._processor = processor
+        self._history = history
         self._tools = {tool.name: tool for tool in tools}
         self._schemas = [tool.schema() for tool in tools]
         self._error_result = error_result
         self.turn = LlmTurn(message, {tool.name: tool.execute_only for tool in tools})
-        self._prior = processor.get_history()
+        self._prior = history.snapshot()
         self._pending: RunTools | None = None
         self._response: httpx.Response | None = None
         self._reader: AsyncIterator[bytes] | None = None
@@ -515,7 +562,7 @@ class _TurnEngine:
             self._pending = decision
         elif isinstance(decision, Done):
             self.finished = True
-            self._processor._commit(decision.history)
+            self._history.extend(decision.history)
         elif isinstance(decision, Failed):
             self.finished = True
         if self.finished:
@@ -535,7 +582,8 @@ class _TurnEngine:
         request = client.build_request(
             "POST",
             self._processor._url,
-            content=json.dumps(body, ensure_ascii=False).encode(),
+            # Compact, as JavaScript's JSON.stringify writes the official client's bodies.
+            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
             headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
             timeout=self._processor._request_timeout(),
         )
@@ -639,7 +687,7 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
         self._state_off_sent = False
         self._unsubscribe: Callable[[], None] | None = None
         self._runtime = get_runtime()
-        processor._notify("on_chat_state_change", ChatState.LLM, None)
+        processor._llm_state(ChatState.LLM, None)
         if abort is not None:
             self._unsubscribe = abort._subscribe(self._abort_from_any_thread)
 
@@ -693,4 +741,4 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
         await self._engine.aclose()
         if not self._state_off_sent:
             self._state_off_sent = True
-            self._processor._notify("on_chat_state_change", None, ChatState.LLM)
+            self._processor._llm_state(None, ChatState.LLM)
