@@ -707,21 +707,30 @@ class _PlainChatView(_ChatView):
     def reply(self, text: str) -> None:
         if not text:
             return
-        if not self._reply_open:
-            self._reply_open = True
-            text = "avatar> " + text
-        self._write(text)
+        with self._lock:  # with _show_states: a state line never lands inside the reply line
+            if not self._reply_open:
+                self._reply_open = True
+                text = "avatar> " + text
+            self._out.write(text)
+            self._out.flush()
 
     def end_reply(self) -> None:
-        if self._reply_open:
-            self._reply_open = False
-            self._write("\n")
+        with self._lock:
+            if self._reply_open:
+                self._reply_open = False
+                self._out.write("\n")
+                self._out.flush()
 
     def note(self, text: str, style: str = "dim") -> None:
         self.end_reply()
         self._write(f"  [{text}]\n")
 
     def _show_states(self, states: frozenset[ChatState]) -> None:
+        if self._reply_open:
+            # A state change while the reply streams (the LLM state ends with the stream):
+            # close the reply's line first.
+            self._reply_open = False
+            self._out.write("\n")
         self._out.write(f"  [avatar: {_state_names(states)}]\n")
         self._out.flush()
 
