@@ -991,6 +991,8 @@ def cmd_mock(args: argparse.Namespace, io: Streams) -> int:
     argv = ["--host", args.host, "--port", str(args.port), "--api-key", args.api_key]
     if args.catalog:
         argv += ["--catalog", args.catalog]
+    if args.allow_remote:
+        argv.append("--allow-remote")
     return int(mock_main(argv) or 0)
 
 
@@ -1111,6 +1113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--api-key", default="test-key", help="the key the mock accepts")
     p.add_argument("--catalog", help="a JSON catalog file replacing the seeded data")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host beyond loopback (its control API has no authentication)",
+    )
     p.set_defaults(func=cmd_mock)
 
     p = command(
