@@ -62,6 +62,11 @@ SESSION_EVENTS = frozenset(
 )
 CAPABILITIES = frozenset(CAPABILITY_DESCRIPTIONS)
 CSV_BLOB_PATH = "/_mock/blob/text-normalization/{config_id}/rules.csv"
+#: A JSON request body nested deeper than this is refused with the standard 400 ``parse_error``
+#: (no request of the API comes near it; walking such a body would exhaust the stack).
+MAX_JSON_DEPTH = 100
+#: The longest TTS text when the catalog setting ``tts_max_chars`` is absent.
+DEFAULT_TTS_MAX_CHARS = 5000
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,13 +140,23 @@ class MockContext:
             connected = session.connected_monotonic is not None
             session.terminate(SESSION_LOST_AFTER_CONNECTION if connected else SESSION_MISC_ERROR)
 
+    def on_uplink_speech(self, session_id: str, voiced_seconds: float) -> str | None:
+        """Legacy voice chat: the session's recent TTS text whose length the take matches."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        matched = speech.match_uplink(voiced_seconds, list(reversed(session.speeches)))
+        return None if matched is None else str(matched.text)
+
     def get_answerer(self) -> Any:
         if self.answerer is None:
             # Imported here: the HTTP side works without the WebRTC side (and without aiortc).
             from mock_server.webrtc import Answerer
 
             self.answerer = Answerer(
-                on_message=self.on_datachannel_message, on_state=self.on_peer_state
+                on_message=self.on_datachannel_message,
+                on_state=self.on_peer_state,
+                on_speech=self.on_uplink_speech,
             )
         return self.answerer
 
@@ -657,6 +672,17 @@ async def tts(request: web.Request, ctx: MockContext) -> web.StreamResponse:
         return error_response(
             400, "validation_error", "required", "This field is required.", "text"
         )
+    limit = _as_float(ctx.catalog.settings.get("tts_max_chars"))
+    max_chars = int(limit) if limit is not None else DEFAULT_TTS_MAX_CHARS
+    if len(text) > max_chars:
+        # Synthesis grows with the text (about 4 KB of WAV per character): refused up front.
+        return error_response(
+            400,
+            "validation_error",
+            "max_length",
+            f"Ensure this field has no more than {max_chars} characters.",
+            "text",
+        )
     locale = body.get("locale")
     if locale is not None and not isinstance(locale, str):
         return error_response(400, "validation_error", "invalid", "Not a valid string.", "locale")
@@ -917,12 +943,34 @@ def _origin(request: web.Request) -> str:
 
 def _json_body(request: web.Request) -> tuple[bool, Any]:
     raw: bytes = request[RAW_KEY]
-    if not raw:
+    if not raw or json_nesting_too_deep(raw):
         return False, None
     try:
         return True, json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # bad UTF-8 is a ValueError too
         return False, None
+
+
+def json_nesting_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``raw`` is JSON nested more than ``limit`` levels (or too deep to parse)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # the common case, decided without parsing
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False  # not JSON at all: the route decides what that means
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 @attrs.frozen
@@ -995,6 +1043,8 @@ def summarize_body(content_type: str, raw: bytes) -> Any:
                     "size": len(part.data),
                 }
         return {"fields": fields, "files": files}
+    if json_nesting_too_deep(raw):
+        return {"nested_too_deep": True, "size": len(raw)}
     try:
         return json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # bad UTF-8 is a ValueError too
@@ -1124,6 +1174,13 @@ async def _dispatch(
         if session is None:
             return _not_found()
         request[SESSION_KEY] = session
+    if json_nesting_too_deep(request[RAW_KEY]):
+        return error_response(
+            400,
+            "client_error",
+            "parse_error",
+            f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.",
+        )
     fault = ctx.faults.take(route.name, session_id)
     if fault is not None:
         if fault.delay:

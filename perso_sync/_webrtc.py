@@ -92,6 +92,10 @@ class CoreOptions:
       requires; the server keeps sending RTP, which is dropped unread). ``video_track`` is then
       ``None`` and there are no video frames.
     - ``close_timeout``: upper bound in seconds for closing the peer connection.
+    - ``outgoing_audio``: an aiortc audio track to send (legacy voice chat, see
+      :class:`perso_sync.audio.UplinkAudio`): the offer's audio section is then ``sendrecv``
+      with this track, as the official SDK's ``enableVoiceChat`` mode adds the microphone;
+      ``None`` (the default) offers ``recvonly`` audio.
     """
 
     connect_timeout: float = 5.0
@@ -99,6 +103,7 @@ class CoreOptions:
     ping_timeout: float = 30.0
     receive_video: bool = True
     close_timeout: float = 5.0
+    outgoing_audio: Any = None
 
 
 class CoreHooks(Protocol):
@@ -447,7 +452,10 @@ class WebRtcCore:
             channel.on("open", self._check_ready)
             channel.on("message", self._on_channel_message)
             channel.on("close", self._on_channel_close)
-            pc.addTransceiver("audio", direction="recvonly")
+            if self._options.outgoing_audio is not None:
+                pc.addTrack(self._options.outgoing_audio)  # sendrecv: the server hears it
+            else:
+                pc.addTransceiver("audio", direction="recvonly")
             self._video_transceiver = pc.addTransceiver("video", direction="recvonly")
             offer = await pc.createOffer()
             await pc.setLocalDescription(offer)
@@ -830,6 +838,7 @@ class WebRtcCore:
             kinds.append("video")
         if not kinds:
             raise RecordingError("nothing to record: the session has no remote media")
+        _check_recording_path(path)
         try:
             recorder = MediaRecorder(path)
         except Exception as exc:  # av.FFmpegError, OSError, ValueError for unknown formats
@@ -862,3 +871,21 @@ class WebRtcCore:
                 await recording.recorder.stop()
             except Exception as exc:
                 raise RecordingError(f"could not finalize {recording.path!r}: {exc}") from exc
+
+
+def _check_recording_path(path: str) -> None:
+    """Raise ``RecordingError`` now when ``path`` cannot be written.
+
+    The container library opens the file lazily, at the first encoded frame, so without this a
+    recording to a missing directory looks active and fails only at ``stop()``.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise RecordingError(f"cannot record to {path!r}: it is a directory")
+    if not os.path.isdir(directory):
+        raise RecordingError(
+            f"cannot record to {path!r}: the directory {directory!r} does not exist"
+        )
+    writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(directory, os.W_OK)
+    if not writable:
+        raise RecordingError(f"cannot record to {path!r}: permission denied")

@@ -454,6 +454,7 @@ def test_chat_without_an_avatar_streams_only(env) -> None:
     assert code == EXIT_OK, err
     assert "(no avatar)" in text
     assert "avatar> Hello! I am the Perso mock assistant. You said: hi\n" in text
+    assert "  [avatar: LLM]\n" in text  # the turn's state, on its own line
     assert "speaking" not in text  # nothing is spoken without an avatar
     assert "  [error: LLMError: LLMStreamingResponseError: The mock LLM was asked to fail.]" in text
     assert text.count("you> ") == 4  # the empty line prompts again; then Ctrl-D
@@ -530,3 +531,13 @@ def test_contracts_record_against_the_mock_writes_no_key(env, tmp_path: Path) ->
     files = sorted(out.glob("*.json"))
     assert files
     assert all(env.api_key.encode() not in f.read_bytes() for f in files)
+
+
+def test_mock_beyond_loopback_needs_allow_remote(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, _err = run("mock", "--host", "0.0.0.0", "--port", "0")
+    assert code == 2
+    assert "--allow-remote" in capsys.readouterr().err  # the mock's own refusal
+    with pytest.raises(SystemExit) as exited:  # argparse's --help exits
+        run("mock", "--help")
+    assert exited.value.code == 0
+    assert "--allow-remote" in capsys.readouterr().out
