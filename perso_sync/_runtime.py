@@ -262,7 +262,21 @@ class Runtime:
         :class:`RuntimeUsageError`.
         """
         self._refuse_loop_thread("Runtime.call()")
-        future = self.spawn(fn, *args)
+        return self.wait(self.spawn(fn, *args), timeout=timeout, what=fn)
+
+    def wait(
+        self,
+        future: concurrent.futures.Future[T],
+        *,
+        timeout: float | None = None,
+        what: object = "the task",
+    ) -> T:
+        """Block until the task behind ``future`` (from :meth:`spawn`) finishes; its result.
+
+        The waiting half of :meth:`call`, for a caller that does some work of its own between
+        spawning and waiting; the same rules (timeout, Ctrl-C, loop thread).
+        """
+        self._refuse_loop_thread("Runtime.wait()")
         try:
             return future.result(timeout)
         except concurrent.futures.CancelledError:
@@ -273,7 +287,7 @@ class Runtime:
                 return future.result()
             if not future.cancel():
                 return future.result()
-            name = getattr(fn, "__qualname__", repr(fn))
+            name = getattr(what, "__qualname__", repr(what))
             raise PersoTimeoutError(f"{name} took longer than {timeout}s") from None
         except BaseException:
             future.cancel()  # no-op when the task itself raised

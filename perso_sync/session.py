@@ -9,9 +9,9 @@ A :class:`Session` is made by :meth:`perso_sync.PersoClient.create_session`
 - a **REST-only session**: no WebRTC at all, ``SESSION_START`` then a ``SESSION_DURING``
   heartbeat; the LLM, TTS and STT calls work, avatar speech does not.
 
-Everything here is a thin, blocking layer: REST calls run in the caller's thread (but the two
-GETs of opening a session run together in worker threads), async work is handed to the runtime
-loop (:func:`perso_sync._runtime.get_runtime`), chat states come from the
+Everything here is a thin, blocking layer: REST calls run in the caller's thread (but opening
+fetches the ICE servers in a worker thread, alongside the session info), async work is handed to
+the runtime loop (:func:`perso_sync._runtime.get_runtime`), chat states come from the
 pure :class:`perso_sync._chat_state.ChatStateMachine`, and user callbacks go through one
 :class:`perso_sync._runtime.CallbackDispatcher` per session (in order, off the loop thread).
 """
@@ -334,10 +334,10 @@ class Session:
     ) -> Session:
         """Open a session (docs/PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
 
-        Two round trips to ready: the session info and the ICE servers are fetched together
-        (in worker threads, driven from the runtime loop), the peer connection and its offer
-        are built as soon as the ICE servers are in, then the SDP exchange. ``SESSION_START``
-        of a REST-only session runs in the caller's thread.
+        Two round trips to ready: the session info (in the caller's thread) and the ICE servers
+        (in a worker thread, driven from the runtime loop) are fetched together, the peer
+        connection and its offer are built as soon as the ICE servers are in, then the SDP
+        exchange. ``SESSION_START`` of a REST-only session runs in the caller's thread.
 
         Timeouts: each REST call (session info, ICE servers, the ``exchange`` POST) is bounded
         by the client's HTTP timeout; ``connect_timeout`` is the ready timeout, counted from
@@ -401,14 +401,34 @@ class Session:
             ping_timeout=self._ping_timeout,
             receive_video=receive_video,
         )
-        # No overall timeout: every step bounds itself (the HTTP timeouts, the offer and ready
-        # timeouts), and the ready timeout must not start before the exchange answered.
-        self._core = self._runtime.call(self._connect_on_loop, options)
+        # The loop side starts with the ICE-servers GET while this thread fetches the info (no
+        # extra thread for it), then hands it over.
+        self._runtime._refuse_loop_thread("create_session()")  # before anything is started
+        info: concurrent.futures.Future[SessionInfo] = concurrent.futures.Future()
+        opening = self._runtime.spawn(self._connect_on_loop, options, info)
+        try:
+            try:
+                session_info = self._client.get_session_info(self._session_id)
+            except Exception as exc:  # noqa: BLE001 -- raised by the loop side, in its order
+                with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled
+                    info.set_exception(exc)
+            else:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    info.set_result(session_info)
+            # No overall timeout: every step bounds itself (the HTTP timeouts, the offer and
+            # ready timeouts), and the ready timeout must not start before the exchange answered.
+            self._core = self._runtime.wait(opening, what=self._connect_on_loop)
+        except BaseException:
+            opening.cancel()  # e.g. Ctrl-C during the info GET: the loop side stops too
+            raise
         if self._core is not None:
             self._spawn(self._speaking_timer)
 
-    async def _connect_on_loop(self, options: CoreOptions) -> WebRtcCore | None:
-        """The WebRTC core once ready, or None for a REST-only session.
+    async def _connect_on_loop(
+        self, options: CoreOptions, info_future: concurrent.futures.Future[SessionInfo]
+    ) -> WebRtcCore | None:
+        """The WebRTC core once ready, or None for a REST-only session; ``info_future`` gets
+        the session info (or its GET's error) from the caller's thread.
 
         What may overlap (docs/PROTOCOL.md §5): the ICE-servers GET needs nothing from the
         session info, so both GETs start at once. The peer connection and its offer need only
@@ -418,6 +438,8 @@ class Session:
         session thus also sends the ICE-servers GET, whose answer is dropped. Errors keep the
         sequential order's precedence: a failed info wins over a failed ICE-servers GET.
         """
+        import asyncio
+
         import anyio
 
         from perso_sync._runtime import run_sync_off_loop
@@ -427,9 +449,7 @@ class Session:
         client, session_id = self._client, self._session_id
         if self._uplink is not None:  # made here: an aiortc track belongs to the loop
             options = attrs.evolve(options, outgoing_audio=self._uplink.track())
-        info: _Outcome[SessionInfo] = _Outcome(
-            run_sync_off_loop, client.get_session_info, session_id
-        )
+        info: _Outcome[SessionInfo] = _Outcome(asyncio.wrap_future, info_future)
         ice: _Outcome[list[dict[str, Any]]] = _Outcome(
             run_sync_off_loop, client.get_ice_servers, session_id
         )
@@ -465,7 +485,8 @@ class Session:
 
         opened = _Outcome(open_core)
         # Both GETs are waited for even when the other one already decided the outcome: each
-        # is bounded by its HTTP timeout, and nothing of the opening outlives the call.
+        # is bounded by its HTTP timeout, and nothing of the opening outlives the call. (The
+        # info's own thread is the caller's, which hands it over before it waits for us.)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(info.run)
             tasks.start_soon(ice.run)
