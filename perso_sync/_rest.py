@@ -298,14 +298,14 @@ class _ExchangeWatch:
         self._connection: Any = None
         self._finished = False
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._timers: list[threading.Timer] = []
         self._arm(seconds)
 
     def _arm(self, seconds: float) -> None:
         timer = threading.Timer(seconds, self._expire)
         timer.name = "perso-http-deadline"
         timer.daemon = True
-        self._timer = timer
+        self._timers.append(timer)
         timer.start()
 
     def attach(self, connection: Any) -> None:
@@ -335,11 +335,15 @@ class _ExchangeWatch:
         return True
 
     def finish(self) -> None:
+        """Stop watching; returns once the timer thread is gone (a call leaves no thread
+        behind, so thread counts stay exact for callers that watch them)."""
         with self._lock:
             self._finished = True
-            timer = self._timer
-        if timer is not None:
+            timers = list(self._timers)
+        for timer in timers:
             timer.cancel()
+        for timer in timers:
+            timer.join()
 
 
 class _DeadlinePoolMixin:
