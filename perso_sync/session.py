@@ -25,6 +25,7 @@ import datetime as _dt
 import io
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -153,6 +154,9 @@ class _Hooks:
 
     def on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
         self._session._on_server_message(msg_type, data)
+
+    def on_bad_message(self, error: InvalidResponseError) -> None:
+        self._session._report_error(error)
 
     def on_closed(self, manual: bool, code: int, reason: str) -> None:
         self._session._finish_close(manual, code, reason)
@@ -1093,7 +1097,11 @@ class Session:
             if isinstance(duration, bool) or not isinstance(duration, (int, float)):
                 _log.debug("stf without a numeric duration: %r", data)
                 duration = 0.0
-            self._apply_state(lambda machine: machine.on_stf(float(duration), time.monotonic()))
+            try:
+                duration_ms = float(duration)
+            except OverflowError:  # an int too large for a float: the machine drops it
+                duration_ms = math.inf
+            self._apply_state(lambda machine: machine.on_stf(duration_ms, time.monotonic()))
             if self._timer_wake is not None:
                 self._timer_wake.set()
         elif msg_type == "stt":
