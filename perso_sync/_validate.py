@@ -28,7 +28,7 @@ from typing import Any
 
 from perso_sync.errors import InvalidInputError, RuntimeUsageError
 
-__all__ = ["check_text", "check_timeout", "json_body", "refuse_loop_thread"]
+__all__ = ["check_seconds", "check_text", "check_timeout", "json_body", "refuse_loop_thread"]
 
 
 def check_text(name: str, value: object, *, allow_blank: bool = False) -> str:
@@ -70,6 +70,13 @@ def check_timeout(name: str, value: object, *, allow_none: bool = True) -> float
             f"{name} must be a positive, finite number of seconds{none_ok}, not {value!r}"
         )
     return float(value)
+
+
+def check_seconds(name: str, value: object) -> float:
+    """Like :func:`check_timeout` for a duration that must be given (None is refused too)."""
+    seconds = check_timeout(name, value, allow_none=False)
+    assert seconds is not None
+    return seconds
 
 
 def json_body(body: Any) -> bytes:

@@ -17,6 +17,8 @@ import concurrent.futures
 import json
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +35,7 @@ from perso_sync._rest import (
 )
 from perso_sync.errors import (
     ApiError,
+    ClientClosedError,
     InvalidInputError,
     InvalidResponseError,
     PersoError,
@@ -138,6 +141,9 @@ class PersoClient:
             session=session,
             **extra,
         )
+        # The sessions this client opened (weakly): close() closes the ones still open.
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._sessions_lock = threading.Lock()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -172,7 +178,21 @@ class PersoClient:
         self.close()
 
     def close(self) -> None:
-        """Release the HTTP connections. Idempotent; later calls raise ``ClientClosedError``."""
+        """Close every session this client opened that is still open, then release the HTTP
+        connections. Idempotent; later calls raise ``ClientClosedError``.
+
+        A session needs its client (TTS, STT, events, the heartbeat), so it does not outlive
+        it: each open one is closed as by :meth:`Session.stop_session` (``on_close(True)``,
+        code 200) before the connections go.
+        """
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+            self._sessions.clear()
+        for session in sessions:
+            try:
+                session.stop_session()
+            except PersoError as exc:  # e.g. the parent's session in a forked child
+                logger.warning("closing %r with its client: %s", session, exc)
         self._rest.close()
 
     @property
@@ -465,7 +485,7 @@ class PersoClient:
         """
         from perso_sync.session import Session
 
-        return Session._open(
+        session = Session._open(
             self,
             session_id,
             width=width,
@@ -473,6 +493,14 @@ class PersoClient:
             client_tools=client_tools,
             **options,
         )
+        with self._sessions_lock:
+            closed = self.closed
+            if not closed:
+                self._sessions.add(session)
+        if closed:  # close() ran while the session was opening
+            session.stop_session()
+            raise ClientClosedError("this PersoClient was closed while the session was opening")
+        return session
 
 
 def session_params_from_template(template: SessionTemplate) -> SessionParams:

@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import attrs
 
+from perso_sync._validate import check_seconds, check_text, check_timeout, refuse_loop_thread
 from perso_sync.errors import (
     ApiError,
     InvalidInputError,
@@ -81,6 +82,10 @@ _STF_UPLOAD_TIMEOUT = 30.0
 #: Bytes read from an STF file to sniff its type (RIFF / ID3 / MP3 frame sync).
 _SNIFF_BYTES = 16
 
+#: Defaults of a session's LLM turns: longest silence between events, and the whole turn.
+LLM_IDLE_TIMEOUT = 60.0
+LLM_TURN_TIMEOUT = 300.0
+
 _LOST = (408, "Request Timeout")
 _MANUAL = (200, "OK")
 _SPEECH_END = (".", "?", "!")
@@ -125,6 +130,7 @@ class MediaRecording:
 
     def stop(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
         """Stop recording and finalize the file; no-op when already stopped or closed."""
+        check_timeout("timeout", timeout)
         with self._lock:
             if self._stopped:
                 return
@@ -213,12 +219,16 @@ class Session:
         client_tools: Sequence[ChatTool],
         ping_timeout: float,
         heartbeat_interval: float,
+        llm_timeout: float | None = LLM_IDLE_TIMEOUT,
+        llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> None:
         """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
         from perso_sync._chat_state import ChatStateMachine
         from perso_sync._runtime import CallbackDispatcher, get_runtime
         from perso_sync.llm import LlmProcessor
 
+        # A forked child inherits this object but not the runtime thread behind it.
+        self._pid = os.getpid()
         self._client = client
         self._session_id = session_id
         self._width = width
@@ -243,6 +253,8 @@ class Session:
             api_server=client.api_server,
             session_id=session_id,
             client_tools=list(client_tools),
+            timeout=llm_timeout,
+            turn_timeout=llm_turn_timeout,
         )
 
         self._core: WebRtcCore | None = None
@@ -277,6 +289,8 @@ class Session:
         ping_timeout: float = 30.0,
         heartbeat_interval: float = 10.0,
         receive_video: bool = True,
+        llm_timeout: float | None = LLM_IDLE_TIMEOUT,
+        llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> Session:
         """Open a session (PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
 
@@ -287,7 +301,10 @@ class Session:
         seconds between ``SESSION_DURING`` events of a REST-only session. ``receive_video``:
         ``False`` skips video decoding (no frames, no ``video_track``): at 1280×720 and 10 fps
         that is about 40 % of an idle session's CPU (measured: ~6 % of a core with video, ~3 %
-        without). A failure half-way closes everything opened so far.
+        without). ``llm_timeout`` / ``llm_turn_timeout``: seconds the session's LLM turns may
+        go without an event / take in all (60 s and 300 s by default; None = no limit; see
+        :class:`perso_sync.LlmProcessor`).
+        A failure half-way closes everything opened so far.
         """
         if not isinstance(session_id, str) or not session_id.strip():
             raise InvalidInputError("session_id must be a non-empty string")
@@ -295,6 +312,8 @@ class Session:
         _check_positive("connect_timeout", connect_timeout)
         _check_positive("ping_timeout", ping_timeout)
         _check_positive("heartbeat_interval", heartbeat_interval)
+        check_timeout("llm_timeout", llm_timeout)
+        check_timeout("llm_turn_timeout", llm_turn_timeout)
         tools = list(client_tools)
 
         # Built first: it validates the client tools before any request is sent.
@@ -306,6 +325,8 @@ class Session:
             client_tools=tools,
             ping_timeout=ping_timeout,
             heartbeat_interval=heartbeat_interval,
+            llm_timeout=llm_timeout,
+            llm_turn_timeout=llm_turn_timeout,
         )
         try:
             info = client.get_session_info(session_id)
@@ -459,6 +480,7 @@ class Session:
         """
         self._ensure_open()
         _check_message(message)
+        timeout = check_timeout("timeout", timeout)
         try:
             return self._runtime.call(self._chat_turn, message, timeout=timeout)
         except SessionClosedError:
@@ -518,13 +540,14 @@ class Session:
         """Switch the avatar's model and outfit (``set-template``). WebRTC sessions only."""
         self._ensure_open()
         for name, value in (("model", model), ("dress", dress)):
-            if not isinstance(value, str) or not value:
-                raise InvalidInputError(f"{name} must be a non-empty string")
+            check_text(name, value)
         self._call_loop(self._send_on_loop, "set-template", {"model": model, "dress": dress})
 
     def log_session_event(self, detail: str | Mapping[str, Any] | None = None) -> None:
         """Record a ``SESSION_LOG`` event (a mapping is sent as its JSON text)."""
-        self._ensure_open()
+        self._ensure_blocking_call("log_session_event")
+        if isinstance(detail, str):
+            check_text("detail", detail, allow_blank=True)
         self._client.log_session_event(self._session_id, detail)
 
     # ------------------------------------------------------------------ states and callbacks
@@ -535,7 +558,8 @@ class Session:
         Returns True when idle, False after ``timeout`` seconds. Raises
         :class:`SessionClosedError` if the session is or gets closed.
         """
-        self._ensure_open()
+        self._ensure_blocking_call("wait_until_idle")
+        timeout = check_timeout("timeout", timeout)
         with self._idle:
             idle = self._idle.wait_for(
                 lambda: self._closed or not self._machine.active, timeout=timeout
@@ -607,13 +631,16 @@ class Session:
 
     # ------------------------------------------------------------------ closing
 
-    def stop_session(self, timeout: float = _LOOP_CALL_TIMEOUT) -> None:
+    def stop_session(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
         """Close the session (code 200): ``on_close`` callbacks get ``True``.
 
         Cancels running chat turns, stops recordings, closes the channels and the peer
         connection (a REST-only session posts ``SESSION_END`` instead). Idempotent; a call
         while another thread closes waits (up to ``timeout``) for that close to finish.
         """
+        self._check_owner()
+        refuse_loop_thread("Session.stop_session()")
+        timeout = check_timeout("timeout", timeout)
         with self._lock:
             first = not self._closing
             self._closing = True
@@ -741,9 +768,8 @@ class Session:
         """
         from perso_sync._emoji import remove_emoji
 
-        self._ensure_open()
-        if not isinstance(message, str):
-            raise InvalidInputError("message must be a string")
+        self._ensure_blocking_call("process_tts")
+        check_text("message", message, allow_blank=True)
         text = remove_emoji(message).strip()
         if not text:
             return None
@@ -808,7 +834,7 @@ class Session:
         ``locale``, ``normalized_text``)."""
         from perso_sync.audio import read_audio_input, to_stt_wav
 
-        self._ensure_open()
+        self._ensure_blocking_call("transcribe_audio")
         wav = to_stt_wav(read_audio_input(audio))
         return self._transcribe_wav(wav, language)
 
@@ -831,9 +857,8 @@ class Session:
         """
         from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, WavRecorder
 
-        self._ensure_open()
-        if timeout is not None:
-            _check_positive("timeout", timeout)
+        self._ensure_blocking_call("start_process_stt")
+        timeout = check_timeout("timeout", timeout)
         with self._stt_lock:
             current = self._stt_recorder
             if current is not None and (current.is_recording() or self._stt_pending is not None):
@@ -874,7 +899,7 @@ class Session:
         ("STT recording has not been started" / "STT recording is not in progress") and
         :class:`STTError` when the request fails (also given to the error handler).
         """
-        self._ensure_open()
+        self._ensure_blocking_call("stop_process_stt")
         with self._stt_lock:
             recorder = self._stt_recorder
             if recorder is None:
@@ -928,13 +953,11 @@ class Session:
         """
         from perso_sync.audio import normalize_audio_format, sniff_audio_format
 
-        self._ensure_open()
+        self._ensure_blocking_call("process_stf")
+        check_text("message", message, allow_blank=True)
+        timeout = check_seconds("timeout", timeout)
         if self._core is None:
             raise STFError("processSTF requires WebRTC (STF mode)")
-        if not isinstance(message, str):
-            raise InvalidInputError("message must be a string")
-        if not timeout > 0:
-            raise InvalidInputError("timeout must be a positive number of seconds")
         with _open_upload_source(file) as (reader, head, total):
             fallback = sniff_audio_format(head) if head else None
             audio_format = normalize_audio_format(format, fallback)
@@ -1048,6 +1071,7 @@ class Session:
         ``receive_video=False``).
         """
         self._ensure_open()
+        timeout = check_timeout("timeout", timeout)
         core = self._core
         if core is None or core.video_track is None:
             raise InvalidInputError(
@@ -1238,8 +1262,25 @@ class Session:
     # ------------------------------------------------------------------ helpers
 
     def _ensure_open(self) -> None:
+        self._check_owner()
         if self._closed or self._closing:
             raise SessionClosedError(f"session {self._session_id} is closed")
+
+    def _check_owner(self) -> None:
+        # After os.fork() the child has this object but neither the runtime thread nor the
+        # connection behind it: refuse at once instead of waiting on a loop that is not there.
+        if os.getpid() != self._pid:
+            from perso_sync.errors import RuntimeUsageError
+
+            raise RuntimeUsageError(
+                f"session {self._session_id} belongs to the parent process (pid {self._pid}); "
+                "a forked child must open its own session"
+            )
+
+    def _ensure_blocking_call(self, what: str) -> None:
+        # For the methods that block the calling thread (REST, waits): refused on the loop.
+        self._ensure_open()
+        refuse_loop_thread(f"Session.{what}()")
 
     def _require_core(self, what: str) -> WebRtcCore:
         core = self._core
@@ -1346,10 +1387,7 @@ class Session:
 
 
 def _check_message(message: object) -> None:
-    if not isinstance(message, str):
-        raise InvalidInputError("message must be a string")
-    if not message.strip():
-        raise InvalidInputError("message must not be empty")
+    check_text("message", message)
 
 
 def _check_size(width: object, height: object) -> None:
@@ -1359,8 +1397,7 @@ def _check_size(width: object, height: object) -> None:
 
 
 def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidInputError(f"{name} must be a positive number of seconds, not {value!r}")
+    check_seconds(name, value)
 
 
 def _resample_or_keep(audio: bytes) -> bytes:
