@@ -160,7 +160,8 @@ def test_closing_the_client_closes_its_open_sessions_cleanly(
 
     client.close()
 
-    assert webrtc.closed and rest_only.closed
+    assert webrtc.closed
+    assert rest_only.closed
     assert webrtc.close_status == perso_sync.CloseStatus(False, 200, "OK")
     assert rest_only.close_status == perso_sync.CloseStatus(False, 200, "OK")
     wait_until(lambda: closes == {"webrtc": [True], "rest": [True]}, what="on_close(True) x2")
@@ -231,7 +232,7 @@ def test_every_timeout_refuses_inf_negative_zero_nan_text_and_bool(
     call = _timeout_calls(perso_mock, client, session)[parameter]
     sessions_before = len(perso_mock.journal.requests(endpoint="session_info"))
     for bad in BAD_TIMEOUTS:
-        with pytest.raises(perso_sync.InvalidInputError, match="timeout|interval"):
+        with pytest.raises(perso_sync.InvalidInputError, match=r"timeout|interval"):
             call(bad)
     assert len(perso_mock.journal.requests(endpoint="session_info")) == sessions_before
     assert not session.closed
@@ -324,4 +325,5 @@ def test_threads_are_not_affected_by_the_fork_check(open_session: Any) -> None:
     worker = threading.Thread(target=lambda: answers.append(session.process_chat("hi", timeout=10)))
     worker.start()
     worker.join(15)
-    assert answers and answers[0]
+    assert answers
+    assert answers[0]
