@@ -558,9 +558,11 @@ class Session:
         Returns True when idle, False after ``timeout`` seconds. Raises
         :class:`SessionClosedError` if the session is or gets closed.
         """
+        from perso_sync._runtime import lend_worker_slot
+
         self._ensure_blocking_call("wait_until_idle")
         timeout = check_timeout("timeout", timeout)
-        with self._idle:
+        with self._idle, lend_worker_slot():  # a tool waiting here needs no worker slot
             idle = self._idle.wait_for(
                 lambda: self._closed or not self._machine.active, timeout=timeout
             )
