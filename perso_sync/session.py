@@ -200,6 +200,10 @@ class Session:
       session's later callbacks.
     - Never call blocking methods from the runtime's loop thread (inside an async
       ``ChatTool.call``): that raises :class:`perso_sync.errors.RuntimeUsageError`.
+    - A session belongs to the process that opened it: after ``os.fork()`` every method of it
+      raises :class:`perso_sync.errors.RuntimeUsageError` in the child.
+    - Closing the :class:`perso_sync.PersoClient` that opened it closes the session first
+      (``on_close(True)``).
 
     **After close** (:attr:`closed` is True) every method raises :class:`SessionClosedError`,
     except :attr:`session_id`, :meth:`get_session_id`, :attr:`closed`, :attr:`close_status`,
