@@ -19,7 +19,8 @@ other from this thread (64x48 video), then held open for a window of a few secon
 - Loop lag: while the window runs, a task on the runtime loop sleeps 50 ms again and again and
   records how late it wakes (p99). Baseline: the same with one session open.
 
-Bar (DESIGN.md): threads constant, every session keeps its pings, none lost.
+Bar (docs/ARCHITECTURE.md, "Quality bars"): threads constant, every session keeps its pings,
+none lost.
 """
 
 from __future__ import annotations

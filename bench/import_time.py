@@ -8,7 +8,8 @@ import itself is timed (``time.perf_counter`` around it), not the interpreter's 
   REST client, which imports requests, tenacity, attrs and cattrs);
 - baseline: ``import requests``.
 
-Bar (DESIGN.md): at most 150 ms added on top of requests; aiortc and av are not imported.
+Bar (docs/ARCHITECTURE.md, "Quality bars"): at most 150 ms added on top of requests; aiortc and
+av are not imported.
 """
 
 from __future__ import annotations

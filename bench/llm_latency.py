@@ -4,8 +4,8 @@ A small local server (its own process, a plain socket, as the real server is not
 streams ``message`` events, paced so that each arrives on its own, each carrying the
 ``time.monotonic_ns()`` of its write (CLOCK_MONOTONIC: the same clock in every process).
 Ours: iterate ``LlmProcessor.process_llm`` and note when each ``MessageChunk`` arrives.
-Baseline: read the same stream with a bare socket and split lines. Bars (DESIGN.md): the
-latency we add on top of the baseline, p50 <= 1 ms and p99 <= 5 ms.
+Baseline: read the same stream with a bare socket and split lines. Bars (docs/ARCHITECTURE.md,
+"Quality bars"): the latency we add on top of the baseline, p50 <= 1 ms and p99 <= 5 ms.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Both run the same trivial coroutine function on a background loop thread and wait for its
 result from this thread. Baseline: ``anyio.from_thread.start_blocking_portal()`` +
 ``portal.call`` (what one would write by hand). Bar (issue 5): ours no slower (<= 1.0x the time
-per call; DESIGN.md allows 1.5x).
+per call; docs/ARCHITECTURE.md's "Quality bars" allow 1.5x).
 """
 
 from __future__ import annotations

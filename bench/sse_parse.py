@@ -1,8 +1,8 @@
 """SSE parse throughput: SseParser vs a bare ``json.loads``-per-line loop over the same bytes.
 
-Bars (DESIGN.md): >= 50 MB/s of ``data:`` lines on one core, and >= 0.5x the bare loop. The
-stream is realistic LLM output: short text deltas (a few words, some Hangul/emoji), fed in
-4 KiB reads as a socket would deliver them.
+Bars (docs/ARCHITECTURE.md, "Quality bars"): >= 50 MB/s of ``data:`` lines on one core, and
+>= 0.5x the bare loop. The stream is realistic LLM output: short text deltas (a few words, some
+Hangul/emoji), fed in 4 KiB reads as a socket would deliver them.
 """
 
 from __future__ import annotations

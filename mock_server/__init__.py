@@ -162,6 +162,7 @@ class MockPersoServer:
     # -- state ------------------------------------------------------------------------------
     @property
     def url(self) -> str:
+        """``http://127.0.0.1:<port>``; RuntimeError while the server is not running."""
         if self._port is None:
             raise RuntimeError("the mock server is not running (call start() or use `with`)")
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -169,10 +170,12 @@ class MockPersoServer:
 
     @property
     def port(self) -> int | None:
+        """The bound port, or None while the server is not running."""
         return self._port
 
     @property
     def api_key(self) -> str:
+        """The API key the server accepts (settable; ``reset()`` restores the first one)."""
         return self._ctx.api_key
 
     @api_key.setter
@@ -181,22 +184,27 @@ class MockPersoServer:
 
     @property
     def catalog(self) -> Catalog:
+        """The seeded data the REST endpoints serve; edit it in place."""
         return self._ctx.catalog
 
     @property
     def journal(self) -> Journal:
+        """Every request and data-channel message, API key redacted."""
         return self._ctx.journal
 
     @property
     def faults(self) -> FaultRegistry:
+        """Faults to inject into the HTTP endpoints."""
         return self._ctx.faults
 
     @property
     def sessions(self) -> SessionStore:
+        """Session id → :class:`MockSession`."""
         return self._ctx.sessions
 
     @property
     def llm_script(self) -> LlmScript:
+        """The scripted assistant of sessions without their own (settable)."""
         return self._ctx.llm_script
 
     @llm_script.setter

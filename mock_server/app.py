@@ -1,4 +1,5 @@
-"""The mock Perso platform's HTTP side: aiohttp routes for every endpoint of PROTOCOL §3–§4.
+"""The mock Perso platform's HTTP side: aiohttp routes for every endpoint of
+docs/PROTOCOL.md §3–§4.
 
 One middleware does what every request shares, in this order: CORS preflight (so a browser
 running the official JS SDK can call the mock), journal the request (key redacted), auth
@@ -350,7 +351,7 @@ async def create_session(request: web.Request, ctx: MockContext) -> web.StreamRe
 
 
 def derive_capability(params: dict[str, Any]) -> list[str]:
-    """PROTOCOL §3: STF_WEBRTC, LLM, TTS, STT, in that order, from the params."""
+    """docs/PROTOCOL.md §3: STF_WEBRTC, LLM, TTS, STT, in that order, from the params."""
     caps = []
     if params.get("using_stf_webrtc"):
         caps.append("STF_WEBRTC")
@@ -492,7 +493,7 @@ def validate_session_params(
 
 
 def session_info(session: MockSession, ctx: MockContext) -> dict[str, Any]:
-    """SessionInfo as PROTOCOL §4 describes it."""
+    """SessionInfo as docs/PROTOCOL.md §4 describes it."""
     catalog = ctx.catalog
     params = session.params
 

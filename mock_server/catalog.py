@@ -157,6 +157,7 @@ class Catalog:
         return {key: copy.deepcopy(getattr(self, key)) for key in ALL_KINDS}
 
     def copy(self) -> Catalog:
+        """An independent deep copy."""
         return Catalog(self.to_dict())
 
     def restore(self, other: Catalog) -> None:
@@ -174,6 +175,8 @@ class Catalog:
         return None
 
     def model_styles_for(self, platform_type: str | None) -> list[dict[str, Any]]:
+        """The model styles of ``platform_type`` (``"webrtc"`` when a style names none); all
+        of them when ``platform_type`` is empty."""
         if not platform_type:
             return list(self.model_styles)
         return [s for s in self.model_styles if s.get("platform_type", "webrtc") == platform_type]
@@ -187,6 +190,7 @@ class Catalog:
         return False, None
 
     def mcp_tool_names(self, server_ids: list[str]) -> list[str]:
+        """The names of the tools the given MCP servers offer, in catalog order."""
         names: list[str] = []
         for server_id in server_ids:
             names.extend((self.mcp_tools.get(server_id) or {}).keys())

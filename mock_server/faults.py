@@ -157,11 +157,13 @@ class FaultRegistry:
         return None
 
     def remove(self, fault: Fault) -> None:
+        """Disarm ``fault`` (no effect when it is not armed)."""
         with self._lock:
             if fault in self._faults:
                 self._faults.remove(fault)
 
     def clear(self) -> None:
+        """Disarm every fault and forget which fired."""
         with self._lock:
             self._faults.clear()
             self.fired.clear()

@@ -137,6 +137,7 @@ class Journal:
         return seq
 
     def set_status(self, seq: int, status: int) -> None:
+        """Set the response status of the HTTP entry ``seq`` once it is known (server side)."""
         with self._cond:
             for index in range(len(self._entries) - 1, -1, -1):
                 entry = self._entries[index]
@@ -148,6 +149,8 @@ class Journal:
     def record_datachannel(
         self, session_id: str, channel: str, direction: str, payload: Any
     ) -> None:
+        """Record one data-channel message (server side): JSON text decoded, binary as its
+        length, secrets redacted."""
         if isinstance(payload, str):
             # Text messages are JSON on the message channel; keep them decoded when they are.
             try:
@@ -171,6 +174,7 @@ class Journal:
             )
 
     def clear(self) -> None:
+        """Forget every entry."""
         with self._cond:
             self._entries.clear()
             self._cond.notify_all()
@@ -207,6 +211,7 @@ class Journal:
     def last(
         self, predicate: Callable[[JournalEntry], bool] | None = None, **match: Any
     ) -> JournalEntry | None:
+        """The newest entry matching ``match`` (see :meth:`entries`), or None."""
         found = self.entries(predicate, **match)
         return found[-1] if found else None
 

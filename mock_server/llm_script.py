@@ -60,6 +60,7 @@ class ToolCall:
     arguments: ArgSpec = attrs.field(factory=dict)
 
     def resolve(self, match: re.Match[str]) -> tuple[str, dict[str, Any]]:
+        """The ``(name, arguments)`` of this call for the rule's regex ``match``."""
         name = self.name(match) if callable(self.name) else self.name
         args = self.arguments(match) if callable(self.arguments) else dict(self.arguments)
         return name, args
@@ -80,6 +81,8 @@ class Rule:
     used: int = 0
 
     def match(self, text: str) -> re.Match[str] | None:
+        """The regex match of ``pattern`` in ``text``; None when it does not match or the rule
+        has been used ``times`` times."""
         if self.times is not None and self.used >= self.times:
             return None
         return re.search(self.pattern, text)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mock_server import MockPersoServer
 
 DEFAULT_TEST_API_KEY = "test-key"
+"""The API key of the ``perso_mock`` server and, unless given, of ``perso_mock_factory``'s."""
 
 
 @pytest.fixture(scope="session")

@@ -107,10 +107,12 @@ class MockSession:
 
     @property
     def active(self) -> bool:
+        """Not TERMINATED yet."""
         return self.status in ACTIVE_STATUSES
 
     @property
     def is_webrtc(self) -> bool:
+        """The session has a WebRTC capability (``STF_WEBRTC`` or ``STF_ONPREMISE``)."""
         return "STF_WEBRTC" in self.capability or "STF_ONPREMISE" in self.capability
 
     @property
@@ -120,12 +122,14 @@ class MockSession:
 
     @property
     def duration_sec(self) -> int:
+        """Whole seconds since the session connected (until it ended); 0 before."""
         if self.connected_monotonic is None:
             return 0
         end = self.ended_monotonic if self.ended_monotonic is not None else time.monotonic()
         return int(end - self.connected_monotonic)
 
     def mark_exchanged(self, client_sdp: str, server_sdp: str) -> None:
+        """Keep both SDPs of the exchange; CREATED → EXCHANGED."""
         self.client_sdp = client_sdp
         self.server_sdp = server_sdp
         if self.status == CREATED:
@@ -133,6 +137,7 @@ class MockSession:
         self._changed()
 
     def mark_connected(self) -> None:
+        """The peer connected: → IN_PROGRESS, and the duration starts."""
         if self.status in (CREATED, EXCHANGED):
             self.status = IN_PROGRESS
             self.connected_monotonic = time.monotonic()
@@ -148,12 +153,14 @@ class MockSession:
         self._changed()
 
     def expire_if_due(self, expiry_sec: float | None) -> None:
+        """Terminate a session never connected within ``expiry_sec`` seconds of its creation."""
         if expiry_sec is None or self.status not in (CREATED, EXCHANGED):
             return
         if time.monotonic() - self.created_monotonic >= expiry_sec:
             self.terminate(SESSION_EXPIRED_BEFORE_CONNECTION)
 
     def remember_speech(self, speech: SynthesizedSpeech) -> None:
+        """Keep what TTS synthesized for this session (the newest 50)."""
         self.speeches.append(speech)
         del self.speeches[:-50]
 
@@ -172,10 +179,12 @@ class SessionStore:
         self.expiry_sec: float | None = None
 
     def new_id(self) -> str:
+        """A fresh session id shaped like the platform's."""
         # Shaped like the platform's ids: a prefix and URL-safe random text.
         return "plp-" + secrets.token_hex(12)
 
     def add(self, session: MockSession) -> None:
+        """Store ``session`` under its id; waiters on a status are woken by its changes."""
         session._on_change = self._notify
         with self._lock:
             self._sessions[session.session_id] = session
@@ -203,6 +212,7 @@ class SessionStore:
                 self._changed.wait(min(remaining, 0.1))
 
     def get(self, session_id: str) -> MockSession | None:
+        """The session (expiry applied first), or None."""
         with self._lock:
             session = self._sessions.get(session_id)
         if session is not None:
@@ -228,6 +238,7 @@ class SessionStore:
             return iter(list(self._sessions))
 
     def values(self) -> list[MockSession]:
+        """Every session, expiry applied first."""
         with self._lock:
             sessions = list(self._sessions.values())
         for session in sessions:
@@ -239,5 +250,6 @@ class SessionStore:
         return [s for s in self.values() if s.active]
 
     def clear(self) -> None:
+        """Forget every session."""
         with self._lock:
             self._sessions.clear()

@@ -4,7 +4,7 @@ Shaped like aiortc's ``examples/server/server.py``: the ``Answerer`` (not a modu
 its peers; every handler is registered before ``setRemoteDescription``; channel handlers are
 attached inside ``on("datachannel")``; ``close_all`` closes every connection with ``gather``.
 
-What a peer does (PROTOCOL.md §5, §7, §8):
+What a peer does (docs/PROTOCOL.md §5, §7, §8):
 
 * sends one audio and one video track of a synthetic avatar (``mock_server.media``) in ONE
   MediaStream (aiortc gives every sender of a connection the same ``a=msid`` stream id);

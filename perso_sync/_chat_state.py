@@ -1,4 +1,4 @@
-"""The chat-state machine of a session (PROTOCOL.md §9), with no I/O and no clock of its own.
+"""The chat-state machine of a session (docs/PROTOCOL.md §9), with no I/O and no clock of its own.
 
 Every rule about which :class:`~perso_sync.models.ChatState` values are active lives here:
 ANALYZING is reference-counted (one count per pending ``ttstf``/``stf``), LLM, TTS and RECORDING
@@ -51,7 +51,7 @@ class ChatStateMachine:
     and lowers the ANALYZING count by one (never below zero).
 
     * The first ``stf`` (no timer running) arms a deadline at ``now + duration + 2000 ms``.
-    * A later ``stf`` while the timer runs extends it by the rule of PROTOCOL.md §9:
+    * A later ``stf`` while the timer runs extends it by the rule of docs/PROTOCOL.md §9:
       *remaining total += duration + 1000 − (time since the previous stf)*.
 
     Our reading of "remaining total": the number ``R`` the timer was last armed with, counted

@@ -351,7 +351,7 @@ def _readable(exc: BaseException) -> str:
     return "; ".join(shown)
 
 
-def structure(data: Any, type_: Any, *, what: str = "response", status: int | None = None) -> Any:
+def structure(data: Any, type_: type[T], *, what: str = "response", status: int | None = None) -> T:
     """Structure JSON ``data`` into ``type_`` (a model, or e.g. ``list[Model]``).
 
     Raises ``InvalidResponseError`` (naming ``what`` and every bad path) when the data does not

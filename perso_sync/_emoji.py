@@ -1,4 +1,4 @@
-"""Emoji removal for text that goes to speech (PROTOCOL.md §11). Pure, no dependency.
+"""Emoji removal for text that goes to speech (docs/PROTOCOL.md §11). Pure, no dependency.
 
 Removed: every emoji pictograph (Unicode ``Extended_Pictographic``), whole ZWJ sequences
 (families, professions, "heart on fire"), skin-tone modifiers, flags (pairs of regional

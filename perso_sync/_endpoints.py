@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 API_KEY_HEADER = "PersoLive-APIKey"
 DEFAULT_API_SERVER = "https://platform.perso.ai"
+"""The API server used when neither ``api_server=`` nor ``$PERSO_API_SERVER`` is given."""
 
 # Headers whose values never reach a log record, a repr, an error or a recorded contract.
 SENSITIVE_HEADERS = frozenset({API_KEY_HEADER.lower(), "authorization", "cookie"})

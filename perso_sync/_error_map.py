@@ -1,4 +1,4 @@
-"""Turn a non-2xx HTTP answer (status + raw body) into an ``ApiError`` (PROTOCOL §2). Pure.
+"""Turn a non-2xx HTTP answer (status + raw body) into an ``ApiError`` (docs/PROTOCOL.md §2). Pure.
 
 The platform sends ``{"type": ..., "errors": [{"code", "detail", "attr"}]}`` and the client takes
 ``errors[0]``. Anything else still becomes an ``ApiError`` with ``code="UNKNOWN_ERROR"``: a body

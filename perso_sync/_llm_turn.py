@@ -1,4 +1,4 @@
-"""One LLM turn as a pure state machine (PROTOCOL.md §6): events in, chunks and decisions out.
+"""One LLM turn as a pure state machine (docs/PROTOCOL.md §6): events in, chunks and decisions out.
 
 :class:`LlmTurn` owns the turn's history, the text accumulation (emoji removed), the batching of
 deltas into ``message`` chunks, the tool-call bookkeeping, the follow-up decision and the
@@ -99,6 +99,7 @@ class ErrorChunk:
 
 
 LlmChunk = MessageChunk | ToolCallChunk | ToolResultChunk | ErrorChunk
+"""One item of an LLM turn's stream; its ``type`` field tells which of the four it is."""
 
 
 # -- decisions -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Sans-IO parser of the LLM stream (PROTOCOL.md §6): bytes in, typed events out.
+"""Sans-IO parser of the LLM stream (docs/PROTOCOL.md §6): bytes in, typed events out.
 
 It accepts the platform's framing (one ``data: {json}`` line per event, no blank lines) and
 standard server-sent events (blank lines between events, ``\\r\\n`` or ``\\r`` line ends, ``:``

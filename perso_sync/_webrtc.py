@@ -5,7 +5,7 @@ through anyio): nothing here blocks the loop, starts threads of its own (aiortc'
 aside), or touches the runtime thread. The sync facade (:mod:`perso_sync.session`) drives it
 through ``get_runtime().call(...)``.
 
-Wire protocol: PROTOCOL.md §5 (setup), §7 (the ``message`` channel) and §8 (STF upload).
+Wire protocol: docs/PROTOCOL.md §5 (setup), §7 (the ``message`` channel) and §8 (STF upload).
 
 Memory and CPU of received media: aiortc's ``RemoteStreamTrack`` queues every decoded frame in an
 unbounded queue until someone calls ``recv()``. The core therefore drains both remote tracks
@@ -353,7 +353,7 @@ class WebRtcCore:
         options: CoreOptions,
         task_group: anyio.abc.TaskGroup | None = None,
     ) -> WebRtcCore:
-        """Open the session per PROTOCOL §5 steps 2-7 and return it once ready.
+        """Open the session per docs/PROTOCOL.md §5 steps 2-7 and return it once ready.
 
         ``ice_servers``: RTCIceServer dicts (``urls`` str or list, optional ``username`` /
         ``credential``; unknown keys ignored). ``exchange(offer)`` receives the offer
@@ -641,7 +641,7 @@ class WebRtcCore:
         progress: Callable[[int, int | None], None] | None = None,
         timeout: float = 30.0,
     ) -> str:
-        """Upload ``source`` on a new ``file`` channel (PROTOCOL §8) and return the file_ref.
+        """Upload ``source`` on a new ``file`` channel (docs/PROTOCOL.md §8); return the file_ref.
 
         Reads ``source`` from its current position in 64 KiB chunks, off the loop, as it sends
         (the file is never held in memory whole). ``total`` is the expected byte count, only

@@ -1,6 +1,6 @@
 """Audio helpers: WAV headers, format sniffing, resampling and recording, with PyAV doing the DSP.
 
-What is here (PROTOCOL.md §8 and §10):
+What is here (docs/PROTOCOL.md §8 and §10):
 
 * WAV facts: :func:`get_wav_sample_rate`, :func:`read_wav_info` (walks the RIFF chunk list, so
   ``LIST``/``JUNK`` chunks before ``fmt `` are fine), :func:`read_wav` (PCM 8/16/24/32-bit or
@@ -66,8 +66,8 @@ __all__ = [
     "to_stt_wav",
 ]
 
-#: The sample rate (Hz) of the TTS system; use it when resampling audio for TTS/STT.
 TTS_TARGET_SAMPLE_RATE: Final = 16000
+"""The sample rate (Hz) of the TTS system; use it when resampling audio for TTS/STT."""
 
 AudioFormat = Literal["wav", "mp3"]
 
@@ -259,7 +259,7 @@ def encode_wav(pcm: bytes, sample_rate: int, channels: int = 1, sample_width: in
 
 
 def sniff_audio_format(data: bytes | bytearray | memoryview) -> AudioFormat:
-    """``"wav"`` or ``"mp3"`` from the first bytes (PROTOCOL.md §10).
+    """``"wav"`` or ``"mp3"`` from the first bytes (docs/PROTOCOL.md §10).
 
     ``RIFF`` → wav; ``ID3`` (a tag) or an MPEG frame sync (0xFF then a byte whose top three bits
     are set, i.e. 0xE0–0xFF: the 11-bit sync word) → mp3; anything else → wav.
@@ -293,7 +293,7 @@ def _known_format(hint: object) -> AudioFormat | None:
 
 
 def normalize_audio_format(hint: str | None, fallback: str | None = None) -> AudioFormat:
-    """The STF format name for a hint: ``"wav"`` or ``"mp3"`` (PROTOCOL.md §8).
+    """The STF format name for a hint: ``"wav"`` or ``"mp3"`` (docs/PROTOCOL.md §8).
 
     ``wav``, ``audio/wav``, ``audio/x-wav``, ``audio/wave`` → ``"wav"``; ``mp3``,
     ``audio/mpeg``, ``audio/mp3`` → ``"mp3"``; case-insensitive, MIME parameters after ``;``
@@ -526,7 +526,7 @@ def resample_wav(data: bytes | bytearray | memoryview, rate: int = TTS_TARGET_SA
 
 
 def to_stt_wav(data: bytes | bytearray | memoryview) -> bytes:
-    """The bytes to send to the STT endpoint for ``data`` (PROTOCOL.md §10).
+    """The bytes to send to the STT endpoint for ``data`` (docs/PROTOCOL.md §10).
 
     A WAV file (with a readable ``fmt `` chunk) is sent as is. Anything else that FFmpeg can
     decode — MP3, OGG/Opus/Vorbis, FLAC, AAC, ... — becomes a 16 kHz mono 16-bit WAV. Data that is

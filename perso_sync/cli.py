@@ -21,14 +21,23 @@ id from ``--template`` (default: the first WebRTC template), or use ``--session-
 Errors print one line to stderr -- ``error: <Class> (<status> <code>) [<field>]: <detail>`` --
 and exit 1 (2 for bad usage, 130 after Ctrl-C); never a traceback (``PERSO_DEBUG=1`` shows it).
 
+On a terminal the output is drawn with ``rich``: tables, a live progress bar (bytes, rate, ETA)
+on stderr for ``stf`` and ``record``, and a ``chat`` view where the reply streams in place above
+a status line with the avatar's state. When the output is not a terminal, or ``$NO_COLOR`` is
+set, it is plain text without any escape code: tables with an ASCII rule, the final progress
+once, chat states as ``[avatar: ...]`` lines. ``--json`` output is the same either way.
+
 Only the commands that open a live session import the WebRTC stack (aiortc); ``settings``,
-``templates`` and ``session`` are plain REST calls.
+``templates`` and ``session`` are plain REST calls. ``rich`` is imported by this module only,
+when it prints: ``import perso_sync`` never loads it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import functools
 import json
 import os
 import sys
@@ -48,6 +57,11 @@ from perso_sync.errors import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.live import Live
+    from rich.progress import Progress, ProgressColumn
+    from rich.table import Table
+
     from perso_sync.client import PersoClient
     from perso_sync.models import ChatState, SessionParams
     from perso_sync.session import Session
@@ -113,18 +127,118 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A plain-text table; an empty list says ``(none)`` instead of a bare header."""
-    if not rows:
-        return "(none)"
-    table = [list(columns)] + [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
-        for line in table
+#: Width of plain output (a pipe, a file): lines are never wrapped or cut for the reader.
+_PLAIN_WIDTH = 10_000
+
+
+def plain_output(stream: TextIO) -> bool:
+    """True when ``stream`` gets plain text: it is not a terminal, or ``$NO_COLOR`` is set.
+
+    Plain means no escape code at all (no colour, no bold, no cursor movement): progress is
+    printed once when done, chat states as lines.
+    """
+    if os.environ.get("NO_COLOR"):  # no-color.org: set and not empty
+        return True
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return True
+
+
+def _console(stream: TextIO) -> Console:
+    """A rich console on ``stream`` that never reads markup or emoji codes in the data it shows
+    (a prompt named ``[bold]x`` or ``:smile:`` prints as is) and adds no highlighting."""
+    console_type = _console_class()
+    if not plain_output(stream):
+        return console_type(file=stream, markup=False, emoji=False, highlight=False)
+    try:
+        is_tty = stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        is_tty = False
+    return console_type(
+        file=stream,
+        force_terminal=False,
+        color_system=None,
+        width=None if is_tty else _PLAIN_WIDTH,  # NO_COLOR on a terminal keeps its width
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
+
+
+@functools.cache
+def _console_class() -> type[Console]:
+    from rich.console import Console
+
+    class CliConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits with status 1 here; the reader going away (perso settings | head) is
+            # not an error of ours, and main() handles it the same way for every command.
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
+    return CliConsole
+
+
+def _print_block(console: Console, renderable: RenderableType) -> None:
+    """Print a table (or grid); plain output drops the padding at the end of its lines."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    with console.capture() as captured:
+        console.print(renderable)
+    lines = captured.get().splitlines()
+    console.file.write("".join(line.rstrip() + "\n" for line in lines))
+    console.file.flush()
+
+
+def _table(console: Console, *columns: str) -> Table:
+    """A table with a header rule and no frame (ASCII when plain, so pipes and greps see text)."""
+    from rich import box
+    from rich.table import Table
+
+    frame = box.SIMPLE_HEAD
+    if not console.is_terminal or console.color_system is None:
+        frame = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
+    from rich.table import Column
+
+    # Ids are copied from here: the first column never wraps, no cell is cut with an ellipsis.
+    heads = [
+        Column(name, no_wrap=index == 0, overflow="fold") for index, name in enumerate(columns)
     ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return Table(
+        *heads,
+        box=frame,
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold cyan",
+        highlight=False,
+    )
+
+
+def _print_table(
+    console: Console, title: str | None, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """``rows`` under ``title``; an empty list says ``(none)`` instead of a bare header."""
+    from rich.text import Text
+
+    if title is not None:
+        console.print(Text(title, style="bold"))
+    if not rows:
+        console.print(Text("(none)", style="dim"))
+        return
+    table = _table(console, *columns)
+    for row in rows:
+        table.add_row(*(Text(_cell(row.get(column))) for column in columns))
+    _print_block(console, table)
+
+
+def _print_error(stream: TextIO, message: str) -> None:
+    """One line on ``stream``: ``error: <message>`` (the prefix in red on a terminal)."""
+    from rich.text import Text
+
+    line = Text.assemble(("error:", "bold red"), " ", message)
+    _console(stream).print(line, soft_wrap=True)  # soft_wrap: one line, whatever its length
 
 
 def _one_line(text: str) -> str:
@@ -173,9 +287,11 @@ def cmd_settings(args: argparse.Namespace, io: Streams) -> int:
     if args.json:
         _print_json(data, out)
         return EXIT_OK
-    for key, columns in _SETTINGS_COLUMNS.items():
-        out.write(f"\n{key.replace('_', ' ')}\n")
-        out.write(format_table(data.get(key) or [], columns) + "\n")
+    console = _console(out)
+    for number, (key, columns) in enumerate(_SETTINGS_COLUMNS.items()):
+        if number:
+            console.print()
+        _print_table(console, key.replace("_", " "), columns, data.get(key) or [])
     return EXIT_OK
 
 
@@ -200,7 +316,7 @@ def cmd_templates(args: argparse.Namespace, io: Streams) -> int:
             }
         )
     columns = ("sessiontemplate_id", "name", "model_style", "platform", "capability")
-    out.write(format_table(rows, columns) + "\n")
+    _print_table(_console(out), None, columns, rows)
     return EXIT_OK
 
 
@@ -272,14 +388,21 @@ def cmd_session_info(args: argparse.Namespace, io: Streams) -> int:
     if args.json:
         _print_json(info, out)
         return EXIT_OK
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
     for key in ("session_id", "status", "termination_reason", "duration_sec", "created_at"):
-        out.write(f"{key:<20} {_cell(info.get(key))}\n")
+        grid.add_row(key, Text(_cell(info.get(key))))
     for key in ("prompt", "llm_type", "tts_type", "stt_type", "model_style"):
         value = info.get(key)
         name = value.get("name") if isinstance(value, dict) else value
-        out.write(f"{key:<20} {_cell(name)}\n")
+        grid.add_row(key, Text(_cell(name)))
     caps = ",".join(c.get("name", "") for c in info.get("capability") or [])
-    out.write(f"{'capability':<20} {caps or '-'}\n")
+    grid.add_row("capability", Text(caps or "-"))
+    _print_block(_console(out), grid)
     return EXIT_OK
 
 
@@ -353,20 +476,32 @@ def cmd_stt(args: argparse.Namespace, io: Streams) -> int:
     return EXIT_OK
 
 
-def _progress_bar(err: TextIO) -> Callable[[int, int | None], None]:
-    def show(sent: int, total: int | None) -> None:
-        if total:
-            filled = 30 * sent // total
-            err.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {sent}/{total} bytes")
-        else:
-            err.write(f"\r{sent} bytes")
-        err.flush()
+@contextlib.contextmanager
+def _progress(stream: TextIO, *columns: ProgressColumn) -> Iterator[Progress]:
+    """A rich progress display on ``stream``: a live bar on a terminal; when plain, no bar and
+    the final state printed once when it stops (so a log shows the size, rate and time). If the
+    work fails, the display goes away and the error line says why."""
+    from rich.progress import BarColumn, Progress, TextColumn
 
-    return show
+    console = _console(stream)
+    live = console.is_terminal
+    bar: tuple[ProgressColumn, ...] = (BarColumn(),) if live else ()
+    with Progress(
+        TextColumn("{task.description}"), *bar, *columns, console=console, disable=not live
+    ) as progress:
+        try:
+            yield progress
+        except BaseException:
+            progress.live.transient = True
+            raise
+    if not live:
+        _print_block(console, progress.make_tasks_table(progress.tasks))
 
 
 def cmd_stf(args: argparse.Namespace, io: Streams) -> int:
     """``perso stf FILE``: upload an audio file; the avatar lip-syncs to it."""
+    from rich.progress import DownloadColumn, TextColumn, TimeRemainingColumn
+
     out = io.out
     if args.wait < 0:
         raise InvalidInputError("--wait must be >= 0")
@@ -374,12 +509,34 @@ def cmd_stf(args: argparse.Namespace, io: Streams) -> int:
     if not path.is_file():
         raise InvalidInputError(f"no such file: {path}")
     with _open_session(args) as session:
-        # The bar goes to stderr, so stdout stays one parseable result.
-        progress = None if args.json else _progress_bar(io.err)
-        file_ref = session.process_stf(path, message=args.message, progress=progress)
-        if progress is not None:
-            io.err.write("\n")
-        spoken = session.wait_until_idle(timeout=args.wait) if args.wait else False
+        if args.json:
+            file_ref = session.process_stf(path, message=args.message)
+        else:
+            # On stderr, so stdout stays one parseable result.
+            with _progress(
+                io.err,
+                DownloadColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(elapsed_when_finished=True),
+            ) as progress:
+                task = progress.add_task(
+                    f"uploading {path.name}", total=path.stat().st_size, rate=_rate(0, 0)
+                )
+                start = time.monotonic()
+
+                def show(sent: int, total: int | None) -> None:
+                    rate = _rate(sent, time.monotonic() - start)
+                    progress.update(task, completed=sent, total=total, rate=rate)
+
+                file_ref = session.process_stf(path, message=args.message, progress=show)
+        spoken = False
+        if args.wait:
+            if args.json:
+                spoken = session.wait_until_idle(timeout=args.wait)
+            else:
+                # A spinner while the avatar speaks (nothing when plain: it would only vanish).
+                with _console(io.err).status("the avatar is speaking the file", spinner="dots"):
+                    spoken = session.wait_until_idle(timeout=args.wait)
     if args.json:
         _print_json({"file_ref": file_ref, "spoken": spoken}, out)
     else:
@@ -387,28 +544,81 @@ def cmd_stf(args: argparse.Namespace, io: Streams) -> int:
     return EXIT_OK
 
 
+#: Seconds between two updates of ``perso record``'s progress (the file's size and rate).
+_RECORD_TICK = 0.25
+
+
 def cmd_record(args: argparse.Namespace, io: Streams) -> int:
     """``perso record --seconds N -o FILE``: record the avatar's audio and video."""
+    from rich.filesize import decimal
+    from rich.progress import TextColumn, TimeRemainingColumn
+
     out = io.out
     if args.seconds <= 0:
         raise InvalidInputError("--seconds must be positive")
     output = Path(args.output)
+    progress: contextlib.AbstractContextManager[Progress | None] = (
+        contextlib.nullcontext(None)
+        if args.json
+        else _progress(
+            io.err,
+            TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+            TextColumn("{task.fields[size]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(elapsed_when_finished=True),
+        )
+    )
     with (
         _open_session(
             args, width=args.width, height=args.height, receive_video=output.suffix != ".wav"
         ) as session,
-        session.record(output),
+        progress as bar,
     ):
-        if args.say:
-            session.process_ttstf(args.say)
-        # A duration, not synchronisation: the recording runs on the runtime meanwhile.
-        threading.Event().wait(args.seconds)
+        task = None
+        if bar is not None:
+            task = bar.add_task(
+                f"recording {output.name}", total=args.seconds, size="0 bytes", rate=_rate(0, 0)
+            )
+
+        def show(elapsed: float) -> None:
+            # The size on disk: the muxer buffers, so it grows in steps, and is whole once
+            # the recording stopped (the last update).
+            if bar is not None and task is not None:
+                written = _file_size(output)
+                bar.update(
+                    task, completed=elapsed, size=decimal(written), rate=_rate(written, elapsed)
+                )
+
+        with session.record(output):
+            if args.say:
+                session.process_ttstf(args.say)
+            # A duration, not synchronisation: the recording runs on the runtime meanwhile;
+            # the ticks only refresh what is shown.
+            start = time.monotonic()
+            while (elapsed := time.monotonic() - start) < args.seconds:
+                threading.Event().wait(min(_RECORD_TICK, args.seconds - elapsed))
+                show(min(time.monotonic() - start, args.seconds))
+        show(args.seconds)
     size = output.stat().st_size
     if args.json:
         _print_json({"output": str(output), "bytes": size}, out)
     else:
         out.write(f"wrote {output} ({size} bytes)\n")
     return EXIT_OK
+
+
+def _rate(size: int, seconds: float) -> str:
+    """The average rate of a transfer so far, e.g. ``1.2 MB/s`` (``? B/s`` before any time)."""
+    from rich.filesize import decimal
+
+    return f"{decimal(int(size / seconds))}/s" if seconds > 0 else "? B/s"
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # not created yet
+        return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,97 +629,273 @@ def _current_time(arguments: dict[str, Any]) -> dict[str, Any]:
     return {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
-class _ChatScreen:
-    """Writes the chat to the terminal: the streamed reply from the main thread, the avatar's
-    states from the session's callback thread (one lock, so lines never interleave)."""
+class _ChatView:
+    """How ``perso chat`` shows a conversation. The main thread writes the turn (the streamed
+    reply, tool calls, notes); the session's callback thread reports the avatar's states."""
 
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._states: frozenset[ChatState] = frozenset()
 
-    def write(self, text: str) -> None:
-        with self._lock:
-            self._out.write(text)
-            self._out.flush()
+    def line(self, text: str, style: str = "") -> None:
+        """A line of the conversation (the session banner, ...)."""
+        raise NotImplementedError
+
+    def prompt(self) -> None:
+        """Invite the user to type (the cursor stays on the line)."""
+        raise NotImplementedError
+
+    def begin_turn(self) -> None:
+        """A turn starts: the reply and the avatar's states are shown from now on."""
+
+    def end_turn(self) -> None:
+        """The turn is over (done, failed or interrupted)."""
+        self.end_reply()
+
+    def reply(self, text: str) -> None:
+        """More text of the avatar's reply (appended to what is shown)."""
+        raise NotImplementedError
+
+    def end_reply(self) -> None:
+        """The reply (or the part of it before a tool call) is complete."""
+        raise NotImplementedError
+
+    def note(self, text: str, style: str = "dim") -> None:
+        """An indented ``[text]`` line: a tool call, its result, an error, an interruption."""
+        raise NotImplementedError
 
     def on_states(self, states: frozenset[ChatState]) -> None:
-        names = ", ".join(sorted(s.value.lower() for s in states)) or "idle"
         with self._lock:
             self._states = states
-            self._out.write(f"  [avatar: {names}]\n")
-            self._out.flush()
+            self._show_states(states)
             self._idle.notify_all()
 
+    def _show_states(self, states: frozenset[ChatState]) -> None:
+        """Show ``states`` (called with the lock held)."""
+
     def wait_shown_idle(self, timeout: float) -> None:
-        """Wait until the idle state has been printed, so it never lands after the prompt."""
+        """Wait until the idle state has been shown, so it never lands after the prompt."""
         with self._idle:
             self._idle.wait_for(lambda: not self._states, timeout=timeout)
 
 
-class _ReplyLine:
-    """The avatar's streamed text on ``avatar>`` lines, opened only when text arrives."""
+def _state_names(states: frozenset[ChatState]) -> str:
+    """``LLM``, ``analyzing``, ``speaking``, ... (``idle`` when none)."""
+    names = (s.value if s.value in ("LLM", "TTS") else s.value.lower() for s in states)
+    return ", ".join(sorted(names)) or "idle"
 
-    def __init__(self, screen: _ChatScreen) -> None:
-        self._screen = screen
-        self._open = False
+
+class _PlainChatView(_ChatView):
+    """Plain text, for a pipe or ``NO_COLOR``: the reply is appended as it streams in, on an
+    ``avatar>`` line, and every change of the avatar's state is a ``[avatar: ...]`` line."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__()
+        self._out = out
+        self._reply_open = False
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self._out.write(text)
+            self._out.flush()
+
+    def line(self, text: str, style: str = "") -> None:
+        self._write(text + "\n")
+
+    def prompt(self) -> None:
+        self._write("you> ")
+
+    def reply(self, text: str) -> None:
+        if not text:
+            return
+        if not self._reply_open:
+            self._reply_open = True
+            text = "avatar> " + text
+        self._write(text)
+
+    def end_reply(self) -> None:
+        if self._reply_open:
+            self._reply_open = False
+            self._write("\n")
+
+    def note(self, text: str, style: str = "dim") -> None:
+        self.end_reply()
+        self._write(f"  [{text}]\n")
+
+    def _show_states(self, states: frozenset[ChatState]) -> None:
+        self._out.write(f"  [avatar: {_state_names(states)}]\n")
+        self._out.flush()
+
+
+#: Repaints per second of the chat's live region (the spinner, the streamed reply, the state).
+_CHAT_FPS = 12
+
+
+class _LiveChatView(_ChatView):
+    """A terminal: during a turn, a live region at the bottom shows the reply as it streams in
+    (rewritten in place) above one status line with the avatar's state; finished replies, tool
+    calls and notes scroll above it. Between turns only the conversation stays on screen.
+
+    Every write to the terminal during a turn (repaint of the region, lines printed above it)
+    holds one lock: rich moves the cursor up over the region it drew last, and two threads
+    drawing at once would leave a copy of the region behind. So the region is repainted by one
+    ticker thread of ours, never by rich's own refresh thread."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.spinner import Spinner
+
+        super().__init__()
+        self._console = console
+        self._streaming = ""
+        self._spinner = Spinner("dots", style="cyan")
+        self._paint = threading.Lock()
+        self._live: Live | None = None
+        self._ticker: threading.Thread | None = None
+        self._stop_ticker = threading.Event()
+
+    def _print(self, renderable: RenderableType, end: str = "\n") -> None:
+        with self._paint:
+            self._console.print(renderable, end=end)
+
+    def line(self, text: str, style: str = "") -> None:
+        from rich.text import Text
+
+        self._print(Text(text, style=style))
+
+    def prompt(self) -> None:
+        from rich.text import Text
+
+        self._print(Text("you> ", style="bold green"), end="")
+        self._console.file.flush()
+
+    def begin_turn(self) -> None:
+        from rich.live import Live
+
+        # transient: the status line goes away with the turn; what was said is printed above.
+        live = Live(
+            self,
+            console=self._console,
+            transient=True,
+            auto_refresh=False,
+            vertical_overflow="visible",
+        )
+        with self._paint:
+            live.start(refresh=True)
+            self._live = live
+        self._stop_ticker = threading.Event()
+        self._ticker = threading.Thread(
+            target=self._tick, args=(self._stop_ticker,), name="perso-chat-view", daemon=True
+        )
+        self._ticker.start()
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(1 / _CHAT_FPS):
+            self._repaint()
+
+    def _repaint(self) -> None:
+        with self._paint:
+            if self._live is not None:
+                self._live.refresh()
+
+    def end_turn(self) -> None:
+        self.end_reply()
+        self._stop_ticker.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=_STATE_ECHO_TIMEOUT)
+            self._ticker = None
+        with self._paint:
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
+
+    def reply(self, text: str) -> None:
+        with self._lock:
+            self._streaming += text
+        self._repaint()  # at once, not at the next tick
+
+    def end_reply(self) -> None:
+        with self._lock:
+            text, self._streaming = self._streaming, ""
+        if text:
+            self._print(self._reply_text(text))
+
+    def note(self, text: str, style: str = "dim") -> None:
+        from rich.text import Text
+
+        self.end_reply()
+        self._print(Text(f"  [{text}]", style=style))
+
+    @staticmethod
+    def _reply_text(text: str) -> RenderableType:
+        from rich.text import Text
+
+        return Text.assemble(("avatar> ", "bold magenta"), text)
+
+    def __rich__(self) -> RenderableType:
+        """What the live region shows now (rich calls it on every repaint)."""
+        from rich.console import Group
+        from rich.text import Text
+
+        with self._lock:
+            streaming, states = self._streaming, self._states
+        status: RenderableType
+        if states:
+            self._spinner.update(text=Text.assemble("avatar: ", (_state_names(states), "bold")))
+            status = self._spinner
+        else:
+            status = Text("● avatar: idle", style="dim")
+        if streaming:
+            return Group(self._reply_text(streaming), status)
+        return status
+
+
+class _StreamedText:
+    """Turns the cumulative ``message`` of streamed chunks into the part not shown yet. A message
+    that does not continue the shown text (a new message after tool calls) starts afresh."""
+
+    def __init__(self) -> None:
         self._shown = ""
 
-    def show(self, message: str) -> None:
+    def new_part(self, message: str) -> str:
         if not message.startswith(self._shown):
-            self._shown = ""  # a new message began (after tool calls)
-        new = message[len(self._shown) :]
+            self._shown = ""
+        part = message[len(self._shown) :]
         self._shown = message
-        if new:
-            if not self._open:
-                self._screen.write("avatar> ")
-                self._open = True
-            self._screen.write(new)
-
-    def end(self) -> None:
-        self._shown = ""
-        if self._open:
-            self._screen.write("\n")
-            self._open = False
+        return part
 
 
-def _chat_turn(session: Session, message: str, screen: _ChatScreen, speak: bool) -> None:
+def _chat_turn(session: Session, message: str, view: _ChatView, speak: bool) -> None:
     """One turn: stream the reply (with tool calls), then let the avatar say it."""
     from perso_sync.llm import ErrorChunk, MessageChunk, ToolCallChunk, ToolResultChunk
 
-    line = _ReplyLine(screen)
+    streamed = _StreamedText()
     finished: list[str] = []
-    try:
-        with session.process_llm(message) as stream:
-            for chunk in stream:
-                if isinstance(chunk, MessageChunk):
-                    line.show(chunk.message)
-                    if chunk.finish:
-                        finished.append(chunk.message)
-                        line.end()
-                elif isinstance(chunk, ToolCallChunk):
-                    line.end()
-                    calls = [
-                        f"{call['function']['name']}({call['function'].get('arguments') or ''})"
-                        for call in chunk.tool_calls
-                    ]
-                    screen.write(f"  [tool call: {', '.join(calls)}]\n")
-                elif isinstance(chunk, ToolResultChunk):
-                    result = json.dumps(chunk.result, ensure_ascii=False, default=str)
-                    screen.write(f"  [tool result: {result}]\n")
-                elif isinstance(chunk, ErrorChunk):
-                    line.end()
-                    screen.write(f"  [error: {describe_error(chunk.error)}]\n")
-                    return
-    finally:
-        line.end()
+    with session.process_llm(message) as stream:
+        for chunk in stream:
+            if isinstance(chunk, MessageChunk):
+                view.reply(streamed.new_part(chunk.message))
+                if chunk.finish:
+                    finished.append(chunk.message)
+                    view.end_reply()
+            elif isinstance(chunk, ToolCallChunk):
+                calls = [
+                    f"{call['function']['name']}({call['function'].get('arguments') or ''})"
+                    for call in chunk.tool_calls
+                ]
+                view.note(f"tool call: {', '.join(calls)}")
+            elif isinstance(chunk, ToolResultChunk):
+                result = json.dumps(chunk.result, ensure_ascii=False, default=str)
+                view.note(f"tool result: {result}")
+            elif isinstance(chunk, ErrorChunk):
+                view.note(f"error: {describe_error(chunk.error)}", style="bold red")
+                return
+    view.end_reply()
     reply = " ".join(text.strip() for text in finished if text.strip())
     if speak and reply:
         # The reference's pattern for a streamed turn: speak the finished text (processTTSTF).
         session.process_ttstf(reply)
         session.wait_until_idle(timeout=CHAT_SPEECH_TIMEOUT)
-        screen.wait_shown_idle(_STATE_ECHO_TIMEOUT)
 
 
 def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
@@ -525,36 +911,44 @@ def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
             call=_current_time,
         )
     ]
-    screen = _ChatScreen(io.out)
+    plain = plain_output(io.out)
+    view: _ChatView = _PlainChatView(io.out) if plain else _LiveChatView(_console(io.out))
     with _open_session(args, client_tools=tools) as session:
         speak = session.uses_webrtc
-        session.subscribe_chat_states(screen.on_states)
-        screen.write(
+        session.subscribe_chat_states(view.on_states)
+        view.line(
             f"session {session.session_id} ({'avatar' if speak else 'no avatar'}): "
-            "type a message; Ctrl-C interrupts a reply, Ctrl-D ends\n"
+            "type a message; Ctrl-C interrupts a reply, Ctrl-D ends",
+            style="dim",
         )
         while True:
-            screen.write("you> ")
+            view.prompt()
             try:
                 line = io.inp.readline()
             except KeyboardInterrupt:
-                screen.write("\n  (Ctrl-D ends the session)\n")
+                view.line("")
+                view.note("Ctrl-D ends the session")
                 continue
             if not line:
-                screen.write("\n")
+                view.line("")
                 break
             if not line.strip():
                 continue
+            view.begin_turn()
             try:
-                _chat_turn(session, line.strip(), screen, speak)
+                _chat_turn(session, line.strip(), view, speak)
             except KeyboardInterrupt:
                 with contextlib.suppress(PersoError):
                     session.clear_buffer()  # the avatar stops too, not only the stream
-                screen.write("\n  [interrupted]\n")
-                screen.wait_shown_idle(_STATE_ECHO_TIMEOUT)
+                view.note("interrupted", style="yellow")
             except (LLMError, STTError, TTSError, ApiError) as exc:
-                screen.write(f"\n  [error: {describe_error(exc)}]\n")
-        screen.write(f"session {session.session_id} closed\n")
+                view.note(f"error: {describe_error(exc)}", style="bold red")
+            finally:
+                # The state callback runs on another thread: let the idle state (after the
+                # LLM, or the speech) be shown before the next prompt, never after it.
+                view.wait_shown_idle(_STATE_ECHO_TIMEOUT)
+                view.end_turn()
+        view.line(f"session {session.session_id} closed", style="dim")
     return EXIT_OK
 
 
@@ -726,7 +1120,7 @@ def main(
         command: Callable[[argparse.Namespace, Streams], int] = args.func
         return command(args, Streams(out, err, inp))
     except PersoError as exc:
-        err.write(f"error: {describe_error(exc)}\n")
+        _print_error(err, describe_error(exc))
         return EXIT_ERROR
     except BrokenPipeError:  # the reader went away (perso settings | head): nothing to say
         with contextlib.suppress(OSError, ValueError):
@@ -734,7 +1128,7 @@ def main(
         return EXIT_OK
     except OSError as exc:  # a file the user named could not be read or written
         where = f": {exc.filename}" if exc.filename else ""
-        err.write(f"error: {type(exc).__name__}: {exc.strerror or exc}{where}\n")
+        _print_error(err, f"{type(exc).__name__}: {exc.strerror or exc}{where}")
         return EXIT_ERROR
     except KeyboardInterrupt:
         err.write("interrupted\n")
@@ -742,7 +1136,7 @@ def main(
     except Exception as exc:
         if os.environ.get("PERSO_DEBUG") == "1":
             raise
-        err.write(f"error: unexpected {describe_error(exc)} (PERSO_DEBUG=1 shows the traceback)\n")
+        _print_error(err, f"unexpected {describe_error(exc)} (PERSO_DEBUG=1 shows the traceback)")
         return EXIT_ERROR
 
 

@@ -64,6 +64,7 @@ from perso_sync.models import (
 )
 
 if TYPE_CHECKING:
+    from perso_sync.llm import ChatTool
     from perso_sync.session import Session
 
 __all__ = [
@@ -200,7 +201,8 @@ class PersoClient:
         """True once :meth:`close` has run."""
         return self._rest.closed
 
-    def _account_get(self, path: str, type_: Any, params: Mapping[str, str] | None = None) -> Any:
+    def _account_get(self, path: str, type_: type[T], params: Mapping[str, str] | None = None) -> T:
+        """GET an account-scoped ``path`` and structure its JSON body as ``type_``."""
         data = self._rest.get(path, account=True, params=params)
         return structure(data, type_, what=f"GET {path}")
 
@@ -208,60 +210,46 @@ class PersoClient:
 
     def get_llms(self) -> list[LLMType]:
         """The LLM types the account may use."""
-        result: list[LLMType] = self._account_get(endpoints.LLM_TYPES, list[LLMType])
-        return result
+        return self._account_get(endpoints.LLM_TYPES, list[LLMType])
 
     def get_ttss(self) -> list[TTSType]:
         """The text-to-speech voices the account may use."""
-        result: list[TTSType] = self._account_get(endpoints.TTS_TYPES, list[TTSType])
-        return result
+        return self._account_get(endpoints.TTS_TYPES, list[TTSType])
 
     def get_stts(self) -> list[STTType]:
         """The speech-to-text engines the account may use."""
-        result: list[STTType] = self._account_get(endpoints.STT_TYPES, list[STTType])
-        return result
+        return self._account_get(endpoints.STT_TYPES, list[STTType])
 
     def get_model_styles(self) -> list[ModelStyle]:
         """The avatar model styles available over WebRTC (``platform_type=webrtc``)."""
-        result: list[ModelStyle] = self._account_get(
+        return self._account_get(
             endpoints.MODEL_STYLES, list[ModelStyle], {"platform_type": "webrtc"}
         )
-        return result
 
     def get_prompts(self) -> list[Prompt]:
         """The account's prompts."""
-        result: list[Prompt] = self._account_get(endpoints.PROMPTS, list[Prompt])
-        return result
+        return self._account_get(endpoints.PROMPTS, list[Prompt])
 
     def get_documents(self) -> list[Document]:
         """The account's knowledge documents."""
-        result: list[Document] = self._account_get(endpoints.DOCUMENTS, list[Document])
-        return result
+        return self._account_get(endpoints.DOCUMENTS, list[Document])
 
     def get_background_images(self) -> list[BackgroundImage]:
         """The account's background images."""
-        result: list[BackgroundImage] = self._account_get(
-            endpoints.BACKGROUND_IMAGES, list[BackgroundImage]
-        )
-        return result
+        return self._account_get(endpoints.BACKGROUND_IMAGES, list[BackgroundImage])
 
     def get_mcp_servers(self) -> list[MCPServer]:
         """The remote MCP servers the account may attach to a session."""
-        result: list[MCPServer] = self._account_get(endpoints.MCP_SERVERS, list[MCPServer])
-        return result
+        return self._account_get(endpoints.MCP_SERVERS, list[MCPServer])
 
     def get_text_normalizations(self) -> list[TextNormalizationConfig]:
         """The account's text-normalization rulesets."""
-        result: list[TextNormalizationConfig] = self._account_get(
-            endpoints.TEXT_NORMALIZATIONS, list[TextNormalizationConfig]
-        )
-        return result
+        return self._account_get(endpoints.TEXT_NORMALIZATIONS, list[TextNormalizationConfig])
 
     def get_text_normalization(self, config_id: str) -> TextNormalizationDownload:
         """Where to download one text-normalization ruleset (``file_url``, a pre-signed CSV URL)."""
         path = endpoints.text_normalization_download(_require_text("config_id", config_id))
-        result: TextNormalizationDownload = self._account_get(path, TextNormalizationDownload)
-        return result
+        return self._account_get(path, TextNormalizationDownload)
 
     def get_all_settings(self) -> AllSettings:
         """The nine settings lists, fetched concurrently.
@@ -313,16 +301,12 @@ class PersoClient:
 
     def get_session_templates(self) -> list[SessionTemplate]:
         """The account's session templates."""
-        result: list[SessionTemplate] = self._account_get(
-            endpoints.SESSION_TEMPLATES, list[SessionTemplate]
-        )
-        return result
+        return self._account_get(endpoints.SESSION_TEMPLATES, list[SessionTemplate])
 
     def get_session_template(self, session_template_id: str) -> SessionTemplate:
         """One session template by its ``sessiontemplate_id``."""
         path = endpoints.session_template(_require_text("session_template_id", session_template_id))
-        result: SessionTemplate = self._account_get(path, SessionTemplate)
-        return result
+        return self._account_get(path, SessionTemplate)
 
     # -- creating a session id -----------------------------------------------------------------
 
@@ -377,8 +361,7 @@ class PersoClient:
         """The state of a session: status, capabilities, termination reason, ..."""
         path = endpoints.session_info(_require_text("session_id", session_id))
         data = self._rest.get(path, account=False)
-        result: SessionInfo = structure(data, SessionInfo, what=f"GET {path}")
-        return result
+        return structure(data, SessionInfo, what=f"GET {path}")
 
     def get_ice_servers(self, session_id: str) -> list[dict[str, Any]]:
         """The ICE servers (RTCIceServer dicts: ``urls``, ``username``?, ``credential``?)."""
@@ -452,8 +435,7 @@ class PersoClient:
         if output_format is not None:
             body["output_format"] = _require_text("output_format", output_format)
         data = self._rest.post(path, account=False, json_body=body)
-        result: TTSAudio = structure(data, TTSAudio, what=f"POST {path}")
-        return result
+        return structure(data, TTSAudio, what=f"POST {path}")
 
     def transcribe(self, session_id: str, wav: bytes, language: str | None = None) -> STTResponse:
         """Speech-to-text of a WAV file (sent as multipart field ``audio``, ``audio.wav``)."""
@@ -467,21 +449,35 @@ class PersoClient:
             files={"audio": ("audio.wav", bytes(wav), "audio/wav")},
             data=data,
         )
-        result: STTResponse = structure(answer, STTResponse, what=f"POST {path}")
-        return result
+        return structure(answer, STTResponse, what=f"POST {path}")
 
     def create_session(
         self,
         session_id: str,
         width: int,
         height: int,
-        client_tools: Sequence[Any] = (),
-        **options: Any,
+        client_tools: Sequence[ChatTool] = (),
+        *,
+        connect_timeout: float = 5.0,
+        ping_timeout: float = 30.0,
+        heartbeat_interval: float = 10.0,
+        receive_video: bool = True,
+        llm_timeout: float | None = 60.0,
+        llm_turn_timeout: float | None = 300.0,
     ) -> Session:
         """Open a live session (WebRTC avatar, LLM, TTS, STT) for ``session_id``.
 
-        ``options`` go to ``Session._open`` (``connect_timeout``, ``ping_timeout``, ...). This is
-        the first call that loads aiortc.
+        ``width`` x ``height`` is the avatar's rendered size. ``client_tools`` are the tools the
+        LLM may call in this session's turns. ``connect_timeout``: seconds for the WebRTC
+        connection to become ready once the server's answer is applied, else
+        :class:`perso_sync.errors.Timeout`. ``ping_timeout``: seconds without a server ping
+        before the session is closed as lost. ``heartbeat_interval``: seconds between the
+        ``SESSION_DURING`` events of a REST-only session. ``receive_video=False`` skips decoding
+        the avatar's video (no frames, no ``video_track``), saving about 40 % of an idle
+        session's CPU. ``llm_timeout`` / ``llm_turn_timeout``: seconds an LLM turn of the
+        session may wait for the next stream event / take in all (None = no limit; see
+        :class:`perso_sync.LlmProcessor`). This is the first call that loads aiortc; see
+        docs/PROTOCOL.md §5.
         """
         from perso_sync.session import Session
 
@@ -491,7 +487,12 @@ class PersoClient:
             width=width,
             height=height,
             client_tools=client_tools,
-            **options,
+            connect_timeout=connect_timeout,
+            ping_timeout=ping_timeout,
+            heartbeat_interval=heartbeat_interval,
+            receive_video=receive_video,
+            llm_timeout=llm_timeout,
+            llm_turn_timeout=llm_turn_timeout,
         )
         with self._sessions_lock:
             closed = self.closed
@@ -504,7 +505,7 @@ class PersoClient:
 
 
 def session_params_from_template(template: SessionTemplate) -> SessionParams:
-    """Map a session template to ``SessionParams`` (Form B, PROTOCOL §3).
+    """Map a session template to ``SessionParams`` (Form B, docs/PROTOCOL.md §3).
 
     Raises ``UnsupportedTemplateError`` when its model style is not for ``webrtc``.
     """
@@ -699,18 +700,32 @@ def create_session(
     session_id: str,
     width: int,
     height: int,
-    client_tools: Sequence[Any] = (),
+    client_tools: Sequence[ChatTool] = (),
     api_server: str | None = None,
-    **options: Any,
+    connect_timeout: float = 5.0,
+    ping_timeout: float = 30.0,
+    heartbeat_interval: float = 10.0,
+    receive_video: bool = True,
+    llm_timeout: float | None = 60.0,
+    llm_turn_timeout: float | None = 300.0,
 ) -> Session:
-    """Open a live session for ``session_id`` (see ``PersoClient.create_session``).
+    """Open a live session for ``session_id`` (options as in ``PersoClient.create_session``).
 
     The session owns the HTTP client made for it: its connections close when the session does.
     """
     client = PersoClient(api_server=api_server)
     try:
         session = client.create_session(
-            session_id, width=width, height=height, client_tools=client_tools, **options
+            session_id,
+            width=width,
+            height=height,
+            client_tools=client_tools,
+            connect_timeout=connect_timeout,
+            ping_timeout=ping_timeout,
+            heartbeat_interval=heartbeat_interval,
+            receive_video=receive_video,
+            llm_timeout=llm_timeout,
+            llm_turn_timeout=llm_turn_timeout,
         )
     except BaseException:
         client.close()

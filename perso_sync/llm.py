@@ -1,6 +1,6 @@
 """LLM turns with client tools: ``ChatTool``, ``LlmProcessor`` and the chunks of ``process_llm``.
 
-A turn (PROTOCOL.md §6) runs on the runtime loop (``_runtime.py``): the request is streamed with
+A turn (docs/PROTOCOL.md §6) runs on the runtime loop (``_runtime``): the request is streamed with
 ``httpx.AsyncClient`` (anyio-native, so abort, ``break`` and ``clear_buffer`` cancel it cleanly,
 and its ``MockTransport`` is the seam the contract tests use), parsed by ``_sse.SseParser`` and
 booked by ``_llm_turn.LlmTurn``. The user's thread reads the chunks through a sync iterator::

@@ -31,6 +31,7 @@ class _NotGivenType(enum.Enum):
 
 
 NOT_GIVEN: Final = _NotGivenType.NOT_GIVEN
+"""The value of a field the platform left out, kept apart from one it sent as ``null`` (None)."""
 NotGiven = Literal[_NotGivenType.NOT_GIVEN]
 
 

@@ -1,7 +1,7 @@
 """The sync ``Session`` facade: one live conversation with an AI human.
 
-A :class:`Session` is made by :meth:`perso_sync.PersoClient.create_session` (PROTOCOL.md §5) and
-is either
+A :class:`Session` is made by :meth:`perso_sync.PersoClient.create_session`
+(docs/PROTOCOL.md §5) and is either
 
 - a **WebRTC session** (the session's capability has ``STF_ONPREMISE`` or ``STF_WEBRTC``): an
   aiortc peer connection run by :class:`perso_sync._webrtc.WebRtcCore` on the runtime loop, with
@@ -77,7 +77,7 @@ _LOOP_CALL_MARGIN = 5.0
 _PROGRESS_FLUSH_TIMEOUT = 5.0
 #: Seconds interpreter exit waits for a session's queued callbacks (on_close) to run.
 _EXIT_FLUSH_TIMEOUT = 1.0
-#: Whole-transfer bound of one STF upload (PROTOCOL.md §8).
+#: Whole-transfer bound of one STF upload (docs/PROTOCOL.md §8).
 _STF_UPLOAD_TIMEOUT = 30.0
 #: Bytes read from an STF file to sniff its type (RIFF / ID3 / MP3 frame sync).
 _SNIFF_BYTES = 16
@@ -296,7 +296,7 @@ class Session:
         llm_timeout: float | None = LLM_IDLE_TIMEOUT,
         llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> Session:
-        """Open a session (PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
+        """Open a session (docs/PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
 
         REST calls (session info, ICE servers, ``SESSION_START``) run in the caller's thread;
         the WebRTC handshake runs on the runtime loop. ``connect_timeout``: seconds until the

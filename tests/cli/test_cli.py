@@ -8,6 +8,7 @@ import io
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 import av
 import pytest
 import requests
+from rich.filesize import decimal
 
 from mock_server import LlmScript, Rule, ToolCall
 from perso_sync.audio import encode_wav, get_wav_sample_rate
@@ -62,13 +64,31 @@ def subprocess_env(perso_mock) -> dict[str, str]:
 # -- settings / templates / session: plain REST ------------------------------------------------
 
 
+def table_rows(text: str, title: str) -> list[list[str]]:
+    """The rows (cells split on runs of 2+ spaces) of the plain table under ``title``."""
+    lines = text.splitlines()
+    start = lines.index(title)
+    header, rule = lines[start + 1], lines[start + 2]
+    assert set(rule) == {"-"}, rule  # an ASCII rule under the header: plain text for a pipe
+    rows = [re.split(r"\s{2,}", header.strip())]
+    for line in lines[start + 3 :]:
+        if not line.strip():
+            break
+        rows.append(re.split(r"\s{2,}", line.strip()))
+    return rows
+
+
 def test_settings_as_tables_and_as_json(env) -> None:
     code, text, _ = run("settings")
     assert code == EXIT_OK
-    assert "prompts\nprompt_id" in text
-    assert "prompt-concierge" in text
-    assert "gpt-4o-mini" in text
-    assert "text normalizations" in text
+    assert "\x1b" not in text  # not a terminal: no colour, no escape code
+    assert table_rows(text, "prompts") == [
+        ["prompt_id", "name"],
+        *([p["prompt_id"], p["name"]] for p in env.catalog.prompts),
+    ]
+    assert ["gpt-4o-mini", "openai"] in table_rows(text, "llms")
+    assert table_rows(text, "text normalizations")[0] == ["textnormalizationconfig_id", "name"]
+    assert all(line == line.rstrip() for line in text.splitlines())  # no padding at line ends
     # --json after the command works like before it
     for argv in (("--json", "settings"), ("settings", "--json")):
         code, text, _ = run(*argv)
@@ -76,6 +96,42 @@ def test_settings_as_tables_and_as_json(env) -> None:
         data = json.loads(text)
         assert "prompt-concierge" in {p["prompt_id"] for p in data["prompts"]}
         assert "gpt-4o-mini" in {llm["name"] for llm in data["llms"]}
+
+
+def test_settings_show_names_as_they_are_and_empty_lists_as_none(env) -> None:
+    # Text from the server is data: rich markup or emoji codes in it are not interpreted.
+    tricky = {
+        **env.catalog.prompts[0],
+        "prompt_id": "p-tricky",
+        "name": "[red]Tricky[/red] :smile:",
+    }
+    env.catalog.prompts.append(tricky)
+    env.catalog.documents.clear()
+    code, text, _ = run("settings")
+    assert code == EXIT_OK
+    assert ["p-tricky", "[red]Tricky[/red] :smile:"] in table_rows(text, "prompts")
+    assert "documents\n(none)\n" in text
+
+
+def test_settings_into_a_pipe_closed_early_end_quietly(perso_mock) -> None:
+    # perso settings | head -1, with more output than a pipe holds: the reader goes away while
+    # perso still writes. That is not an error: exit 0, nothing on stderr.
+    prompt = perso_mock.catalog.prompts[0]
+    perso_mock.catalog.prompts.extend(
+        {**prompt, "prompt_id": f"p-{n:05}", "name": "x" * 80} for n in range(2000)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perso_sync.cli", "settings"],
+        env=subprocess_env(perso_mock),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"llms\n"
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_OK
+    assert err == b""
 
 
 def test_settings_with_a_wrong_key_prints_one_line(env, monkeypatch) -> None:
@@ -90,10 +146,19 @@ def test_settings_with_a_wrong_key_prints_one_line(env, monkeypatch) -> None:
 def test_templates_as_table_and_json(env) -> None:
     code, text, _ = run("templates")
     assert code == EXIT_OK
-    line = next(row for row in text.splitlines() if row.startswith(TEMPLATE))
-    assert "webrtc" in line
-    assert "STF_WEBRTC" in line
-    assert "tmpl-onpremise" in text
+    assert "\x1b" not in text
+    lines = text.splitlines()
+    lines.insert(0, "templates")
+    rows = table_rows("\n".join(lines), "templates")
+    assert rows[0] == ["sessiontemplate_id", "name", "model_style", "platform", "capability"]
+    assert [
+        TEMPLATE,
+        "Concierge (WebRTC, full)",
+        "chaehee-front_white_shirt-nodded_loop",  # long ids are never cut when piped
+        "webrtc",
+        "STF_WEBRTC,LLM,TTS,STT",
+    ] in rows
+    assert "tmpl-onpremise" in {row[0] for row in rows}
     code, text, _ = run("templates", "--json")
     assert TEMPLATE in {t["sessiontemplate_id"] for t in json.loads(text)}
 
@@ -113,8 +178,13 @@ def test_session_create_from_a_template_then_info(env) -> None:
     assert session_id in env.sessions
     code, text, _ = run("session", "info", session_id)
     assert code == EXIT_OK
-    assert "CREATED" in text
-    assert "STF_WEBRTC" in text
+    assert "\x1b" not in text
+    fields = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in text.splitlines())
+    assert fields["session_id"] == session_id
+    assert fields["status"] == "CREATED"
+    assert fields["termination_reason"] == "-"
+    assert fields["capability"] == "STF_WEBRTC,LLM,TTS,STT"
+    assert fields["llm_type"] == env.sessions[session_id].params["llm_type"]
     code, text, _ = run("--json", "session", "info", session_id)
     info = json.loads(text)
     assert info["session_id"] == session_id
@@ -242,7 +312,10 @@ def test_stf_uploads_the_file_and_reports_its_file_ref(env, tmp_path: Path) -> N
     assert code == EXIT_OK, err.getvalue()
     assert out.getvalue().startswith("file_ref ")
     file_ref = out.getvalue().split()[1]
-    assert f"{len(wav_bytes)}/{len(wav_bytes)} bytes" in err.getvalue()  # the progress bar
+    # Not a terminal: no bar, no escape code; the final state once (size, rate, time taken).
+    assert re.fullmatch(
+        r"uploading tone\.wav 16\.4/16\.4 kB [\d.]+ [kMG]?B/s \d+:\d\d:\d\d\n", err.getvalue()
+    ), err.getvalue()
     (session_id,) = list(env.sessions)
     received = env.peer(session_id).files[file_ref]
     assert received.sha256 == hashlib.sha256(wav_bytes).hexdigest()
@@ -264,7 +337,10 @@ def test_record_writes_a_playable_video(env, tmp_path: Path) -> None:
         "record", "--seconds", "1", "-o", str(out), "--say", "Hi", "--template", TEMPLATE
     )
     assert code == EXIT_OK, err
-    assert text == f"wrote {out} ({out.stat().st_size} bytes)\n"
+    size = out.stat().st_size
+    assert text == f"wrote {out} ({size} bytes)\n"
+    # The final state of the progress, once: the whole file's size and its rate over 1 s.
+    assert err == f"recording avatar.mp4 1/1 s {decimal(size)} {decimal(size)}/s 0:00:01\n"
     with av.open(str(out)) as container:
         assert container.streams.video
         assert container.streams.audio
@@ -378,7 +454,7 @@ def test_chat_without_an_avatar_streams_only(env) -> None:
     assert code == EXIT_OK, err
     assert "(no avatar)" in text
     assert "avatar> Hello! I am the Perso mock assistant. You said: hi\n" in text
-    assert "[avatar:" not in text  # nothing is spoken without an avatar
+    assert "speaking" not in text  # nothing is spoken without an avatar
     assert "  [error: LLMError: LLMStreamingResponseError: The mock LLM was asked to fail.]" in text
     assert text.count("you> ") == 4  # the empty line prompts again; then Ctrl-D
     (session_id,) = list(env.sessions)

@@ -1,7 +1,7 @@
 """The mock's WebRTC answerer, checked with a raw aiortc client (not perso_sync).
 
 Each test runs its own event loop (``asyncio.run``) holding an ``Answerer`` and one or more raw
-clients that follow PROTOCOL.md §5, §7 and §8 by hand. Waiting is always on events with a
+clients that follow docs/PROTOCOL.md §5, §7 and §8 by hand. Waiting is always on events with a
 deadline; where a test must show that something does *not* happen, it waits for a later
 event that would have come after it (or for frames, which arrive at a known pace).
 """
@@ -176,7 +176,7 @@ async def answerer_and_client(
 
 
 class Upload:
-    """The client side of one `file` channel transfer (PROTOCOL §8), step by step."""
+    """The client side of one `file` channel transfer (docs/PROTOCOL.md §8), step by step."""
 
     def __init__(self, client: RawClient) -> None:
         self.changed = client.changed

@@ -4,9 +4,9 @@ Leak accounting counts threads (``threading.enumerate``) and open file descripto
 (``/proc/self/fd``) before a test and again after it, once teardown had a bounded time to
 settle. What may legitimately outlive a test, and why:
 
-- ``perso-runtime``: the one runtime loop thread of the process (DESIGN.md "One runtime"). It is
-  started *before* the first snapshot, so it and its selector + self-pipe descriptors are part
-  of the baseline.
+- ``perso-runtime``: the one runtime loop thread of the process (docs/ARCHITECTURE.md, rule 2
+  "One runtime"). It is started *before* the first snapshot, so it and its selector + self-pipe
+  descriptors are part of the baseline.
 - Pool threads that are capped and idle, not per session: ``AnyIO worker thread`` (the runtime's
   worker pool for sync tools and user callbacks, capped by the runtime's ``CapacityLimiter``;
   an idle worker exits by itself after 10 s) and ``asyncio_N`` (an asyncio loop's default

@@ -109,7 +109,8 @@ def test_ice_servers_failing_is_an_api_error(
 def test_stalled_file_channel_is_an_stf_error_within_the_upload_timeout(
     perso_mock: MockPersoServer, open_session: Any
 ) -> None:
-    # The whole-transfer bound is 30 s by default (PROTOCOL §8); a short one keeps this fast.
+    # The whole-transfer bound is 30 s by default (docs/PROTOCOL.md §8); a short one keeps this
+    # fast.
     session = open_session(peer={"stall_file_channel": True})
     reported: list[BaseException] = []
     session.set_error_handler(reported.append)

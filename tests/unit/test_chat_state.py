@@ -1,4 +1,5 @@
-"""ChatStateMachine: each rule of PROTOCOL.md §9 with an explicit clock, then random sequences."""
+"""ChatStateMachine: each rule of docs/PROTOCOL.md §9 with an explicit clock, then random
+sequences."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ body. Form A/Form B session creation, the error re-mapping, get_all_settings, se
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import sys
@@ -880,7 +881,7 @@ def test_create_session_delegates_to_session_open(
     fake_module = types.ModuleType("perso_sync.session")
     fake_module.Session = FakeSession  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "perso_sync.session", fake_module)
-    tools = [object()]
+    tools = [perso.ChatTool("noop", "Does nothing.", {"type": "object"}, lambda: None)]
     assert client.create_session(SID, 640, 480, tools, connect_timeout=2.0) is opened
     assert seen == {
         "owner": client,
@@ -889,7 +890,36 @@ def test_create_session_delegates_to_session_open(
         "height": 480,
         "client_tools": tools,
         "connect_timeout": 2.0,
+        "ping_timeout": 30.0,
+        "heartbeat_interval": 10.0,
+        "receive_video": True,
+        "llm_timeout": 60.0,
+        "llm_turn_timeout": 300.0,
     }
+
+
+def _keyword_options(function: Callable[..., Any]) -> dict[str, Any]:
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        and parameter.default is not inspect.Parameter.empty
+    }
+
+
+def test_create_session_options_match_what_a_session_accepts() -> None:
+    # Every option Session._open takes must be reachable, with the same default, through both
+    # public entry points; a new option added to one only would silently be out of users' reach.
+    from perso_sync.session import Session
+
+    session_options = _keyword_options(Session._open)
+    session_options.pop("client_tools")
+    method_options = _keyword_options(PersoClient.create_session)
+    function_options = _keyword_options(perso.create_session)
+    function_options.pop("client_tools")
+    function_options.pop("api_server")
+    assert method_options == session_options
+    assert function_options == session_options
 
 
 # -- configuration, environment, secrets --------------------------------------------------------

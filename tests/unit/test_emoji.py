@@ -1,4 +1,4 @@
-"""Emoji removal (PROTOCOL §11): table of cases and hypothesis properties."""
+"""Emoji removal (docs/PROTOCOL.md §11): table of cases and hypothesis properties."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Status + body → ApiError (PROTOCOL §2), including bodies that are not the documented shape."""
+"""Status + body → ApiError (docs/PROTOCOL.md §2), including bodies that are not the documented
+shape."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The exception hierarchy: messages as PROTOCOL §2 says, pickling, session-creation re-mapping."""
+"""The exception hierarchy: messages as docs/PROTOCOL.md §2 says, pickling, session-creation
+re-mapping."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``import perso_sync`` (and the REST client) stays light: no aiortc, av, anyio or async HTTP.
+"""``import perso_sync`` (and the REST client) stays light: no aiortc, av, anyio or async HTTP,
+and no rich (only the ``perso`` CLI uses it).
 
 Checked in a fresh interpreter, since this test process has long imported everything.
 """
@@ -9,7 +10,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("aiortc", "av", "anyio", "httpx", "aiohttp")
+HEAVY = ("aiortc", "av", "anyio", "httpx", "aiohttp", "rich")
 
 # Each step runs after the previous one; the heavy modules loaded so far are reported per step.
 PROBE = """

@@ -1,4 +1,4 @@
-"""LlmTurn: PROTOCOL §6 rule by rule, with scripted events and tool outcomes (no I/O)."""
+"""LlmTurn: docs/PROTOCOL.md §6 rule by rule, with scripted events and tool outcomes (no I/O)."""
 
 from __future__ import annotations
 

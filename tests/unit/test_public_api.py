@@ -1,4 +1,8 @@
-"""The public names of DESIGN.md resolve, and `import perso_sync` stays cheap."""
+"""The fixed public names resolve, and `import perso_sync` stays cheap.
+
+The names below are the official JS SDK's exports in Python spelling (plus the chunk classes and
+the error classes its reference documents): users port code by them, so none may disappear.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import pytest
 
 import perso_sync
 
-DESIGN_NAMES = [
+FIXED_PUBLIC_NAMES = [
     # client and module functions
     "PersoClient", "DEFAULT_API_SERVER", "create_session_id", "create_session", "get_llms",
     "get_ttss", "get_stts", "get_model_styles", "get_prompts", "get_documents",
@@ -26,8 +30,8 @@ DESIGN_NAMES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", DESIGN_NAMES)
-def test_design_name_is_public(name: str) -> None:
+@pytest.mark.parametrize("name", FIXED_PUBLIC_NAMES)
+def test_fixed_name_is_public(name: str) -> None:
     assert name in perso_sync.__all__
     assert getattr(perso_sync, name) is not None
 
@@ -51,11 +55,12 @@ def test_values_match_the_protocol() -> None:
 
 
 def test_rest_use_does_not_load_the_async_stack() -> None:
-    """A Flask view that only creates session ids never imports aiortc, av, anyio or httpx."""
+    """A Flask view that only creates session ids never imports aiortc, av, anyio or httpx, nor
+    rich (the CLI's)."""
     code = (
         "import sys, perso_sync as p\n"
         "p.PersoClient; p.SessionParams; p.ApiError; p.get_llms\n"
-        "heavy = ('aiortc', 'av', 'anyio', 'httpx', 'aiohttp')\n"
+        "heavy = ('aiortc', 'av', 'anyio', 'httpx', 'aiohttp', 'rich')\n"
         "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
