@@ -111,17 +111,25 @@ def run(client: perso.PersoClient, workdir: Path) -> None:
         question = "What's the weather in Seoul?"
         say("you", question)
         weather: dict[str, Any] = {}
+        # Message chunks accumulate over the whole turn (tool rounds included); the one with
+        # finish=True comes last and holds the whole reply.
         shown = ""
+        line_open = False
         for chunk in session.process_llm(question):
             if chunk.type == "message":
-                if not shown:
+                new = chunk.message[len(shown) :]
+                if new and not line_open:
                     say("assistant", end="")
-                write(chunk.message[len(shown) :])
+                    line_open = True
+                write(new)
                 shown = chunk.message
-                if chunk.finish:
+                if chunk.finish and line_open:
                     write("\n")
-                    shown = ""
+                    line_open = False
             elif chunk.type == "tool_call":
+                if line_open:
+                    write("\n")
+                    line_open = False
                 for call in chunk.tool_calls:
                     function = call["function"]
                     say("tool call", f"{function['name']}({function['arguments']})")

@@ -724,6 +724,42 @@ def sse_frame(event: dict[str, Any], framing: str) -> bytes:
     return f"data: {data}\n".encode()
 
 
+_TOOL_KEYS = frozenset({"type", "function"})
+_FUNCTION_KEYS = frozenset({"name", "description", "parameters"})
+
+
+def tool_definition_problem(tools: list[Any]) -> str | None:
+    """Why the ``tools`` of an ``llm/v2`` request are not what the platform accepts, or None.
+
+    Each entry must be ``{"type": "function", "function": {"name": <non-empty str>,
+    "description": <str>, "parameters": <JSON Schema object>}}``, nothing more.
+    """
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            return f"{where}: expected an object."
+        if tool.get("type") != "function":
+            return f'{where}.type: expected "function".'
+        extra = sorted(set(tool) - _TOOL_KEYS)
+        if extra:
+            return f"{where}: unexpected field(s) {', '.join(extra)}."
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            return f"{where}.function: expected an object."
+        extra = sorted(set(function) - _FUNCTION_KEYS)
+        if extra:
+            return f"{where}.function: unexpected field(s) {', '.join(extra)}."
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            return f"{where}.function.name: a non-empty string is required."
+        if not isinstance(function.get("description"), str):
+            return f"{where}.function.description: a string is required."
+        parameters = function.get("parameters")
+        if not isinstance(parameters, dict) or not isinstance(parameters.get("type", ""), str):
+            return f"{where}.function.parameters: a JSON Schema object is required."
+    return None
+
+
 async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     session: MockSession = request[SESSION_KEY]
     refusal = _capability_refusal(session, ctx, "LLM")
@@ -742,6 +778,9 @@ async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
         return error_response(
             400, "validation_error", "not_a_list", "Expected a list of tools.", "tools"
         )
+    problem = tool_definition_problem(tools)
+    if problem is not None:
+        return error_response(400, "validation_error", "invalid", problem, "tools")
     session.llm_requests.append(body)
     script = session.llm_script or ctx.llm_script
     server_ids = [s for s in (session.params.get("mcp_servers") or []) if isinstance(s, str)]

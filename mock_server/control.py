@@ -18,8 +18,8 @@ params}]`` |
 | PUT | ``/_mock/catalog`` | a (partial) catalog: keys given replace the current ones |
 
 ``PUT /_mock/llm_script`` body: ``{"session_id"?, "rules": [{"pattern", "reply"?, "fail"?,
-"follow_up"?, "tool_calls"?: [{"name", "arguments"}], "events"?, "done"?, "times"?}],
-"default_reply"?, "follow_up"?, "delay"?, "framing"?, "keep_default_rules"?}``; without
+"follow_up"?, "tool_calls"?: [{"name", "arguments"}], "events"?, "follow_up_events"?, "done"?,
+"times"?}], "default_reply"?, "follow_up"?, "delay"?, "framing"?, "keep_default_rules"?}``; without
 ``session_id`` it replaces the server-wide script.
 """
 
@@ -39,7 +39,16 @@ if TYPE_CHECKING:
     from mock_server.app import MockContext
 
 _FAULT_FIELDS = {f.name for f in attrs.fields(Fault)} - {"endpoint", "hits"}
-_RULE_FIELDS = {"pattern", "reply", "fail", "follow_up", "events", "done", "times"}
+_RULE_FIELDS = {
+    "pattern",
+    "reply",
+    "fail",
+    "follow_up",
+    "events",
+    "follow_up_events",
+    "done",
+    "times",
+}
 _SCRIPT_FIELDS = {"default_reply", "follow_up", "delay", "framing", "words_per_delta"}
 
 

@@ -12,7 +12,8 @@ How a request is answered:
 2. Otherwise the first rule whose ``pattern`` (``re.search``) matches the last user message (and
    whose ``times`` is not used up) decides:
 
-   - ``events``: sent verbatim (then ``done`` unless ``done=False``);
+   - ``events``: sent verbatim (then ``done`` unless ``done=False``); ``follow_up_events``, when
+     set, answer the follow-up requests (last message ``role == "tool"``) verbatim instead;
    - ``tool_calls``: each :class:`ToolCall` whose name is a client tool of the request's
      ``tools`` → one ``tool_call`` event with all of them (ids ``call_1``, ``call_2``, ... per
      session); a name offered by an MCP server attached to the session (``catalog.mcp_tools``)
@@ -76,6 +77,7 @@ class Rule:
     follow_up: str | None = None
     fail: str | None = None
     events: list[dict[str, Any]] | None = None
+    follow_up_events: list[dict[str, Any]] | None = None
     done: bool = True
     times: int | None = None
     used: int = 0
@@ -183,6 +185,8 @@ class LlmScript:
         rule, match = self._find_rule(user_text)
         last = messages[-1] if messages else {}
         if isinstance(last, dict) and last.get("role") == "tool":
+            if rule is not None and rule.follow_up_events is not None:
+                return [dict(e) for e in rule.follow_up_events]
             results = _trailing_tool_results(messages)
             template = (rule.follow_up if rule and rule.follow_up else None) or self.follow_up
             text = _fill(template, user_text, "; ".join(results))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -51,6 +53,8 @@ __all__ = [
     "ToolResultChunk",
     "ToolRun",
     "TurnStep",
+    "js_number",
+    "js_stringify",
 ]
 
 MAX_ROUNDS = 10
@@ -61,8 +65,12 @@ MAX_ROUNDS = 10
 
 @attrs.frozen
 class MessageChunk:
-    """Streaming text. ``chunks``: every piece of this message so far (emoji removed);
-    ``message``: their concatenation; ``finish``: True on the last chunk of the message."""
+    """Streaming text of the whole turn (every round, across tool calls).
+
+    ``chunks``: every text piece of the turn so far (emoji removed; deltas that arrived
+    together are batched into one chunk); ``message``: their concatenation; ``finish``: True on
+    exactly one chunk, the last of a successful turn (even when its text is empty) or of an
+    aborted turn that received text. Speak or store ``message`` of the ``finish`` chunk."""
 
     chunks: tuple[str, ...]
     message: str
@@ -131,8 +139,8 @@ class FollowUp:
 
 @attrs.frozen
 class Done:
-    """The turn succeeded: append ``history`` to the processor's history; ``text`` is the
-    assistant's last message."""
+    """The turn succeeded (its ``finish`` chunk was produced): append ``history`` to the
+    history the turn used; ``text`` is the assistant's last message of the turn."""
 
     history: list[dict[str, Any]]
     text: str
@@ -164,9 +172,118 @@ def _loop_error(description: str) -> LLMError:
     return LLMError(LLMStreamingResponseError(description))
 
 
+# -- tool results as JavaScript's JSON.stringify writes them --------------------------------
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def js_stringify(value: Any) -> str | None:
+    """``value`` as JSON text the way JavaScript's ``JSON.stringify`` writes it (the official
+    client sends tool results so): no spaces after ``,`` and ``:``, non-ASCII characters as is,
+    numbers as JavaScript prints them (``1.0`` → ``1``, ``1e21`` → ``1e+21``, ``NaN`` and the
+    infinities → ``null``), lone surrogates escaped (``\\ud800``). Dict keys that are ``int``,
+    ``float``, ``bool`` or ``None`` become strings (JavaScript keys always are).
+
+    Returns None when ``value`` holds something JSON cannot express (a set, an arbitrary object,
+    a non-string key of another type) or is nested too deeply: the caller then reports an error
+    result (``JSON.stringify`` would silently drop such values). Integers are written exactly,
+    where JavaScript would round those beyond 2**53.
+    """
+    parts: list[str] = []
+    try:
+        _stringify_into(value, parts)
+    except (TypeError, RecursionError):
+        return None
+    return "".join(parts)
+
+
+def _js_string(text: str) -> str:
+    encoded = json.dumps(text, ensure_ascii=False)
+    if _LONE_SURROGATE.search(encoded) is None:
+        return encoded
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
+
+
+def js_number(number: float) -> str:
+    """A float as JavaScript's ``Number.prototype.toString`` prints it (``null`` for NaN and
+    the infinities, as ``JSON.stringify`` writes them)."""
+    if math.isnan(number) or math.isinf(number):
+        return "null"
+    if number == 0:
+        return "0"
+    sign = "-" if number < 0 else ""
+    # repr() gives the shortest digits that round-trip, as JavaScript does; only the layout
+    # differs (JavaScript uses plain notation for exponents from -7 to 20).
+    mantissa, _, exponent = repr(abs(number)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    all_digits = whole + fraction
+    significant = all_digits.lstrip("0")
+    # the value is 0.<significant> x 10**point
+    point = len(whole) + (int(exponent) if exponent else 0) - (len(all_digits) - len(significant))
+    digits = significant.rstrip("0")
+    count = len(digits)
+    if count <= point <= 21:
+        return sign + digits + "0" * (point - count)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    power = point - 1
+    exponent_text = f"+{power}" if power >= 0 else str(power)
+    if count == 1:
+        return f"{sign}{digits}e{exponent_text}"
+    return f"{sign}{digits[0]}.{digits[1:]}e{exponent_text}"
+
+
+def _js_key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    if isinstance(key, int):
+        return str(key)
+    if isinstance(key, float):
+        return js_number(key)
+    raise TypeError(f"a {type(key).__name__} dict key")
+
+
+def _stringify_into(value: Any, parts: list[str]) -> None:
+    if isinstance(value, str):
+        parts.append(_js_string(value))
+    elif value is None or isinstance(value, bool):
+        parts.append(json.dumps(value))
+    elif isinstance(value, int):
+        parts.append(str(int(value)))
+    elif isinstance(value, float):
+        parts.append(js_number(value))
+    elif isinstance(value, dict):
+        parts.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            if index:
+                parts.append(",")
+            parts.append(_js_string(_js_key(key)))
+            parts.append(":")
+            _stringify_into(item, parts)
+        parts.append("}")
+    elif isinstance(value, (list, tuple)):
+        parts.append("[")
+        for index, item in enumerate(value):
+            if index:
+                parts.append(",")
+            _stringify_into(item, parts)
+        parts.append("]")
+    else:
+        raise TypeError(f"a {type(value).__name__} is not JSON")
+
+
 class LlmTurn:
     """The bookkeeping of one turn. ``tools`` maps each client tool name to its
-    ``execute_only`` flag; tool calls are matched to client tools by name."""
+    ``execute_only`` flag; tool calls are matched to client tools by name.
+
+    Text pieces accumulate over the whole turn (every round): each ``message`` chunk carries
+    all of them so far with ``finish=False``, and the turn's one ``finish=True`` chunk comes
+    last, when it succeeds (even with no text) or is aborted after some text arrived.
+    """
 
     def __init__(
         self, message: str, tools: Mapping[str, bool], *, max_rounds: int = MAX_ROUNDS
@@ -175,7 +292,9 @@ class LlmTurn:
         self._max_rounds = max_rounds
         self.history: list[dict[str, Any]] = [{"role": "user", "content": message}]
         self.rounds = 0
-        self._pieces: list[str] = []
+        self._pieces: list[str] = []  # every text piece of the turn (emoji removed)
+        self._yielded = 0  # how many of them the last message chunk carried
+        self._contents = ""  # text of the current assistant message, not yet in history
         self._last_text = ""
         self._calls: list[dict[str, Any]] = []  # tool calls requested in this round
         self._runs: tuple[ToolRun, ...] = ()
@@ -191,6 +310,7 @@ class LlmTurn:
             raise RuntimeError("request_body() after the turn finished")
         self.rounds += 1
         self._calls = []
+        self._contents = ""
         return {
             "messages": [*prior_history, *self.history],
             "tools": list(tool_schemas),
@@ -199,29 +319,33 @@ class LlmTurn:
     # -- stream events -----------------------------------------------------------------------
 
     def on_events(self, events: Sequence[LlmEvent]) -> TurnStep:
-        """Events that arrived together (one network read): deltas are batched into at most one
-        ``message`` chunk per run of consecutive deltas."""
+        """Events that arrived together (one network read): their deltas are batched into one
+        ``message`` chunk, flushed before each non-message event and at the end of the batch."""
         step = TurnStep()
         if self.finished:
             return step
-        pending_delta = False
         for event in events:
             if isinstance(event, TextDelta):
                 text = remove_emoji(event.text)
-                if text:
-                    self._pieces.append(text)
-                    step.deltas.append(text)
-                    pending_delta = True
+                self._pieces.append(text)
+                self._contents += text
+                step.deltas.append(text)
                 continue
             if isinstance(event, StreamFailed):
                 self._fail(step, LLMError(LLMStreamingResponseError(event.description)))
                 return step
-            # Any other event ends the message so far; the batch's deltas ride on its chunk.
-            self._commit_text(step)
-            pending_delta = False
+            # Any other event ends the assistant message so far (as the official client does).
+            if self._contents:
+                self._commit_text(step)
+                self._flush(step)
             if isinstance(event, ToolCalls):
-                # Copies: the user's chunk and our history must not share nested dicts.
-                calls = copy.deepcopy(list(event.tool_calls))
+                try:
+                    # Copies: the user's chunk and our history must not share nested dicts.
+                    calls = copy.deepcopy(list(event.tool_calls))
+                    chunk_calls = copy.deepcopy(calls)
+                except RecursionError:
+                    self._fail(step, _loop_error("tool call nested too deeply to handle"))
+                    return step
                 self.history.append(
                     {
                         "role": "assistant",
@@ -231,16 +355,19 @@ class LlmTurn:
                     }
                 )
                 self._calls.extend(calls)
-                step.chunks.append(ToolCallChunk(copy.deepcopy(calls)))
+                step.chunks.append(ToolCallChunk(chunk_calls))
             elif isinstance(event, RemoteToolResult):
                 self.history.append(
-                    {"role": "tool", "content": event.content, "tool_call_id": event.tool_call_id}
+                    {
+                        "role": "tool",
+                        "type": event.type,
+                        "content": event.content,
+                        "tool_call_id": event.tool_call_id,
+                    }
                 )
             else:
                 assert isinstance(event, Unknown)  # ignored, apart from ending the message
-        if pending_delta:
-            pieces = tuple(self._pieces)
-            step.chunks.append(MessageChunk(pieces, "".join(pieces), False))
+        self._flush(step)
         return step
 
     def on_stream_end(self, events: Sequence[LlmEvent] = ()) -> TurnStep:
@@ -249,10 +376,8 @@ class LlmTurn:
         step = self.on_events(events)
         if self.finished:
             return step
-        self._commit_text(step)
-        if not self._calls:
-            self._succeed(step)
-            return step
+        if self._contents:
+            self._commit_text(step)
         runs = []
         for call in self._calls:
             function = call.get("function") or {}
@@ -263,7 +388,9 @@ class LlmTurn:
         if runs:
             step.decision = RunTools(self._runs)
         else:
-            self._follow_up_or_done(step, need_follow_up=True)
+            # No tool call, or none for a client tool (remote MCP tools only, their results
+            # already in the stream): the turn is over, no follow-up request.
+            self._succeed(step)
         return step
 
     def on_tool_results(self, results: Mapping[str, Any]) -> TurnStep:
@@ -273,29 +400,28 @@ class LlmTurn:
             return step
         for run in self._runs:
             result = results[run.call_id]
-            try:
-                content = json.dumps(result, ensure_ascii=False)
-            except (TypeError, ValueError, RecursionError) as exc:
-                result = {"error": f"the result of tool {run.name!r} is not JSON: {exc}"}
-                content = json.dumps(result, ensure_ascii=False)
+            content = js_stringify(result)
+            if content is None:
+                result = {"error": f"the result of tool {run.name!r} is not JSON-serialisable"}
+                content = js_stringify(result)
             self.history.append({"role": "tool", "content": content, "tool_call_id": run.call_id})
             step.chunks.append(ToolResultChunk(run.call_id, result))
-        unmatched = len(self._calls) > len(self._runs)
-        need_follow_up = unmatched or any(not self._tools[run.name] for run in self._runs)
+        # Follow up when client tools ran next to calls with no client tool (remote MCP tools
+        # mixed in) or when any tool that ran wants the LLM to answer (not execute_only).
+        mixed = bool(self._runs) and len(self._calls) != len(self._runs)
+        need_follow_up = mixed or any(not self._tools[run.name] for run in self._runs)
         self._runs = ()
         self._follow_up_or_done(step, need_follow_up=need_follow_up)
         return step
 
     def on_abort(self) -> TurnStep:
-        """Cancelled: one final ``message`` chunk with the text received (if any); no history."""
+        """Cancelled: one final ``message`` chunk with the turn's text (if any); no history."""
         step = TurnStep()
         if self.finished:
             return step
         self.finished = True
         if self._pieces:
-            pieces = tuple(self._pieces)
-            step.chunks.append(MessageChunk(pieces, "".join(pieces), True))
-            self._pieces = []
+            step.chunks.append(self._message_chunk(finish=True))
         return step
 
     def on_error(self, error: LLMError) -> TurnStep:
@@ -320,15 +446,19 @@ class LlmTurn:
             return ToolRun(call_id, name, {}, f"invalid tool arguments: a {type(decoded).__name__}")
         return ToolRun(call_id, name, decoded)
 
-    def _commit_text(self, step: TurnStep) -> None:
-        if not self._pieces:
-            return
+    def _message_chunk(self, *, finish: bool) -> MessageChunk:
         pieces = tuple(self._pieces)
-        text = "".join(pieces)
-        self._pieces = []
+        self._yielded = len(pieces)
+        return MessageChunk(pieces, "".join(pieces), finish)
+
+    def _flush(self, step: TurnStep) -> None:
+        if len(self._pieces) > self._yielded:
+            step.chunks.append(self._message_chunk(finish=False))
+
+    def _commit_text(self, step: TurnStep) -> None:
+        text, self._contents = self._contents, ""
         self._last_text = text
         self.history.append({"role": "assistant", "type": "message", "content": text})
-        step.chunks.append(MessageChunk(pieces, text, True))
         step.messages.append(text)
 
     def _follow_up_or_done(self, step: TurnStep, *, need_follow_up: bool) -> None:
@@ -343,11 +473,16 @@ class LlmTurn:
             step.decision = FollowUp()
 
     def _succeed(self, step: TurnStep) -> None:
+        try:
+            history = copy.deepcopy(self.history)
+        except RecursionError:
+            self._fail(step, _loop_error("the turn's history is nested too deeply to keep"))
+            return
         self.finished = True
-        step.decision = Done(copy.deepcopy(self.history), self._last_text)
+        step.chunks.append(self._message_chunk(finish=True))
+        step.decision = Done(history, self._last_text)
 
     def _fail(self, step: TurnStep, error: LLMError) -> None:
         self.finished = True
-        self._pieces = []
         step.chunks.append(ErrorChunk(error))
         step.decision = Failed(error)

@@ -57,10 +57,12 @@ class ToolCalls:
 
 @attrs.frozen
 class RemoteToolResult:
-    """The result of a remote (MCP) tool the server ran itself; it goes into history."""
+    """The result of a remote (MCP) tool the server ran itself; it goes into history with its
+    ``type`` as the server sent it (``"tool_call"``)."""
 
     tool_call_id: str
     content: str
+    type: str = "tool_call"
 
 
 @attrs.frozen
@@ -134,6 +136,10 @@ def event_from_json(obj: Any) -> LlmEvent:
             return StreamFailed(reason)
         return StreamFailed(f"stream event with status {status!r} and no reason")
     kind = obj.get("type")
+    if kind not in ("message", "tool_call"):
+        # Unknown types are ignored whatever their content (e.g. a usage report whose content
+        # is an object): they must never cost the turn its text.
+        return Unknown(kind if isinstance(kind, str) else "")
     content = obj.get("content")
     if content is None:
         content = ""
@@ -141,14 +147,12 @@ def event_from_json(obj: Any) -> LlmEvent:
         return StreamFailed(f"stream event content is not a string: {type(content).__name__}")
     if kind == "message":
         return TextDelta(content)
-    if kind == "tool_call":
-        if obj.get("role") == "tool":
-            call_id = obj.get("tool_call_id")
-            if not isinstance(call_id, str):
-                return StreamFailed("remote tool result without a tool_call_id")
-            return RemoteToolResult(call_id, content)
-        return _tool_calls(obj.get("tool_calls"), content)
-    return Unknown(kind if isinstance(kind, str) else "")
+    if obj.get("role") == "tool":
+        call_id = obj.get("tool_call_id")
+        if not isinstance(call_id, str):
+            return StreamFailed("remote tool result without a tool_call_id")
+        return RemoteToolResult(call_id, content, kind)
+    return _tool_calls(obj.get("tool_calls"), content)
 
 
 def _tool_calls(calls: Any, content: str) -> LlmEvent:

@@ -10,9 +10,9 @@ input with the same :class:`~perso_sync.errors.InvalidInputError` before anythin
 - **Timeouts** (:func:`check_timeout`): ``None`` means no limit; anything else must be a positive,
   finite number of seconds. ``inf``, ``nan``, ``0``, negative numbers, ``True`` and strings are
   refused.
-- **JSON bodies** (:func:`json_body`): the LLM request body, encoded like ``JSON.stringify``: a
-  lone surrogate that reached it anyway (inside a tool's result, say) is written as its ``\\uXXXX``
-  escape instead of breaking the request.
+- **JSON bodies** (:func:`json_body`): the LLM request body, encoded like ``JSON.stringify``
+  (compact separators); a lone surrogate that reached it anyway (inside a tool's result, say)
+  is written as its ``\\uXXXX`` escape instead of breaking the request.
 - **Who calls** (:func:`refuse_loop_thread`): blocking methods refuse to run on the runtime's
   event-loop thread (an ``async def`` tool or callback), where they would stall every session.
 
@@ -84,14 +84,14 @@ def json_body(body: Any) -> bytes:
     cannot encode, becomes its ``\\uXXXX`` escape); :class:`InvalidInputError` when ``body`` is
     not JSON-able."""
     try:
-        text = json.dumps(body, ensure_ascii=False)
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInputError(f"the request body cannot be written as JSON: {exc}") from None
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         # Only lone surrogates fail here; ASCII mode escapes them (and everything non-ASCII).
-        return json.dumps(body, ensure_ascii=True).encode("ascii")
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def refuse_loop_thread(what: str) -> None:

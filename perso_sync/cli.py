@@ -131,7 +131,7 @@ def _cell(value: Any) -> str:
 _PLAIN_WIDTH = 10_000
 
 
-def plain_output(stream: TextIO) -> bool:
+def _plain_output(stream: TextIO) -> bool:
     """True when ``stream`` gets plain text: it is not a terminal, or ``$NO_COLOR`` is set.
 
     Plain means no escape code at all (no colour, no bold, no cursor movement): progress is
@@ -149,7 +149,7 @@ def _console(stream: TextIO) -> Console:
     """A rich console on ``stream`` that never reads markup or emoji codes in the data it shows
     (a prompt named ``[bold]x`` or ``:smile:`` prints as is) and adds no highlighting."""
     console_type = _console_class()
-    if not plain_output(stream):
+    if not _plain_output(stream):
         return console_type(file=stream, markup=False, emoji=False, highlight=False)
     try:
         is_tty = stream.isatty()
@@ -195,13 +195,11 @@ def _print_block(console: Console, renderable: RenderableType) -> None:
 def _table(console: Console, *columns: str) -> Table:
     """A table with a header rule and no frame (ASCII when plain, so pipes and greps see text)."""
     from rich import box
-    from rich.table import Table
+    from rich.table import Column, Table
 
     frame = box.SIMPLE_HEAD
-    if not console.is_terminal or console.color_system is None:
+    if not console.is_terminal:
         frame = box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
-    from rich.table import Column
-
     # Ids are copied from here: the first column never wraps, no cell is cut with an ellipsis.
     heads = [
         Column(name, no_wrap=index == 0, overflow="fold") for index, name in enumerate(columns)
@@ -730,6 +728,8 @@ class _PlainChatView(_ChatView):
 
 #: Repaints per second of the chat's live region (the spinner, the streamed reply, the state).
 _CHAT_FPS = 12
+#: Seconds the end of a chat turn waits for the painter to print what is left.
+_PAINTER_JOIN_TIMEOUT = 5.0
 
 
 class _LiveChatView(_ChatView):
@@ -737,10 +737,10 @@ class _LiveChatView(_ChatView):
     (rewritten in place) above one status line with the avatar's state; finished replies, tool
     calls and notes scroll above it. Between turns only the conversation stays on screen.
 
-    Every write to the terminal during a turn (repaint of the region, lines printed above it)
-    holds one lock: rich moves the cursor up over the region it drew last, and two threads
-    drawing at once would leave a copy of the region behind. So the region is repainted by one
-    ticker thread of ours, never by rich's own refresh thread."""
+    During a turn one painter thread of ours does every write to the terminal: rich moves the
+    cursor up over the region it drew last, so a second writer (rich's own refresh thread, or
+    the main thread, which Ctrl-C can interrupt in the middle of a write) would leave a copy of
+    the region behind. The main thread only hands text over."""
 
     def __init__(self, console: Console) -> None:
         from rich.spinner import Spinner
@@ -748,26 +748,30 @@ class _LiveChatView(_ChatView):
         super().__init__()
         self._console = console
         self._streaming = ""
+        self._above: list[RenderableType] = []  # to print above the region (guarded by _lock)
         self._spinner = Spinner("dots", style="cyan")
-        self._paint = threading.Lock()
-        self._live: Live | None = None
-        self._ticker: threading.Thread | None = None
-        self._stop_ticker = threading.Event()
-
-    def _print(self, renderable: RenderableType, end: str = "\n") -> None:
-        with self._paint:
-            self._console.print(renderable, end=end)
+        self._wake = threading.Event()
+        self._ending = False
+        self._painter: threading.Thread | None = None
 
     def line(self, text: str, style: str = "") -> None:
         from rich.text import Text
 
-        self._print(Text(text, style=style))
+        self._emit(Text(text, style=style))
 
     def prompt(self) -> None:
         from rich.text import Text
 
-        self._print(Text("you> ", style="bold green"), end="")
+        self._console.print(Text("you> ", style="bold green"), end="")
         self._console.file.flush()
+
+    def _emit(self, renderable: RenderableType) -> None:
+        with self._lock:
+            if self._painter is not None:
+                self._above.append(renderable)
+                self._wake.set()
+                return
+        self._console.print(renderable)
 
     def begin_turn(self) -> None:
         from rich.live import Live
@@ -780,51 +784,59 @@ class _LiveChatView(_ChatView):
             auto_refresh=False,
             vertical_overflow="visible",
         )
-        with self._paint:
-            live.start(refresh=True)
-            self._live = live
-        self._stop_ticker = threading.Event()
-        self._ticker = threading.Thread(
-            target=self._tick, args=(self._stop_ticker,), name="perso-chat-view", daemon=True
-        )
-        self._ticker.start()
+        with self._lock:
+            self._ending = False
+            self._painter = threading.Thread(
+                target=self._paint, args=(live,), name="perso-chat-view", daemon=True
+            )
+        self._painter.start()
 
-    def _tick(self, stop: threading.Event) -> None:
-        while not stop.wait(1 / _CHAT_FPS):
-            self._repaint()
-
-    def _repaint(self) -> None:
-        with self._paint:
-            if self._live is not None:
-                self._live.refresh()
+    def _paint(self, live: Live) -> None:
+        live.start(refresh=True)
+        try:
+            while True:
+                self._wake.wait(1 / _CHAT_FPS)  # the spinner turns even when nothing happens
+                self._wake.clear()
+                with self._lock:
+                    above, self._above = self._above, []
+                    ending = self._ending
+                for renderable in above:
+                    self._console.print(renderable)
+                if ending:
+                    return
+                live.refresh()
+        finally:
+            live.stop()
 
     def end_turn(self) -> None:
         self.end_reply()
-        self._stop_ticker.set()
-        if self._ticker is not None:
-            self._ticker.join(timeout=_STATE_ECHO_TIMEOUT)
-            self._ticker = None
-        with self._paint:
-            if self._live is not None:
-                self._live.stop()
-                self._live = None
+        with self._lock:
+            painter, self._ending = self._painter, True
+        self._wake.set()
+        if painter is not None:
+            painter.join(timeout=_PAINTER_JOIN_TIMEOUT)
+        with self._lock:
+            self._painter = None
 
     def reply(self, text: str) -> None:
         with self._lock:
             self._streaming += text
-        self._repaint()  # at once, not at the next tick
+        self._wake.set()  # shown at once, not at the next tick
 
     def end_reply(self) -> None:
         with self._lock:
             text, self._streaming = self._streaming, ""
         if text:
-            self._print(self._reply_text(text))
+            self._emit(self._reply_text(text))
 
     def note(self, text: str, style: str = "dim") -> None:
         from rich.text import Text
 
         self.end_reply()
-        self._print(Text(f"  [{text}]", style=style))
+        self._emit(Text(f"  [{text}]", style=style))
+
+    def _show_states(self, states: frozenset[ChatState]) -> None:
+        self._wake.set()
 
     @staticmethod
     def _reply_text(text: str) -> RenderableType:
@@ -911,7 +923,7 @@ def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
             call=_current_time,
         )
     ]
-    plain = plain_output(io.out)
+    plain = _plain_output(io.out)
     view: _ChatView = _PlainChatView(io.out) if plain else _LiveChatView(_console(io.out))
     with _open_session(args, client_tools=tools) as session:
         speak = session.uses_webrtc

@@ -111,12 +111,12 @@ class ChatTool:
             raise InvalidInputError(f"ChatTool {self.name!r}: parameters must be a JSON Schema")
 
     def schema(self) -> dict[str, Any]:
-        """The entry of the request's ``tools`` list."""
+        """The entry of the request's ``tools`` list (keys in the official client's order)."""
         return {
             "type": "function",
             "function": {
-                "name": self.name,
                 "description": self.description,
+                "name": self.name,
                 "parameters": dict(self.parameters),
             },
         }
@@ -242,6 +242,38 @@ def _error_result(exc: BaseException) -> dict[str, Any]:
     return {"error": str(exc) or type(exc).__name__}
 
 
+class MessageHistory:
+    """A thread-safe list of history entries (``role`` / ``type`` / ``content`` dicts).
+
+    An :class:`LlmProcessor` keeps one for ``process_llm``; a session keeps a second one for
+    ``process_chat`` / ``process_ttstf``, as the official client does.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """A deep copy of the entries."""
+        with self._lock:
+            return copy.deepcopy(self._entries)
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        """Append a copy of ``entry``."""
+        copied = copy.deepcopy(dict(entry))
+        with self._lock:
+            self._entries.append(copied)
+
+    def extend(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Append ``entries`` (already copies owned by the caller)."""
+        with self._lock:
+            self._entries.extend(entries)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
 class LlmProcessor:
     """LLM turns for one session id, with client tools and a message history.
 
@@ -282,8 +314,10 @@ class LlmProcessor:
         self._timeout = check_timeout("timeout", timeout)
         self._turn_timeout = check_timeout("turn_timeout", turn_timeout)
         self._transport = http_transport
-        self._history: list[dict[str, Any]] = []
-        self._history_lock = threading.Lock()
+        self._history = MessageHistory()
+        # Set by a Session: called on the runtime loop when a process_llm turn starts (LLM, None)
+        # and ends (None, LLM), so the session's chat states show the LLM working.
+        self._state_listener: Callable[[ChatState | None, ChatState | None], None] | None = None
         # Built here, not on first use: it starts nothing, and two threads making their first
         # turn at once must not each build one (one would never be closed).
         self._dispatcher = CallbackDispatcher(on_error=self._callback_failed)
@@ -296,9 +330,9 @@ class LlmProcessor:
     # -- history -------------------------------------------------------------------------------
 
     def get_history(self) -> list[dict[str, Any]]:
-        """A copy of the conversation history (entries have ``role``, ``content``, ...)."""
-        with self._history_lock:
-            return copy.deepcopy(self._history)
+        """A copy of the conversation history of :meth:`process_llm` turns (entries have
+        ``role``, ``content``, ...)."""
+        return self._history.snapshot()
 
     def add_to_history(self, entry: Mapping[str, Any]) -> None:
         """Append one history entry, e.g. ``{"role": "assistant", "content": "..."}``."""
@@ -307,13 +341,7 @@ class LlmProcessor:
         for key, value in entry.items():
             if isinstance(value, str):  # a lone surrogate here would break every later turn
                 check_text(f"history entry {key!r}", value, allow_blank=True)
-        copied = copy.deepcopy(dict(entry))
-        with self._history_lock:
-            self._history.append(copied)
-
-    def _commit(self, entries: list[dict[str, Any]]) -> None:
-        with self._history_lock:
-            self._history.extend(entries)
+        self._history.append(entry)
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -339,7 +367,8 @@ class LlmProcessor:
 
         The user message and each finished answer go to ``on_chat_log``, each text delta to
         ``on_ttstf``, the LLM state to ``on_chat_state_change``; a failure goes to ``on_error``
-        and is raised (``LLMError``). A raising tool gives ``{"result": "error!"}``.
+        and is raised (``LLMError``). A raising tool gives ``{"result": "error!"}``. The turn
+        uses and extends the processor's history, as :meth:`process_llm` does.
         ``timeout``: seconds this call may block (None: only the processor's own deadlines
         apply); then the turn is cancelled and :class:`PersoTimeoutError` is raised.
         """
@@ -347,7 +376,8 @@ class LlmProcessor:
         timeout = check_timeout("timeout", timeout)
 
         def on_delta(text: str) -> None:
-            self._notify("on_ttstf", text)
+            if text:  # an emoji-only delta leaves nothing to speak
+                self._notify("on_ttstf", text)
 
         def on_state(add: ChatState | None, remove: ChatState | None) -> None:
             self._notify("on_chat_state_change", add, remove)
@@ -382,18 +412,26 @@ class LlmProcessor:
         on_state: Callable[[ChatState | None, ChatState | None], None],
         on_log: Callable[[str, bool], None],
         tool_error_result: Mapping[str, Any] = DEFAULT_TOOL_ERROR_RESULT,
+        history: MessageHistory | None = None,
     ) -> str:
         """The avatar-driving turn (``Session.process_chat``), awaited ON the runtime loop.
 
         The hooks are loop-side and must not block: ``on_delta(text)`` for every text delta
-        (emoji removed), ``on_state(add, remove)`` for ``ChatState.LLM``, ``on_log(text,
-        is_user)`` for the user message and each finished answer. Returns the assistant's last
-        message; raises ``LLMError``; cancellable (``clear_buffer``). A raising tool gives
-        ``tool_error_result``.
+        (emoji removed; possibly empty then), ``on_state(add, remove)`` for ``ChatState.LLM``,
+        ``on_log(text, is_user)`` for the user message and each finished answer. Returns the
+        assistant's last message; raises ``LLMError``; cancellable (``clear_buffer``). A raising
+        tool gives ``tool_error_result``. ``history`` is the history the turn sends and extends
+        (a session passes its own chat history); by default the processor's.
         """
         message = _check_message(message)
         error_result = dict(tool_error_result)
-        engine = _TurnEngine(self, message, self._client_tools, lambda exc: dict(error_result))
+        engine = _TurnEngine(
+            self,
+            message,
+            self._client_tools,
+            lambda exc: dict(error_result),
+            self._history if history is None else history,
+        )
         on_log(message, True)
         on_state(ChatState.LLM, None)
         try:
@@ -419,7 +457,8 @@ class LlmProcessor:
     ) -> AsyncIterator[LlmChunk]:
         # Not an async generator: each step runs in a cancel scope entered and left inside
         # __anext__, so an abort never cancels across a yield.
-        return _ChunkIterator(self, _TurnEngine(self, message, tools, _error_result), abort)
+        engine = _TurnEngine(self, message, tools, _error_result, self._history)
+        return _ChunkIterator(self, engine, abort)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -427,6 +466,12 @@ class LlmProcessor:
         import logging
 
         logging.getLogger("perso_sync.llm").error("an LlmProcessor callback raised", exc_info=exc)
+
+    def _llm_state(self, add: ChatState | None, remove: ChatState | None) -> None:
+        listener = self._state_listener
+        if listener is not None:
+            listener(add, remove)
+        self._notify("on_chat_state_change", add, remove)
 
     def _notify(self, name: str, *args: Any) -> None:
         callback = getattr(self._callbacks, name)
@@ -506,13 +551,15 @@ class _TurnEngine:
         message: str,
         tools: Sequence[ChatTool],
         error_result: Callable[[BaseException], Any],
+        history: MessageHistory,
     ) -> None:
         self._processor = processor
+        self._history = history
         self._tools = {tool.name: tool for tool in tools}
         self._schemas = [tool.schema() for tool in tools]
         self._error_result = error_result
         self.turn = LlmTurn(message, {tool.name: tool.execute_only for tool in tools})
-        self._prior = processor.get_history()
+        self._prior = history.snapshot()
         self._pending: RunTools | None = None
         self._response: httpx.Response | None = None
         self._reader: AsyncIterator[bytes] | None = None
@@ -543,7 +590,7 @@ class _TurnEngine:
             self._pending = decision
         elif isinstance(decision, Done):
             self.finished = True
-            self._processor._commit(decision.history)
+            self._history.extend(decision.history)
         elif isinstance(decision, Failed):
             self.finished = True
         if self.finished:
@@ -571,6 +618,8 @@ class _TurnEngine:
         request = client.build_request(
             "POST",
             self._processor._url,
+            # Compact, as JavaScript's JSON.stringify writes the official client's bodies (a lone
+            # surrogate, which UTF-8 cannot encode, becomes its \uXXXX escape, as there).
             content=json_body(body),
             headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
             timeout=self._processor._request_timeout(),
@@ -688,7 +737,7 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
         self._state_off_sent = False
         self._unsubscribe: Callable[[], None] | None = None
         self._runtime = get_runtime()
-        processor._notify("on_chat_state_change", ChatState.LLM, None)
+        processor._llm_state(ChatState.LLM, None)
         if abort is not None:
             self._unsubscribe = abort._subscribe(self._abort_from_any_thread)
 
@@ -742,4 +791,4 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
         await self._engine.aclose()
         if not self._state_off_sent:
             self._state_off_sent = True
-            self._processor._notify("on_chat_state_change", None, ChatState.LLM)
+            self._processor._llm_state(None, ChatState.LLM)

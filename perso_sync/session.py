@@ -229,7 +229,7 @@ class Session:
         """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
         from perso_sync._chat_state import ChatStateMachine
         from perso_sync._runtime import CallbackDispatcher, get_runtime
-        from perso_sync.llm import LlmProcessor
+        from perso_sync.llm import LlmProcessor, MessageHistory
 
         # A forked child inherits this object but not the runtime thread behind it.
         self._pid = os.getpid()
@@ -260,6 +260,10 @@ class Session:
             timeout=llm_timeout,
             turn_timeout=llm_turn_timeout,
         )
+        # Two histories, as in the official client: the processor's for process_llm (and
+        # get_message_history), the session's own for process_chat / process_ttstf.
+        self._processor._state_listener = self._llm_state_changed
+        self._chat_history: MessageHistory = MessageHistory()
 
         self._core: WebRtcCore | None = None
         self._closing = False
@@ -270,7 +274,7 @@ class Session:
         # Loop-side objects: touched only on the runtime's loop thread.
         self._timer_wake: anyio.Event | None = None
         self._turn_scopes: set[anyio.CancelScope] = set()
-        self._llm_turns = 0
+        self._llm_turns = 0  # running LLM turns (guarded by _lock: process_llm ends anywhere)
         self._tts_calls = 0
 
         self._stt_lock = threading.Lock()
@@ -457,13 +461,21 @@ class Session:
         tools: Sequence[ChatTool] | None = None,
         abort: AbortSignal | None = None,
     ) -> LlmStream:
-        """Stream one LLM turn as chunks, with no avatar speech, chat log or chat states.
+        """Stream one LLM turn as chunks, with no avatar speech and no chat log.
 
         Returns an :class:`perso_sync.llm.LlmStream` (iterator, context manager, ``close()``)
         of ``MessageChunk`` / ``ToolCallChunk`` / ``ToolResultChunk`` / ``ErrorChunk``.
-        ``tools`` overrides the session's client tools for this turn; ``abort`` cancels it.
-        Works on REST-only sessions too. Empty-after-trim messages raise
+        ``message`` chunks accumulate the whole turn's text (every round, across tool calls);
+        exactly one has ``finish=True``: the last chunk of a successful turn (or of an aborted
+        one that received text), with the whole text. ``ChatState.LLM`` is on while the turn
+        runs. ``tools`` overrides the session's client tools for this turn; ``abort`` cancels
+        it. Works on REST-only sessions too. Empty-after-trim messages raise
         :class:`InvalidInputError` before any request.
+
+        The turn uses and extends the LLM history (:meth:`get_message_history`), which is not
+        the history of :meth:`process_chat` / :meth:`process_ttstf`: to speak a reply, call
+        ``process_ttstf(chunk.message)`` on the ``finish=True`` chunk; the reply is not
+        repeated in later ``process_llm`` requests.
         """
         self._ensure_open()
         return self._processor.process_llm(message, tools=tools, abort=abort)
@@ -472,9 +484,11 @@ class Session:
         """Send ``message`` to the LLM and make the avatar speak the answer; return its text.
 
         Blocks until the turn is done (tool calls included). The user message and the finished
-        answer go to the chat log; every text delta goes to the avatar as ``ttstf`` at once
-        (ANALYZING +1 each); the LLM state is on during the turn. On a REST-only session the
-        answer is returned and logged but not spoken.
+        answer go to the chat log; every text delta goes to the avatar as ``ttstf`` at once,
+        emoji removed and trimmed, empty ones skipped (ANALYZING +1 each); the LLM state is on
+        during the turn. On a REST-only session the answer is returned and logged but not
+        spoken. The turn sends and extends the session's chat history (shared with
+        :meth:`process_ttstf`, separate from the :meth:`process_llm` history).
 
         Raises :class:`InvalidInputError` for an empty-after-trim message (no request),
         :class:`perso_sync.errors.LLMError` when the turn fails (also given to the error
@@ -497,15 +511,16 @@ class Session:
     def process_ttstf(self, message: str) -> None:
         """Make the avatar speak ``message`` as is (text-to-speech-to-face).
 
-        Emoji are removed; the text is sent as ``ttstf`` (ANALYZING +1), then added to the
-        message history as an assistant message and to the chat log. Raises
-        :class:`InvalidInputError` when empty after trimming, :class:`STFError` on a REST-only
-        session.
+        The text is sent as ``ttstf`` with emoji removed and trimmed (ANALYZING +1); ``message``
+        itself is added, as the official client does, to the session's chat history (the one
+        :meth:`process_chat` sends, not the :meth:`process_llm` one) as an assistant message,
+        and to the chat log. Raises :class:`InvalidInputError` when empty after trimming,
+        :class:`STFError` on a REST-only session.
         """
         text = self._speech_text(message)
         self._call_loop(self._speak, text)
-        self._processor.add_to_history({"role": "assistant", "type": "message", "content": text})
-        self._append_chat_log(text, is_user=False)
+        self._chat_history.append({"role": "assistant", "type": "message", "content": message})
+        self._append_chat_log(message, is_user=False)
 
     def process_custom_chat(self, message: str) -> None:
         """Deprecated: use :meth:`process_ttstf`. Speaks ``message`` with no history or chat log
@@ -520,7 +535,8 @@ class Session:
         self._call_loop(self._speak, text)
 
     def get_message_history(self) -> list[dict[str, Any]]:
-        """A copy of the LLM message history (``role`` / ``type`` / ``content`` entries)."""
+        """A copy of the LLM history of :meth:`process_llm` turns (``role`` / ``type`` /
+        ``content`` entries); :meth:`process_chat` and :meth:`process_ttstf` keep their own."""
         return self._processor.get_history()
 
     def clear_buffer(self) -> None:
@@ -581,7 +597,8 @@ class Session:
             return self._machine.active
 
     def get_chat_log(self) -> list[Chat]:
-        """A copy of the chat log (user and AI-human messages, oldest first)."""
+        """A copy of the chat log (user and AI-human messages), **newest first** as in the
+        official SDK: each new entry is put at the top."""
         with self._lock:
             return list(self._chat_log)
 
@@ -595,7 +612,8 @@ class Session:
         return self._register(self._state_subscribers, callback)
 
     def subscribe_chat_log(self, callback: Callable[[list[Chat]], object]) -> Callable[[], None]:
-        """Call ``callback(chat_log)`` with the whole log (a copy) whenever it grows.
+        """Call ``callback(chat_log)`` with the whole log (a copy, newest entry first, as in
+        the official SDK) whenever it grows.
 
         Returns an unsubscribe function (idempotent).
         """
@@ -1204,23 +1222,12 @@ class Session:
 
         def on_delta(text: str) -> None:
             spoken.append(text)
-            if self._core is not None and text.strip():
+            speech = text.strip()  # emoji already removed; sent trimmed, empty ones skipped
+            if self._core is not None and speech:
                 try:
-                    self._speak_now(text)
+                    self._speak_now(speech)
                 except PersoError as exc:
                     self._report_error(exc)
-
-        def on_state(add: ChatState | None, remove: ChatState | None) -> None:
-            # Concurrent turns share one LLM state: it is off only once every turn is done.
-            if add is ChatState.LLM:
-                self._llm_turns += 1
-            elif remove is ChatState.LLM:
-                self._llm_turns = max(0, self._llm_turns - 1)
-                if self._llm_turns:
-                    return
-            for state, on in ((add, True), (remove, False)):
-                if state is not None:
-                    self._set_state(state, on)
 
         def on_log(text: str, is_user: bool) -> None:
             self._append_chat_log(text, is_user=is_user)
@@ -1231,7 +1238,11 @@ class Session:
             self._turn_scopes.add(scope)
             try:
                 return await self._processor.run_chat_turn(
-                    message, on_delta=on_delta, on_state=on_state, on_log=on_log
+                    message,
+                    on_delta=on_delta,
+                    on_state=self._llm_state_changed,
+                    on_log=on_log,
+                    history=self._chat_history,
                 )
             finally:
                 self._turn_scopes.discard(scope)
@@ -1343,10 +1354,24 @@ class Session:
     def _set_state(self, state: ChatState, on: bool) -> None:
         self._apply_state(lambda machine: machine.set(state, on))
 
+    def _llm_state_changed(self, add: ChatState | None, remove: ChatState | None) -> None:
+        # Any thread. Concurrent turns (process_chat and process_llm alike) share one LLM state:
+        # it is off only once every turn is done.
+        with self._lock:
+            if add is ChatState.LLM:
+                self._llm_turns += 1
+            elif remove is ChatState.LLM:
+                self._llm_turns = max(0, self._llm_turns - 1)
+                if self._llm_turns:
+                    return
+            for state, on in ((add, True), (remove, False)):
+                if state is not None:
+                    self._set_state(state, on)
+
     def _append_chat_log(self, text: str, *, is_user: bool) -> None:
         entry = Chat(is_user=is_user, text=text, timestamp=_dt.datetime.now(_dt.timezone.utc))
         with self._lock:
-            self._chat_log.append(entry)
+            self._chat_log.insert(0, entry)  # newest first, as in the official SDK
             if self._closed:
                 return
             for callback in self._log_subscribers.values():

@@ -12,9 +12,10 @@ contract is run, not when this module is imported.
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -229,6 +230,8 @@ def _invoke(expect: Expectation, platform: FakePlatform, api_server: str, api_ke
             return _CLIENT_CALLS.get(method, _plain_call)(client, method, args)
         session = client.create_session(expect.target["session_id"], width=640, height=360)
         try:
+            if method == "converse":
+                return _converse(session, platform, args)
             value = getattr(session, method)(**args)
         finally:
             session.stop_session()
@@ -269,6 +272,57 @@ _CLIENT_CALLS: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
 }
 
 
+def _converse(session: Any, platform: FakePlatform, args: Mapping[str, Any]) -> dict[str, Any]:
+    """``session.converse``: the turns in order on one REST-only session; the result is each
+    turn's reply, the LLM history (``get_message_history``) and the chat log (newest first)."""
+    from perso_sync.contracts._format import to_plain
+
+    # The session's own processor, pointed at the fake platform (the harness's only seam).
+    session._processor._transport = _httpx_transport(platform)
+    replies: list[Any] = []
+    for turn in args.get("turns", []):
+        if turn["call"] == "process_chat":
+            replies.append(session.process_chat(turn["message"]))
+        else:
+            replies.append(_drain(session.process_llm(turn["message"])))
+    return {
+        "replies": replies,
+        "message_history": to_plain(session.get_message_history()),
+        "chat_log": [{"is_user": c.is_user, "text": c.text} for c in session.get_chat_log()],
+    }
+
+
+def _drain(stream: Any) -> str | None:
+    """The text of a ``process_llm`` stream's ``finish=True`` chunk; an error chunk raises."""
+    final: str | None = None
+    with stream:
+        for chunk in stream:
+            if chunk.type == "error":
+                raise chunk.error
+            if chunk.type == "message" and chunk.finish:
+                final = chunk.message
+    return final
+
+
+def _contract_tools(specs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """``llm.process_llm`` ``tools``: client tools that each return their recorded result."""
+    from perso_sync.llm import ChatTool
+
+    def answer(result: Any) -> Callable[[dict[str, Any]], Any]:
+        return lambda arguments: copy.deepcopy(result)
+
+    return [
+        ChatTool(
+            name=spec["name"],
+            description=spec["description"],
+            parameters=spec["parameters"],
+            call=answer(spec["result"]),
+            execute_only=bool(spec.get("execute_only", False)),
+        )
+        for spec in specs
+    ]
+
+
 def _invoke_llm(
     expect: Expectation, platform: FakePlatform, api_server: str, args: Mapping[str, Any]
 ) -> Any:
@@ -277,9 +331,12 @@ def _invoke_llm(
     processor = LlmProcessor(
         api_server=api_server,
         session_id=expect.target["session_id"],
+        client_tools=_contract_tools(args.get("tools", [])),
         http_transport=_httpx_transport(platform),
     )
     try:
+        for message in args.get("earlier", []):
+            _drain(processor.process_llm(message))
         return llm_turn_view(processor, args)
     finally:
         close = getattr(processor, "close", None)

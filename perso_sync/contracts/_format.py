@@ -107,8 +107,14 @@ CALLS: Final[Mapping[str, frozenset[str]]] = {
     "session.transcribe_audio_detailed": frozenset({"audio", "language"}),
     "session.process_tts": frozenset({"message", "resample", "locale", "output_format"}),
     "session.log_session_event": frozenset({"detail"}),
-    "llm.process_llm": frozenset({"message"}),
+    "session.converse": frozenset({"turns"}),
+    "llm.process_llm": frozenset({"message", "earlier", "tools"}),
 }
+
+#: ``session.converse`` turns: the session methods a turn may call.
+CONVERSE_CALLS: Final = frozenset({"process_chat", "process_llm"})
+#: Keys of an ``llm.process_llm`` ``tools`` entry (a client tool answering ``result``).
+_TOOL_ARG_KEYS: Final = frozenset({"name", "description", "parameters", "execute_only", "result"})
 
 # ISO-8601 date-time as the platform writes it ("2024-05-02T09:05:55.395Z"), with an optional
 # zone; checked by pattern first so that e.g. "2024" alone is not accepted as a timestamp.
@@ -600,6 +606,7 @@ def _parse_expect(r: _Reader, raw: Any, field: str) -> Expectation:
         decode_bytes_args(args)
     except ValueError as exc:
         raise r.fail(f"{field}.args", str(exc)) from exc
+    _check_llm_args(r, args, f"{field}.args")
     target = r.obj(obj.get("target", {}), f"{field}.target")
     r.only(target, f"{field}.target", {"session_id"})
     if call.startswith(("session.", "llm.")):
@@ -622,6 +629,30 @@ def _parse_expect(r: _Reader, raw: Any, field: str) -> Expectation:
             r, obj.get("matchers", {}), f"{field}.matchers", roots=("result", "raises")
         ),
     )
+
+
+def _check_llm_args(r: _Reader, args: Mapping[str, Any], field: str) -> None:
+    """The structured arguments of ``session.converse`` and ``llm.process_llm``."""
+    for index, turn in enumerate(r.list_(args.get("turns", []), f"{field}.turns")):
+        where = f"{field}.turns[{index}]"
+        turn = r.obj(turn, where)
+        r.only(turn, where, {"call", "message"})
+        call = r.str_(r.req(turn, "call", where), f"{where}.call")
+        if call not in CONVERSE_CALLS:
+            raise r.fail(f"{where}.call", f"one of {sorted(CONVERSE_CALLS)}")
+        r.str_(r.req(turn, "message", where), f"{where}.message")
+    for index, message in enumerate(r.list_(args.get("earlier", []), f"{field}.earlier")):
+        r.str_(message, f"{field}.earlier[{index}]")
+    for index, tool in enumerate(r.list_(args.get("tools", []), f"{field}.tools")):
+        where = f"{field}.tools[{index}]"
+        tool = r.obj(tool, where)
+        r.only(tool, where, _TOOL_ARG_KEYS)
+        r.str_(r.req(tool, "name", where), f"{where}.name")
+        r.str_(r.req(tool, "description", where), f"{where}.description", empty=True)
+        r.obj(r.req(tool, "parameters", where), f"{where}.parameters")
+        r.req(tool, "result", where)
+        if not isinstance(tool.get("execute_only", False), bool):
+            raise r.fail(f"{where}.execute_only", "must be a boolean")
 
 
 _RAISES_FIELDS: Final = frozenset(

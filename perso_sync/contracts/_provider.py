@@ -115,7 +115,13 @@ def _session_offer_is_real(server: Any, params: Mapping[str, Any], setup: Provid
 def _llm_replies(server: Any, params: Mapping[str, Any], setup: ProviderSetup) -> None:
     script = importlib.import_module("mock_server.llm_script")
     sid = setup.substitutions.get(params["session_id"], params["session_id"])
-    rule = script.Rule(pattern="", events=copy.deepcopy(list(params["events"])), done=False)
+    follow_up = params.get("follow_up_events")
+    rule = script.Rule(
+        pattern="",
+        events=copy.deepcopy(list(params["events"])),
+        follow_up_events=None if follow_up is None else copy.deepcopy(list(follow_up)),
+        done=False,
+    )
     server.sessions[sid].llm_script = script.LlmScript(rules=[rule], delay=0.0)
 
 

@@ -103,7 +103,11 @@ def test_deltas_that_arrive_together_are_batched(
     url = one_write_server(answer + b'data: {"status":"success","type":"done","content":""}\n')
     with LlmProcessor(api_server=url, session_id="sid", timeout=WAIT) as processor:
         chunks = list(processor.process_llm("count"))
-    assert chunks == [MessageChunk(("one ", "two ", "three"), "one two three", True)]
+    # one chunk for the batch (flushed before the non-message "done"), then the finish chunk
+    assert chunks == [
+        MessageChunk(("one ", "two ", "three"), "one two three", False),
+        MessageChunk(("one ", "two ", "three"), "one two three", True),
+    ]
 
 
 def test_emoji_are_removed(
@@ -148,7 +152,7 @@ def test_client_tool_called_with_decoded_arguments_and_its_result_fed_back(
     first, follow_up = llm_requests(perso_mock)
     assert follow_up.body["messages"][-1] == {
         "role": "tool",
-        "content": json.dumps({"temperature": "30℃", "city": "Busan"}, ensure_ascii=False),
+        "content": '{"temperature":"30℃","city":"Busan"}',  # as JSON.stringify writes it
         "tool_call_id": call_id,
     }
     assert [t["function"]["name"] for t in first.body["tools"]] == ["get_weather"]
@@ -163,7 +167,8 @@ def test_execute_only_tool_ends_the_turn(perso_mock: MockPersoServer, make_proce
     processor = make_processor(client_tools=[lights])
     chunks = list(processor.process_llm('call tool lights with {"on": false}'))
     assert switched == [{"on": False}]
-    assert [c.type for c in chunks] == ["tool_call", "tool_result"]
+    assert [c.type for c in chunks] == ["tool_call", "tool_result", "message"]
+    assert chunks[-1] == MessageChunk((), "", True)  # the turn's one finish chunk, empty
     assert len(llm_requests(perso_mock)) == 1  # no follow-up
     assert [e["role"] for e in processor.get_history()] == ["user", "assistant", "tool"]
 
@@ -205,7 +210,7 @@ def _tool_call_event(name: str, call_id: str = "call_x") -> dict[str, Any]:
     }
 
 
-def test_unknown_tool_names_run_nothing_and_the_llm_follows_up(
+def test_tool_calls_without_a_client_tool_run_nothing_and_end_the_turn(
     perso_mock: MockPersoServer, make_processor: Make, llm_session: str
 ) -> None:
     perso_mock.set_llm_script(
@@ -217,8 +222,26 @@ def test_unknown_tool_names_run_nothing_and_the_llm_follows_up(
     chunks = list(processor.process_llm("ghost"))
     assert ran == []
     assert not any(isinstance(c, ToolResultChunk) for c in chunks)
-    assert len(llm_requests(perso_mock)) == 2
-    assert messages_of(chunks)[-1].finish
+    assert len(llm_requests(perso_mock)) == 1  # no paid follow-up request
+    assert chunks[-1] == MessageChunk((), "", True)
+
+
+def test_an_mcp_only_turn_makes_one_request_and_keeps_the_servers_tool_entry(
+    perso_mock: MockPersoServer, make_processor: Make
+) -> None:
+    session_id = perso_mock.create_session_id(mcp_servers=["mcp-docs-search"])
+    processor = make_processor(session_id=session_id, client_tools=[tool("lights", dict)])
+    chunks = list(processor.process_llm("search the opening hours"))
+    assert len(llm_requests(perso_mock)) == 1  # the server ran the tool and answered in-stream
+    final = chunks[-1]
+    assert isinstance(final, MessageChunk)
+    assert final.finish
+    assert final.message.startswith("I searched the knowledge base")
+    history = processor.get_history()
+    (remote,) = [e for e in history if e["role"] == "tool"]
+    assert remote["type"] == "tool_call"  # kept as the server sent it
+    assert list(remote) == ["role", "type", "content", "tool_call_id"]
+    assert [e["role"] for e in history] == ["user", "tool", "assistant"]
 
 
 def test_a_raising_tool_gives_an_error_result(
@@ -238,10 +261,12 @@ def test_a_raising_tool_gives_an_error_result(
 def test_the_ten_round_limit(
     perso_mock: MockPersoServer, make_processor: Make, llm_session: str
 ) -> None:
+    again = [_tool_call_event("ghost")]
     perso_mock.set_llm_script(
-        llm_session, LlmScript(rules=[Rule(pattern="loop", events=[_tool_call_event("ghost")])])
+        llm_session,
+        LlmScript(rules=[Rule(pattern="loop", events=again, follow_up_events=again)]),
     )
-    processor = make_processor()
+    processor = make_processor(client_tools=[tool("ghost", lambda args: {"again": True})])
     chunks = list(processor.process_llm("loop forever"))
     error = chunks[-1]
     assert isinstance(error, ErrorChunk)

@@ -21,6 +21,7 @@ from _session_helpers import (
 
 import perso_sync
 from mock_server import LlmScript, Rule
+from mock_server.llm_script import split_deltas
 from perso_sync.models import ChatState
 
 client = helpers.client
@@ -51,20 +52,19 @@ def test_full_lifecycle_with_chat(perso_mock: Any, open_session: Any) -> None:
 
         assert answer == REPLY
 
-        # Every delta went to the avatar as it arrived, in order, nothing lost or added.
+        # Every delta went to the avatar as it arrived, in order, trimmed, nothing lost.
         def spoken() -> list[str]:
             return [data["message"] for data in sent_messages(perso_mock, sid, "ttstf")]
 
-        wait_until(lambda: "".join(spoken()) == REPLY, what="the whole reply at the avatar")
+        deltas = [piece.strip() for piece in split_deltas(REPLY, 3)]
+        wait_until(lambda: spoken() == deltas, what="the whole reply at the avatar")
         assert len(spoken()) >= 2
         logs.wait_for(lambda calls: calls and len(calls[-1]) == 2)
-        user, assistant = logs.snapshot()[-1]
+        assistant, user = logs.snapshot()[-1]  # newest first
         assert (user.is_user, user.text) == (True, "Hello there")
         assert (assistant.is_user, assistant.text) == (False, REPLY)
-        assert session.get_message_history() == [
-            {"role": "user", "content": "Hello there"},
-            {"role": "assistant", "type": "message", "content": REPLY},
-        ]
+        # process_chat keeps the session's chat history, not the process_llm one
+        assert session.get_message_history() == []
         states.wait_for(lambda calls: any(ChatState.LLM in active for active in calls))
         states.wait_for(lambda calls: any(S in active for active in calls))
         # The mock answers every ttstf with an stf: the avatar really spoke.
@@ -146,8 +146,8 @@ def test_clear_buffer_cancels_the_running_chat_turn(perso_mock: Any, open_sessio
     assert result["text"] != words
     assert session.chat_states == IDLE
     wait_sent(perso_mock, sid, "clear-buffer")  # same channel: every ttstf came before it
-    spoken = "".join(d["message"] for d in sent_messages(perso_mock, sid, "ttstf"))
-    assert spoken == result["text"]
+    spoken = [d["message"] for d in sent_messages(perso_mock, sid, "ttstf")]
+    assert " ".join(spoken) == " ".join(result["text"].split())  # each delta sent trimmed
 
 
 def test_chat_log_entries(perso_mock: Any, open_session: Any) -> None:
@@ -162,15 +162,19 @@ def test_chat_log_entries(perso_mock: Any, open_session: Any) -> None:
 
     logs.wait_count(3)
     entries = [(c.is_user, c.text) for c in logs.snapshot()[-1]]
-    assert entries == [(False, "Welcome  to the demo"), (True, "hello"), (False, REPLY)]
+    # newest first; process_ttstf logs its message as given, as the official SDK does
+    assert entries == [(False, REPLY), (True, "hello"), (False, "Welcome 👋 to the demo")]
     assert [len(log) for log in logs.snapshot()] == [1, 2, 3]
     assert [(c.is_user, c.text) for c in session.get_chat_log()] == entries
-    # process_ttstf adds to the history what the avatar said, emoji removed
-    assert session.get_message_history()[0] == {
-        "role": "assistant",
-        "type": "message",
-        "content": "Welcome  to the demo",
-    }
+    # the avatar was sent the text with emoji removed ...
+    assert sent_messages(perso_mock, sid, "ttstf")[0] == {"message": "Welcome  to the demo"}
+    # ... and process_chat sent the message itself as history, as the official client does
+    (request,) = perso_mock.journal.requests(endpoint="llm", session_id=sid)
+    assert request.body["messages"] == [
+        {"role": "assistant", "type": "message", "content": "Welcome 👋 to the demo"},
+        {"role": "user", "content": "hello"},
+    ]
+    assert session.get_message_history() == []
 
 
 def test_process_custom_chat_warns_and_keeps_no_history(perso_mock: Any, open_session: Any) -> None:
@@ -321,7 +325,11 @@ def test_speech_from_several_threads_at_once(perso_mock: Any, open_session: Any)
     # Every ttstf raised ANALYZING once and its stf lowered it once: none is left pending.
     wait_until(lambda: A not in session.chat_states, what="no pending speech")
     assert S in session.chat_states
-    assert sorted(m["content"] for m in session.get_message_history()) == sorted(texts)
+    # every sentence reached the chat history, which the next process_chat sends
+    session.process_chat("And now?")
+    (request,) = perso_mock.journal.requests(endpoint="llm", session_id=session.session_id)
+    history = request.body["messages"][:-1]
+    assert sorted(m["content"] for m in history) == sorted(texts)
 
 
 def test_rest_only_chat_answers_and_logs_without_speech(perso_mock: Any, client: Any) -> None:
@@ -330,8 +338,8 @@ def test_rest_only_chat_answers_and_logs_without_speech(perso_mock: Any, client:
     with client.create_session(sid, width=160, height=120) as session:
         assert session.process_chat("hello") == REPLY
         assert [(c.is_user, c.text) for c in session.get_chat_log()] == [
-            (True, "hello"),
             (False, REPLY),
+            (True, "hello"),
         ]
         assert session.chat_states == IDLE
         with session.process_llm("hello") as stream:
@@ -343,3 +351,75 @@ def test_bad_client_tools_are_refused_before_any_request(perso_mock: Any, client
     with pytest.raises(perso_sync.InvalidInputError):
         client.create_session(sid, width=160, height=120, client_tools=["not a tool"])
     assert perso_mock.journal.requests(session_id=sid) == []
+
+
+def _llm_bodies(perso_mock: Any, sid: str) -> list[list[dict[str, Any]]]:
+    return [r.body["messages"] for r in perso_mock.journal.requests(endpoint="llm", session_id=sid)]
+
+
+def _final_text(stream: Any) -> str:
+    with stream:
+        (final,) = [c.message for c in stream if c.type == "message" and c.finish]
+    return str(final)
+
+
+def test_process_llm_then_process_ttstf_does_not_repeat_the_reply(
+    perso_mock: Any, open_session: Any
+) -> None:
+    # The reference's pattern: stream with process_llm, speak the finished text.
+    session = open_session()
+    sid = session.session_id
+    first = _final_text(session.process_llm("First question"))
+    session.process_ttstf(first)
+    _final_text(session.process_llm("Second question"))
+    second_request = _llm_bodies(perso_mock, sid)[-1]
+    assert second_request == [
+        {"role": "user", "content": "First question"},
+        {"role": "assistant", "type": "message", "content": first},
+        {"role": "user", "content": "Second question"},
+    ]
+    assert wait_sent(perso_mock, sid, "ttstf") == [{"message": first}]
+
+
+def test_process_chat_turns_never_reach_process_llm_requests(perso_mock: Any, client: Any) -> None:
+    sid = perso_mock.create_session_id(using_stf_webrtc=False)
+    perso_mock.set_llm_script(sid, _script())
+    with client.create_session(sid, width=160, height=120) as session:
+        session.process_chat("hello")
+        _final_text(session.process_llm("Processor question"))
+        session.process_chat("hello again")
+        chat_first, llm, chat_second = _llm_bodies(perso_mock, sid)
+    assert llm == [{"role": "user", "content": "Processor question"}]
+    assert chat_second == [
+        *chat_first,
+        {"role": "assistant", "type": "message", "content": REPLY},
+        {"role": "user", "content": "hello again"},
+    ]
+
+
+def test_process_chat_speaks_each_delta_emoji_free_and_trimmed_skipping_empty_ones(
+    perso_mock: Any, open_session: Any
+) -> None:
+    sid = perso_mock.create_session_id()
+    deltas = [" Hi ", "😀", "  ", "there 👋", "!"]
+    events = [{"status": "success", "type": "message", "content": d} for d in deltas]
+    perso_mock.set_llm_script(sid, LlmScript(rules=[Rule(pattern="hello", events=events)]))
+    session = open_session(sid)
+    assert session.process_chat("hello") == " Hi   there !"
+    assert wait_sent(perso_mock, sid, "ttstf", 3) == [
+        {"message": "Hi"},
+        {"message": "there"},
+        {"message": "!"},
+    ]
+
+
+def test_process_llm_turns_the_llm_state_on_while_it_runs(perso_mock: Any, client: Any) -> None:
+    sid = perso_mock.create_session_id(using_stf_webrtc=False)
+    perso_mock.set_llm_script(sid, _script())
+    with client.create_session(sid, width=160, height=120) as session:
+        states = StateRecorder()
+        session.subscribe_chat_states(states)
+        assert _final_text(session.process_llm("hello")) == REPLY
+        wait_until(lambda: ChatState.LLM not in session.chat_states, what="LLM state off")
+        states.wait_for(lambda calls: calls and calls[-1] == IDLE)
+        assert states.snapshot() == [{ChatState.LLM}, IDLE]

@@ -182,6 +182,62 @@ def test_bad_llm_body_is_400(perso_mock: MockPersoServer, session_id: str, body:
     assert first_error(response)["attr"] == "messages"
 
 
+def _function(**fields: object) -> dict[str, object]:
+    base: dict[str, object] = {"name": "f", "description": "the f tool", "parameters": {}}
+    return {"type": "function", "function": {**base, **fields}}
+
+
+BAD_TOOLS = {
+    "not an object": "get_weather",
+    "wrong type": {"type": "retrieval", "function": _function()["function"]},
+    "no function": {"type": "function"},
+    "extra field": {**_function(), "strict": True},
+    "renamed description": {
+        "type": "function",
+        "function": {"name": "f", "desc": "the f tool", "parameters": {}},
+    },
+    "no description": {"type": "function", "function": {"name": "f", "parameters": {}}},
+    "empty name": _function(name=""),
+    "name not a string": _function(name=7),
+    "description not a string": _function(description=None),
+    "parameters not a schema": _function(parameters="{}"),
+    "no parameters": {"type": "function", "function": {"name": "f", "description": "d"}},
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_TOOLS.values()), ids=list(BAD_TOOLS))
+def test_each_tool_definition_is_validated_as_the_platform_does(
+    perso_mock: MockPersoServer, session_id: str, bad: object
+) -> None:
+    response = llm(perso_mock, session_id, [user("hi")], [tool("ok"), bad])
+    assert response.status_code == 400
+    error = first_error(response)
+    assert response.json()["type"] == "validation_error"
+    assert error["attr"] == "tools"
+    assert error["detail"].startswith("tools[1]")
+    assert perso_mock.sessions[session_id].llm_requests == []  # refused, not answered
+
+
+def test_a_full_tool_definition_is_accepted(perso_mock: MockPersoServer, session_id: str) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    response = llm(perso_mock, session_id, [user("hi")], [_function(parameters=schema)])
+    assert response.status_code == 200
+
+
+def test_follow_up_events_answer_the_follow_up_verbatim(
+    perso_mock: MockPersoServer, session_id: str
+) -> None:
+    call = {"status": "success", "type": "tool_call", "content": "", "tool_calls": []}
+    after = [{"status": "success", "type": "message", "content": "After the tool."}]
+    perso_mock.set_llm_script(
+        session_id, LlmScript(rules=[Rule(pattern="", events=[call], follow_up_events=after)])
+    )
+    first = sse_events(llm(perso_mock, session_id, [user("go")]).content)
+    assert first == [call, DONE]
+    tool_result = {"role": "tool", "content": "{}", "tool_call_id": "c1"}
+    assert sse_events(llm(perso_mock, session_id, [user("go"), tool_result]).content) == after
+
+
 def test_a_stream_the_client_leaves_early_is_journaled_as_499(
     perso_mock: MockPersoServer, session_id: str
 ) -> None:

@@ -141,6 +141,23 @@ def test_unknown_event_types_are_reported_not_failed() -> None:
     assert parse(data, []) == [Unknown("future_kind")]
 
 
+def test_unknown_event_types_are_ignored_whatever_their_content() -> None:
+    data = platform(
+        [
+            {"status": "success", "type": "usage", "content": {"total_tokens": 12}},
+            {"status": "success", "type": "future_kind", "content": [1, 2]},
+            {"status": "success", "type": "message", "content": "Hi"},
+        ]
+    )
+    assert parse(data, []) == [Unknown("usage"), Unknown("future_kind"), TextDelta("Hi")]
+
+
+def test_a_known_event_whose_content_is_not_text_still_fails() -> None:
+    data = platform([{"status": "success", "type": "message", "content": {"x": 1}}])
+    (event,) = parse(data, [])
+    assert isinstance(event, StreamFailed)
+
+
 json_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 event_strategy = st.one_of(
     st.builds(lambda c: {"status": "success", "type": "message", "content": c}, json_text),

@@ -58,4 +58,4 @@ def test_json_body_escapes_a_lone_surrogate_like_json_stringify() -> None:
     encoded = json_body(body)
     assert b"\\ud800" in encoded
     assert json.loads(encoded) == body
-    assert json_body({"content": "é"}) == '{"content": "é"}'.encode()
+    assert json_body({"content": "é", "n": [1, 2]}) == '{"content":"é","n":[1,2]}'.encode()
