@@ -80,8 +80,9 @@ def test_a_300_kb_text_is_refused_with_the_data_channel_size_limit(
     assert "data channel" in str(raised.value)
 
     assert not session.closed
-    assert session.get_message_history() == []  # nothing of the refused text was kept
+    assert session.get_chat_log() == []  # nothing of the refused text was kept
     assert perso_sync.ChatState.ANALYZING not in session.chat_states
     session.process_ttstf("Small enough.")
     assert session.wait_until_idle(timeout=10)
-    assert [entry["content"] for entry in session.get_message_history()] == ["Small enough."]
+    assert [chat.text for chat in session.get_chat_log()] == ["Small enough."]
+    assert session.process_chat("and a turn after it", timeout=10)

@@ -81,6 +81,7 @@ def test_a_lone_surrogate_is_refused_up_front_and_never_poisons_the_history(
         peer = perso_mock.peer(session.session_id)
         assert all(LONE_SURROGATE not in repr(message) for message in peer.received)
         assert session.get_message_history() == []
+        assert session.get_chat_log() == []
         assert processor.get_history() == []
         # Both still work: nothing half-accepted broke later turns.
         assert session.process_chat("hello again", timeout=10)
