@@ -18,7 +18,8 @@ restores the one given at construction).
 ``background_images``, ``mcp_servers``, ``text_normalizations``, ``session_templates``) and dicts
 ``organization`` (``llm_types``/``tts_types``/``stt_types`` assigned, ``features``,
 ``max_active_sessions``), ``settings`` (``ice_servers``, ``session_expiry_sec``, ``llm_delay``,
-``llm_framing``, ``stt_default_text``, ``strict_capabilities``), ``text_normalization_files``
+``llm_framing``, ``stt_default_text``, ``strict_capabilities``, ``tts_max_chars``),
+``text_normalization_files``
 (config id → CSV text), ``mcp_tools`` (MCP server id → {tool name: result}). Edit it in place::
 
     org = server.catalog.organization
@@ -41,7 +42,12 @@ Endpoint names are listed in :mod:`mock_server.faults`.
 ``endpoint``, ``method``, ``path``, ``session_id``, ``status``, ``channel``, ``direction``,
 ``type``. Header values of ``PersoLive-APIKey`` (and any occurrence of the key) read ``***``.
 ``status`` is ``None`` while a response is being written and ``499`` for an LLM stream the
-client closed early.
+client closed early. Bounded: a body or payload longer than ``journal.max_entry_bytes`` (64 KiB)
+is kept truncated (``{"truncated": True, "size", "head"}``), and beyond ``max_entries``
+(100 000) or ``max_total_bytes`` (64 MiB) the oldest entries are dropped.
+
+Limits the mock enforces on clients: a JSON body nested deeper than 100 levels → 400
+``parse_error``; a TTS text longer than ``settings["tts_max_chars"]`` → 400 ``max_length``.
 
 ``server.sessions``: session id → :class:`~mock_server.state.MockSession` (``status``,
 ``termination_reason``, ``capability``, ``params``, ``events`` / ``event_names``,

@@ -2,11 +2,16 @@
 
 Prints exactly one line, e.g.
 ``Perso mock server on http://127.0.0.1:8123 (API key: test-key)``, then serves.
+
+It binds to loopback by default. Its control API (``/_mock/``: reset, faults, the journal of every
+request body) has no authentication, so any other address is refused unless ``--allow-remote``
+is given, and then a warning goes to stderr before the line above.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import signal
 import sys
 import threading
@@ -23,11 +28,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
     parser.add_argument("--catalog", default=None, help="JSON file replacing seeded data")
     parser.add_argument("--api-key", default="test-key", help="the accepted API key")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host beyond loopback (the unauthenticated control API is then reachable "
+        "from the network)",
+    )
     return parser.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to anything
+
+
+def _remote_warning(host: str) -> str:
+    return (
+        f"WARNING: the mock listens on {host}, beyond loopback: anyone who can reach it can use "
+        "its unauthenticated control API (/_mock/: reset, faults, the journal of every request "
+        "body) and its API key is a test key. Use it on trusted networks only."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not is_loopback(args.host):
+        if not args.allow_remote:
+            print(
+                f"mock_server: refusing to listen on {args.host}: the control API (/_mock/) has "
+                "no authentication. Pass --allow-remote to do it anyway.",
+                file=sys.stderr,
+            )
+            return 2
+        print(_remote_warning(args.host), file=sys.stderr, flush=True)
     try:
         server = MockPersoServer(
             api_key=args.api_key, host=args.host, port=args.port, catalog=args.catalog

@@ -62,6 +62,11 @@ SESSION_EVENTS = frozenset(
 )
 CAPABILITIES = frozenset(CAPABILITY_DESCRIPTIONS)
 CSV_BLOB_PATH = "/_mock/blob/text-normalization/{config_id}/rules.csv"
+#: A JSON request body nested deeper than this is refused with the standard 400 ``parse_error``
+#: (no request of the API comes near it; walking such a body would exhaust the stack).
+MAX_JSON_DEPTH = 100
+#: The longest TTS text when the catalog setting ``tts_max_chars`` is absent.
+DEFAULT_TTS_MAX_CHARS = 5000
 
 
 # --------------------------------------------------------------------------------------------
@@ -657,6 +662,17 @@ async def tts(request: web.Request, ctx: MockContext) -> web.StreamResponse:
         return error_response(
             400, "validation_error", "required", "This field is required.", "text"
         )
+    limit = _as_float(ctx.catalog.settings.get("tts_max_chars"))
+    max_chars = int(limit) if limit is not None else DEFAULT_TTS_MAX_CHARS
+    if len(text) > max_chars:
+        # Synthesis grows with the text (about 4 KB of WAV per character): refused up front.
+        return error_response(
+            400,
+            "validation_error",
+            "max_length",
+            f"Ensure this field has no more than {max_chars} characters.",
+            "text",
+        )
     locale = body.get("locale")
     if locale is not None and not isinstance(locale, str):
         return error_response(400, "validation_error", "invalid", "Not a valid string.", "locale")
@@ -922,12 +938,34 @@ def _origin(request: web.Request) -> str:
 
 def _json_body(request: web.Request) -> tuple[bool, Any]:
     raw: bytes = request[RAW_KEY]
-    if not raw:
+    if not raw or json_nesting_too_deep(raw):
         return False, None
     try:
         return True, json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # bad UTF-8 is a ValueError too
         return False, None
+
+
+def json_nesting_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``raw`` is JSON nested more than ``limit`` levels (or too deep to parse)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # the common case, decided without parsing
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False  # not JSON at all: the route decides what that means
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 @attrs.frozen
@@ -1000,6 +1038,8 @@ def summarize_body(content_type: str, raw: bytes) -> Any:
                     "size": len(part.data),
                 }
         return {"fields": fields, "files": files}
+    if json_nesting_too_deep(raw):
+        return {"nested_too_deep": True, "size": len(raw)}
     try:
         return json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # bad UTF-8 is a ValueError too
@@ -1129,6 +1169,13 @@ async def _dispatch(
         if session is None:
             return _not_found()
         request[SESSION_KEY] = session
+    if json_nesting_too_deep(request[RAW_KEY]):
+        return error_response(
+            400,
+            "client_error",
+            "parse_error",
+            f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels.",
+        )
     fault = ctx.faults.take(route.name, session_id)
     if fault is not None:
         if fault.delay:

@@ -31,7 +31,8 @@ Kinds (attribute = JSON key):
   within this time is TERMINATED / SESSION_EXPIRED_BEFORE_CONNECTION), ``llm_delay`` (seconds
   between LLM deltas), ``llm_framing`` (``"platform"`` or ``"sse"``), ``stt_default_text``
   (transcript of audio the mock did not synthesize), ``strict_capabilities`` (when true, TTS/STT/
-  LLM calls on a session without that capability get 400).
+  LLM calls on a session without that capability get 400), ``tts_max_chars`` (the longest TTS
+  text, default 5000; longer → 400 ``max_length`` on ``text``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,12 @@
 """The mock's control API over HTTP, under ``/_mock/`` (for clients in other processes or
 languages, e.g. the official JS SDK run against ``python -m mock_server``).
 
-Not journaled, no API key (the mock binds to loopback). Bodies and answers are JSON.
+Not journaled, no API key: the mock binds to loopback, and ``python -m mock_server`` refuses any
+other address unless given ``--allow-remote`` (then it warns loudly: anyone who can reach it can
+read the journal and steer the mock). Bodies and answers are JSON. Input is validated before it
+is used: an unknown endpoint, a field of the wrong type (``"delay": "x"``), a rule ``pattern``
+that is not a valid regular expression → 400 with the standard error body naming the field;
+nothing is armed or replaced then.
 
 | method | path | body → answer |
 |---|---|---|
@@ -26,6 +31,8 @@ params}]`` |
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -64,26 +71,77 @@ async def _json(request: web.Request) -> Any:
 
     try:
         return json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
+def _optional_text(owner: str, name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{owner} {name!r} must be a string or null, got {value!r}")
+
+
+def _seconds(name: str, value: Any) -> None:
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if value is not None and not (valid and value >= 0):
+        raise ValueError(f"{name!r} must be seconds >= 0 or null, got {value!r}")
+
+
+def _rule_from_json(raw: Any) -> Rule:
+    if not isinstance(raw, dict) or not isinstance(raw.get("pattern"), str):
+        raise ValueError("each rule needs a string 'pattern'")
+    unknown = set(raw) - _RULE_FIELDS - {"tool_calls"}
+    if unknown:
+        raise ValueError(f"unknown rule fields: {sorted(unknown)}")
+    try:
+        re.compile(raw["pattern"])
+    except re.error as exc:
+        raise ValueError(
+            f"rule pattern {raw['pattern']!r} is not a valid regular expression: {exc}"
+        ) from None
+    for name in ("reply", "follow_up", "fail"):
+        _optional_text("rule", name, raw.get(name))
+    times = raw.get("times")
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
+        raise ValueError(f"rule 'times' must be an integer >= 0 or null, got {times!r}")
+    if not isinstance(raw.get("done", True), bool):
+        raise ValueError("rule 'done' must be true or false")
+    events = raw.get("events")
+    if events is not None and (
+        not isinstance(events, list) or not all(isinstance(e, dict) for e in events)
+    ):
+        raise ValueError("rule 'events' must be a list of objects or null")
+    calls = raw.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise ValueError("rule 'tool_calls' must be a list")
+    tool_calls = []
+    for call in calls:
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            raise ValueError("each tool call needs a string 'name'")
+        arguments = call.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise ValueError("tool call 'arguments' must be an object")
+        tool_calls.append(ToolCall(name=call["name"], arguments=dict(arguments)))
+    return Rule(tool_calls=tool_calls, **{k: v for k, v in raw.items() if k in _RULE_FIELDS})
+
+
 def script_from_json(data: dict[str, Any]) -> LlmScript:
-    """An :class:`LlmScript` from its JSON form (see the module table); ValueError if bad."""
-    rules = []
-    for raw in data.get("rules") or []:
-        if not isinstance(raw, dict) or not isinstance(raw.get("pattern"), str):
-            raise ValueError("each rule needs a string 'pattern'")
-        unknown = set(raw) - _RULE_FIELDS - {"tool_calls"}
-        if unknown:
-            raise ValueError(f"unknown rule fields: {sorted(unknown)}")
-        calls = [
-            ToolCall(name=str(c["name"]), arguments=dict(c.get("arguments") or {}))
-            for c in raw.get("tool_calls") or []
-        ]
-        rules.append(Rule(tool_calls=calls, **{k: v for k, v in raw.items() if k in _RULE_FIELDS}))
+    """An :class:`LlmScript` from its JSON form (see the module table); ``ValueError`` naming
+    the field when a value could not be used."""
+    raw_rules = data.get("rules") or []
+    if not isinstance(raw_rules, list):
+        raise ValueError("'rules' must be a list")
+    rules = [_rule_from_json(raw) for raw in raw_rules]
     if data.get("keep_default_rules"):
         rules.extend(default_rules())
+    for name in ("default_reply", "follow_up"):
+        if name in data and not isinstance(data[name], str):
+            raise ValueError(f"script {name!r} must be a string, got {data[name]!r}")
+    _seconds("delay", data.get("delay"))
+    if data.get("framing") not in (None, "platform", "sse"):
+        raise ValueError(f"'framing' must be 'platform', 'sse' or null, got {data['framing']!r}")
+    words = data.get("words_per_delta", 2)
+    if isinstance(words, bool) or not isinstance(words, int) or words < 1:
+        raise ValueError(f"'words_per_delta' must be an integer >= 1, got {words!r}")
     options = {k: v for k, v in data.items() if k in _SCRIPT_FIELDS}
     return LlmScript(rules=rules, **options)
 
@@ -119,14 +177,20 @@ def add_control_routes(app: web.Application, ctx: MockContext) -> None:
         session = ctx.session(request.match_info["session_id"])
         if session is None:
             return web.json_response({}, status=404)
-        body = await _json(request) or {}
-        await ctx.end_session(session, str(body.get("reason") or "GRACEFUL_TERMINATION"))
+        body = await _json(request)
+        reason = body.get("reason") if isinstance(body, dict) else None
+        await ctx.end_session(session, str(reason or "GRACEFUL_TERMINATION"))
         return web.json_response({"status": session.status})
 
     async def add_fault(request: web.Request) -> web.StreamResponse:
+        from mock_server.app import ROUTES
+
         body = await _json(request)
         if not isinstance(body, dict) or not isinstance(body.get("endpoint"), str):
             return _bad("a fault needs a string 'endpoint'")
+        known = sorted(route.name for route in ROUTES)
+        if body["endpoint"] not in (*known, "*"):
+            return _bad(f"unknown endpoint {body['endpoint']!r}; known: '*', {', '.join(known)}")
         unknown = set(body) - _FAULT_FIELDS - {"endpoint"}
         if unknown:
             return _bad(f"unknown fault fields: {sorted(unknown)}")

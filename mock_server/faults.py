@@ -31,6 +31,7 @@ in firing order.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -89,11 +90,15 @@ class FaultRegistry:
         self.fired: list[tuple[str, Fault]] = []
 
     def add(self, endpoint: str, **fields: Any) -> Fault:
-        """Arm a fault for ``endpoint``; keyword fields as in :class:`Fault`."""
-        sse = fields.get("sse")
-        if sse not in (None, "truncate", "garbage", "split"):
-            raise ValueError("sse must be 'truncate', 'garbage' or 'split'")
+        """Arm a fault for ``endpoint``; keyword fields as in :class:`Fault`.
+
+        Raises ``ValueError`` (naming the field) for a value the server could not act on, so a
+        bad fault is refused when armed instead of breaking every request it matches.
+        """
+        if not isinstance(endpoint, str) or not endpoint:
+            raise ValueError("endpoint must be a route name or '*'")
         fault = Fault(endpoint=endpoint, **fields)
+        _validate(fault)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -173,3 +178,37 @@ class FaultRegistry:
         """Faults that will still fire."""
         with self._lock:
             return [f for f in self._faults if not f.exhausted]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _validate(fault: Fault) -> None:
+    """``ValueError`` naming the first field of ``fault`` the server could not use."""
+    if fault.session_id is not None and not isinstance(fault.session_id, str):
+        raise ValueError("session_id must be a string or null")
+    status = fault.status
+    if status is not None and (
+        isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599
+    ):
+        raise ValueError(f"status must be an HTTP status (an integer 100-599), got {status!r}")
+    if not isinstance(fault.headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in fault.headers.items()
+    ):
+        raise ValueError("headers must be an object of string names to string values")
+    if fault.retry_after is not None and not (
+        _number(fault.retry_after) and fault.retry_after >= 0
+    ):
+        raise ValueError(f"retry_after must be seconds >= 0, got {fault.retry_after!r}")
+    if not (_number(fault.delay) and fault.delay >= 0):
+        raise ValueError(f"delay must be seconds >= 0, got {fault.delay!r}")
+    if not isinstance(fault.drop, bool):
+        raise ValueError(f"drop must be true or false, got {fault.drop!r}")
+    if fault.sse not in (None, "truncate", "garbage", "split"):
+        raise ValueError("sse must be 'truncate', 'garbage' or 'split'")
+    if not isinstance(fault.sse_line, str):
+        raise ValueError("sse_line must be a string")
+    times = fault.times
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+        raise ValueError(f"times must be an integer >= 1 or null (until cleared), got {times!r}")

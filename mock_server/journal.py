@@ -10,6 +10,19 @@ Tests query it instead of guessing::
 Entries are :class:`JournalEntry` objects, appended in arrival order. Thread-safe: the server's
 loop thread appends while the test thread reads. The API key is redacted from header values (every
 sensitive header) and from any string in the query or body equal to it.
+
+Bounded, so that neither a long-running ``python -m mock_server`` nor a client sending huge bodies
+makes it hold unbounded memory:
+
+- per entry: a request body or data-channel payload whose JSON form is longer than
+  ``max_entry_bytes`` (default 64 KiB) is stored as ``{"truncated": True, "size": <length of its
+  JSON form>, "head": <its first max_entry_bytes characters>}`` (plus ``"type"`` for a
+  data-channel message that had one), after the key was redacted from the whole of it; a body
+  nested deeper than ``MAX_DEPTH`` levels is stored as ``{"truncated": True, "size": ...,
+  "nested_too_deep": True}``;
+- in total: at most ``max_entries`` entries (default 100 000) and ``max_total_bytes`` (default
+  64 MiB, estimated from each entry's stored body/payload and headers); beyond either, the oldest
+  entries are dropped first. ``stored_bytes`` is the current estimate.
 """
 
 from __future__ import annotations
@@ -24,6 +37,10 @@ import attrs
 
 REDACTED = "***"
 SENSITIVE_HEADERS = frozenset({"persolive-apikey", "authorization", "cookie"})
+#: Deeper structures are not kept (nor walked: redaction recurses) but summarized.
+MAX_DEPTH = 100
+#: What an entry costs beyond its body/payload (fields, header names), for the total budget.
+_ENTRY_OVERHEAD = 256
 
 
 @attrs.frozen(kw_only=True)
@@ -76,11 +93,20 @@ class Journal:
     """Thread-safe, append-only log of requests and data-channel messages (see module doc)."""
 
     def __init__(
-        self, secrets: Callable[[], list[str]] | None = None, max_entries: int = 100_000
+        self,
+        secrets: Callable[[], list[str]] | None = None,
+        max_entries: int = 100_000,
+        max_entry_bytes: int = 64 * 1024,
+        max_total_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        # Bounded: a long-running `python -m mock_server` journals a ping per session per second.
+        # Bounded (module docstring): a long-running `python -m mock_server` journals a ping per
+        # session per second, and a client may send bodies of any size.
         self.max_entries = max_entries
+        self.max_entry_bytes = max_entry_bytes
+        self.max_total_bytes = max_total_bytes
         self._entries: list[JournalEntry] = []
+        self._sizes: list[int] = []  # the estimated size of each entry, in step with _entries
+        self.stored_bytes = 0
         self._cond = threading.Condition()
         self._seq = 0
         self._secrets = secrets or (lambda: [])
@@ -90,16 +116,46 @@ class Journal:
         self._seq += 1
         return self._seq
 
-    def _append(self, entry: JournalEntry) -> None:
+    def _append(self, entry: JournalEntry, size: int) -> None:
         self._entries.append(entry)
-        overflow = len(self._entries) - self.max_entries
-        if overflow > 0:
-            del self._entries[:overflow]
+        self._sizes.append(size)
+        self.stored_bytes += size
+        # The oldest go first: beyond max_entries, then while over the byte budget (the newest
+        # entry always stays, whatever its size).
+        drop = max(0, len(self._entries) - self.max_entries)
+        dropped_bytes = sum(self._sizes[:drop])
+        while (
+            drop < len(self._entries) - 1
+            and self.stored_bytes - dropped_bytes > self.max_total_bytes
+        ):
+            dropped_bytes += self._sizes[drop]
+            drop += 1
+        if drop:
+            del self._entries[:drop]
+            del self._sizes[:drop]
+            self.stored_bytes -= dropped_bytes
         self._cond.notify_all()
+
+    def _capped(self, value: Any, kind: str | None = None) -> tuple[Any, int]:
+        """``value`` as stored (truncated beyond ``max_entry_bytes``) and its estimated size."""
+        if value is None:
+            return None, 0
+        if _too_deep(value):
+            return {"truncated": True, "size": None, "nested_too_deep": True}, 64
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        if len(text) <= self.max_entry_bytes:
+            return value, len(text)
+        capped: dict[str, Any] = {"truncated": True, "size": len(text)}
+        if kind is not None:
+            capped["type"] = kind
+        capped["head"] = text[: self.max_entry_bytes]
+        return capped, self.max_entry_bytes + 64
 
     def redact(self, value: Any) -> Any:
         """``value`` with every string equal to (or containing) a secret replaced."""
         secrets = [s for s in self._secrets() if s]
+        if _too_deep(value):
+            return value  # not walked (that recurses); replaced by a summary before storing
         return _redact(value, secrets)
 
     def record_http(
@@ -118,6 +174,13 @@ class Journal:
             name: (REDACTED if name.lower() in SENSITIVE_HEADERS else value)
             for name, value in headers.items()
         }
+        # Redacted whole first, then truncated: a cut can never leave part of the key.
+        stored_body, body_size = self._capped(self.redact(body))
+        stored_query, query_size = self._capped(self.redact(query))
+        stored_path, path_size = self._capped(self.redact(path))
+        stored_headers = self.redact(safe_headers)
+        headers_size = sum(len(k) + len(v) for k, v in stored_headers.items())
+        size = _ENTRY_OVERHEAD + body_size + query_size + path_size + headers_size
         with self._cond:
             seq = self._next_seq()
             self._append(
@@ -127,12 +190,13 @@ class Journal:
                     time=time.time(),
                     session_id=session_id,
                     method=method,
-                    path=self.redact(path),
-                    query=self.redact(query),
-                    headers=self.redact(safe_headers),
-                    body=self.redact(body),
+                    path=stored_path,
+                    query=stored_query,
+                    headers=stored_headers,
+                    body=stored_body,
                     endpoint=endpoint,
-                )
+                ),
+                size,
             )
         return seq
 
@@ -160,6 +224,8 @@ class Journal:
             payload = decoded if isinstance(decoded, dict) else payload
         elif isinstance(payload, (bytes, bytearray, memoryview)):
             payload = {"binary": len(payload)}
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        stored, size = self._capped(self.redact(payload), kind if isinstance(kind, str) else None)
         with self._cond:
             self._append(
                 JournalEntry(
@@ -169,14 +235,17 @@ class Journal:
                     session_id=session_id,
                     channel=channel,
                     direction=direction,
-                    payload=self.redact(payload),
-                )
+                    payload=stored,
+                ),
+                _ENTRY_OVERHEAD + size,
             )
 
     def clear(self) -> None:
         """Forget every entry."""
         with self._cond:
             self._entries.clear()
+            self._sizes.clear()
+            self.stored_bytes = 0
             self._cond.notify_all()
 
     # -- reading (tests) ------------------------------------------------------------------
@@ -243,6 +312,23 @@ class Journal:
 
 def _matches(entry: JournalEntry, match: dict[str, Any]) -> bool:
     return all(getattr(entry, key) == value for key, value in match.items())
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``value`` (JSON-like) nests more than ``limit`` containers (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _redact(value: Any, secrets: list[str]) -> Any:

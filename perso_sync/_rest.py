@@ -4,7 +4,13 @@ One ``RestTransport`` per client owns one ``requests.Session`` (connection reuse
 
 - the ``PersoLive-APIKey`` header on account-scoped calls only (session-scoped calls never
   carry it: the session id is their credential);
-- connect/read timeouts on every request (default 5 s / 30 s);
+- connect/read timeouts on every request (default 5 s / 30 s), and a deadline on the whole
+  exchange (connect, sending, headers and body; default connect + read): a server that drips
+  one byte at a time, or sends a body of keep-alive whitespace that never ends, is cut off at
+  the deadline with ``PersoTimeoutError``, since a per-read timeout alone would never fire. The
+  deadline is kept by the connection pools of the client's own ``requests.Session`` (a timer
+  shuts the socket of an exchange that outlives it); a session you pass in keeps its own
+  adapters and only the connect/read timeouts apply to it;
 - the mapping of every failure to our errors, most specific first, ``raise ... from exc``:
   timeouts → ``PersoTimeoutError``, refused/reset/DNS/cut-off bodies → ``PersoConnectionError``,
   a non-2xx answer → ``ApiError`` (``_error_map``), a 2xx body that is not JSON →
@@ -15,27 +21,36 @@ One ``RestTransport`` per client owns one ``requests.Session`` (connection reuse
   lost answer does not prove the request was not processed;
 - redirects are not followed: ``requests`` would carry the API key header to whatever host the
   ``Location`` names. A 3xx becomes an ``ApiError`` that says where the server pointed;
-- DEBUG logging on the ``perso_sync`` logger with sensitive headers masked.
+- DEBUG logging on the ``perso_sync`` logger with sensitive headers masked;
+- the API key is held as a :class:`SecretStr` (its ``repr``/``str``/formatting show a mask),
+  and a foreign exception chained under one of ours has the local variables of its frames
+  cleared: no frame on an error's traceback shows the raw key to ``pytest -l``, ``traceback``
+  with ``capture_locals=True`` or an error tracker's local-variable capture.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import logging
 import math
 import os
 import random
+import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import attrs
 import requests
 import tenacity
+import urllib3
 import urllib3.exceptions
+import urllib3.poolmanager
+from requests.adapters import HTTPAdapter
 
 from perso_sync._endpoints import API_KEY_HEADER, SENSITIVE_HEADERS, normalize_api_server
 from perso_sync._error_map import BODY_EXCERPT_CHARS, UNKNOWN_ERROR, api_error_from_response
@@ -57,7 +72,9 @@ __all__ = [
     "RETRY_AFTER_CAP",
     "HttpTimeout",
     "RestTransport",
+    "SecretStr",
     "mask_headers",
+    "mount_deadline_adapters",
     "parse_retry_after",
 ]
 
@@ -74,35 +91,72 @@ _MASK = "[secure]"
 
 @attrs.frozen
 class HttpTimeout:
-    """Per-phase HTTP timeouts in seconds: ``connect`` (TCP/TLS set-up) and ``read`` (each wait
-    for bytes from the server)."""
+    """HTTP timeouts in seconds: ``connect`` (TCP/TLS set-up), ``read`` (each wait for bytes
+    from the server) and ``total``, the deadline of the whole exchange (connect, sending,
+    headers and body; ``None`` = ``connect + read``). A per-read timeout alone never fires
+    against a server that sends one byte just before it would; ``total`` always does."""
 
     connect: float = 5.0
     read: float = 30.0
+    total: float | None = None
 
     @classmethod
     def of(cls, value: HttpTimeout | float | tuple[float, float]) -> HttpTimeout:
-        """Normalise a number (both phases), a ``(connect, read)`` pair or an ``HttpTimeout``."""
+        """Normalise a number (every phase and the whole exchange), a ``(connect, read)`` pair
+        or an ``HttpTimeout``."""
         if isinstance(value, HttpTimeout):
             result = value
         elif isinstance(value, tuple) and len(value) == 2:
             result = cls(connect=value[0], read=value[1])
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            result = cls(connect=value, read=value)
+            result = cls(connect=value, read=value, total=value)
         else:
             raise InvalidInputError(
                 f"timeout must be seconds (a number), a (connect, read) pair or an HttpTimeout, "
                 f"got {value!r}"
             )
-        for phase in (result.connect, result.read):
+        phases = [result.connect, result.read]
+        if result.total is not None:
+            phases.append(result.total)
+        for phase in phases:
             valid_number = isinstance(phase, (int, float)) and not isinstance(phase, bool)
             if not valid_number or not math.isfinite(phase) or phase <= 0:
                 raise InvalidInputError(f"timeout values must be positive seconds, got {value!r}")
         return result
 
+    @property
+    def deadline(self) -> float:
+        """Seconds the whole exchange may take (``total``, else ``connect + read``)."""
+        return self.total if self.total is not None else self.connect + self.read
+
     def as_requests(self) -> tuple[float, float]:
         """The ``(connect, read)`` tuple ``requests`` takes."""
         return (self.connect, self.read)
+
+
+class SecretStr(str):
+    """A string that never shows itself: ``repr``, ``str`` and formatting give a mask.
+
+    HTTP libraries still send the real characters (they encode the string, which reads its
+    data, not its ``str()``). Holding the API key as one keeps it out of every rendering of a
+    frame's local variables (``pytest -l``, ``traceback`` with ``capture_locals``, Sentry).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> SecretStr:
+        # str(obj) would call our own __str__ (the mask) when value is already a SecretStr;
+        # str.__str__ reads the characters themselves.
+        return super().__new__(cls, str.__str__(value))
+
+    def __repr__(self) -> str:
+        return repr(_MASK)
+
+    def __str__(self) -> str:
+        return _MASK
+
+    def __format__(self, spec: str) -> str:
+        return format(_MASK, spec)
 
 
 def mask_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -130,20 +184,34 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _checked_api_key(api_key: str | None) -> str | None:
+def _checked_api_key(api_key: str | None) -> SecretStr | None:
     if api_key is None:
         return None
     if not isinstance(api_key, str):
-        raise InvalidInputError("api_key must be a string")
-    key = api_key.strip()
+        raise InvalidInputError(f"api_key must be a string, got {type(api_key).__name__}")
+    key = SecretStr(api_key.strip())  # str methods return plain str: wrap the copy too
     # Checked here, once, because an HTTP library that refuses a header value tends to quote it
-    # in its error message, and this value is the secret. The message never repeats it.
-    if key and not (key.isascii() and key.isprintable() and not any(c.isspace() for c in key)):
+    # in its error message, and this value is the secret. The message says where the first bad
+    # character is and what kind it is, never the character or the key.
+    for position, char in enumerate(key):
+        if not char.isascii():
+            kind = "a non-ASCII character"
+        elif char.isspace():
+            kind = "whitespace"
+        elif not char.isprintable():
+            kind = "a control character"
+        else:
+            continue
         raise InvalidInputError(
-            "api_key contains characters that cannot be sent in an HTTP header "
-            "(whitespace, control or non-ASCII characters)"
+            f"api_key cannot be sent in an HTTP header: it contains {kind} at position "
+            f"{position} (of {len(key)}); keys are printable ASCII without spaces, so check "
+            "for a copy-paste artifact (a smart quote, an ellipsis, a non-breaking space)"
         )
     return key or None
+
+
+def _new_http_session() -> requests.Session:
+    return mount_deadline_adapters(requests.Session())
 
 
 class _RetryableStatus(Exception):
@@ -164,9 +232,27 @@ _NO_BODY: Any = _NoBody()
 
 def _scrub(exc: requests.RequestException) -> None:
     # The foreign exception stays reachable as __cause__; its request object carries our headers
-    # (the API key), so drop the reference before chaining it.
+    # (the API key), so drop the reference before chaining it. The frames of requests, urllib3
+    # and http.client on its traceback (and on the exceptions chained under it) hold the request
+    # in their local variables, some as plain bytes (the header block http.client sends):
+    # clear those locals. The file/line entries stay for debugging; frames still running (ours)
+    # are left alone by ``clear_frames``.
     exc.request = None
     exc.response = None
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        pending.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        reason = getattr(current, "reason", None)  # urllib3's MaxRetryError
+        if isinstance(reason, BaseException):
+            pending.append(reason)
 
 
 def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
@@ -189,6 +275,129 @@ def _close_connection_pools(session: requests.Session) -> None:
             pool = pools.get(key)
             if pool is not None:
                 pool.close()
+
+
+# -- the whole-exchange deadline -------------------------------------------------------------
+
+_watching = threading.local()  # the _ExchangeWatch of the exchange running on this thread
+_NO_SOCKET_YET_RETRY = 0.05  # seconds: a connection still being set up is checked again
+
+
+class _ExchangeWatch:
+    """Cuts one HTTP exchange off at its deadline by shutting its socket down.
+
+    ``requests`` offers only per-read timeouts; a server that sends a byte just before each
+    would expire keeps the caller forever. A timer fires at the deadline and shuts the socket
+    of the connection the exchange took from the pool (``_DeadlinePoolMixin`` tells it which):
+    the blocked read returns at once, ``requests`` raises, and ``expired`` tells the error
+    mapping that this was the deadline, not the server hanging up.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._connection: Any = None
+        self._finished = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._arm(seconds)
+
+    def _arm(self, seconds: float) -> None:
+        timer = threading.Timer(seconds, self._expire)
+        timer.name = "perso-http-deadline"
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def attach(self, connection: Any) -> None:
+        with self._lock:
+            self._connection = connection
+            if self.expired:
+                self._shut()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            if not self._shut():
+                # Still connecting (the connect timeout bounds that) or not yet taken from the
+                # pool: look again shortly rather than let the exchange run on unbounded.
+                self._arm(_NO_SOCKET_YET_RETRY)
+
+    def _shut(self) -> bool:
+        sock = getattr(self._connection, "sock", None)
+        if sock is None:
+            return False
+        # The plain-socket shutdown, also for TLS: it wakes a reader blocked in another thread
+        # without touching the TLS object that reader is using. Already closed: it is ending.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        return True
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+            timer = self._timer
+        if timer is not None:
+            timer.cancel()
+
+
+class _DeadlinePoolMixin:
+    """Tells the exchange running on this thread which connection it got from the pool."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        connection = super()._get_conn(timeout)  # type: ignore[misc]
+        watch: _ExchangeWatch | None = getattr(_watching, "current", None)
+        if watch is not None:
+            watch.attach(connection)
+        return connection
+
+
+class _DeadlineHTTPPool(_DeadlinePoolMixin, urllib3.HTTPConnectionPool):
+    pass
+
+
+class _DeadlineHTTPSPool(_DeadlinePoolMixin, urllib3.HTTPSConnectionPool):
+    pass
+
+
+_DEADLINE_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """``requests``' adapter whose pools report connections to the exchange's watch."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        # HTTP(S) proxies use the standard pools (replaced); SOCKS proxies bring their own
+        # (kept: only the connect/read timeouts apply through them).
+        if manager.pool_classes_by_scheme is urllib3.poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = dict(_DEADLINE_POOLS)
+        return manager
+
+
+def mount_deadline_adapters(session: requests.Session) -> requests.Session:
+    """Make ``session`` keep the whole-exchange deadline (its http/https adapters replaced)."""
+    session.mount("http://", _DeadlineAdapter())
+    session.mount("https://", _DeadlineAdapter())
+    return session
+
+
+@contextlib.contextmanager
+def _watched(seconds: float) -> Iterator[_ExchangeWatch]:
+    watch = _ExchangeWatch(seconds)
+    previous = getattr(_watching, "current", None)
+    _watching.current = watch
+    try:
+        yield watch
+    finally:
+        _watching.current = previous
+        watch.finish()
 
 
 class RestTransport:
@@ -221,7 +430,7 @@ class RestTransport:
         self.timeout = HttpTimeout.of(timeout)
         self.max_retries = max_retries
         self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else _new_http_session()
         self._pid = os.getpid()
         self._sleep = sleep
         self._retry_after_cap = retry_after_cap
@@ -345,7 +554,10 @@ class RestTransport:
                 mask_headers(send.headers),
             )
         started = time.monotonic()
-        with self._mapped_transport_errors(send):
+        with (
+            _watched(self.timeout.deadline) as watch,
+            self._mapped_transport_errors(send, watch),
+        ):
             response = self._http_session().request(
                 send.method,
                 send.url,
@@ -376,15 +588,24 @@ class RestTransport:
         if self._owns_session and self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    self._session = requests.Session()
+                    self._session = _new_http_session()
                     self._pid = os.getpid()
         return self._session
 
-    @contextmanager
-    def _mapped_transport_errors(self, send: _Send) -> Iterator[None]:
+    @contextlib.contextmanager
+    def _mapped_transport_errors(self, send: _Send, watch: _ExchangeWatch) -> Iterator[None]:
         where = f"{send.method} {send.url}"
         try:
-            yield
+            try:
+                yield
+            except requests.exceptions.RequestException as exc:
+                if not watch.expired:
+                    raise
+                _scrub(exc)
+                raise PersoTimeoutError(
+                    f"{where}: the whole exchange (connect, headers and body) took longer than "
+                    f"{watch.seconds} s"
+                ) from exc
         except requests.exceptions.ConnectTimeout as exc:  # before ConnectionError: it is both
             _scrub(exc)
             raise PersoTimeoutError(
@@ -416,6 +637,12 @@ class RestTransport:
             raise PersoConnectionError(f"{where}: the answer was cut off: {exc}") from exc
         except requests.exceptions.InvalidHeader as exc:
             _scrub(exc)
+            if exc.args and isinstance(exc.args[0], urllib3.exceptions.InvalidHeader):
+                # Raised while reading the answer (e.g. two Content-Length headers that
+                # disagree): the server's fault. Its text quotes the server's headers only.
+                raise InvalidResponseError(
+                    f"{where}: the server answered with a malformed header: {exc.args[0]}"
+                ) from exc
             # requests quotes the offending header value, which may be a secret: say less.
             raise InvalidInputError(f"{where}: a header value cannot be sent") from None
         except (

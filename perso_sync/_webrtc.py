@@ -842,6 +842,7 @@ class WebRtcCore:
             kinds.append("video")
         if not kinds:
             raise RecordingError("nothing to record: the session has no remote media")
+        _check_recording_path(path)
         try:
             recorder = MediaRecorder(path)
         except Exception as exc:  # av.FFmpegError, OSError, ValueError for unknown formats
@@ -874,3 +875,21 @@ class WebRtcCore:
                 await recording.recorder.stop()
             except Exception as exc:
                 raise RecordingError(f"could not finalize {recording.path!r}: {exc}") from exc
+
+
+def _check_recording_path(path: str) -> None:
+    """Raise ``RecordingError`` now when ``path`` cannot be written.
+
+    The container library opens the file lazily, at the first encoded frame, so without this a
+    recording to a missing directory looks active and fails only at ``stop()``.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise RecordingError(f"cannot record to {path!r}: it is a directory")
+    if not os.path.isdir(directory):
+        raise RecordingError(
+            f"cannot record to {path!r}: the directory {directory!r} does not exist"
+        )
+    writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(directory, os.W_OK)
+    if not writable:
+        raise RecordingError(f"cannot record to {path!r}: permission denied")

@@ -707,21 +707,30 @@ class _PlainChatView(_ChatView):
     def reply(self, text: str) -> None:
         if not text:
             return
-        if not self._reply_open:
-            self._reply_open = True
-            text = "avatar> " + text
-        self._write(text)
+        with self._lock:  # with _show_states: a state line never lands inside the reply line
+            if not self._reply_open:
+                self._reply_open = True
+                text = "avatar> " + text
+            self._out.write(text)
+            self._out.flush()
 
     def end_reply(self) -> None:
-        if self._reply_open:
-            self._reply_open = False
-            self._write("\n")
+        with self._lock:
+            if self._reply_open:
+                self._reply_open = False
+                self._out.write("\n")
+                self._out.flush()
 
     def note(self, text: str, style: str = "dim") -> None:
         self.end_reply()
         self._write(f"  [{text}]\n")
 
     def _show_states(self, states: frozenset[ChatState]) -> None:
+        if self._reply_open:
+            # A state change while the reply streams (the LLM state ends with the stream):
+            # close the reply's line first.
+            self._reply_open = False
+            self._out.write("\n")
         self._out.write(f"  [avatar: {_state_names(states)}]\n")
         self._out.flush()
 
@@ -979,6 +988,8 @@ def cmd_mock(args: argparse.Namespace, io: Streams) -> int:
     argv = ["--host", args.host, "--port", str(args.port), "--api-key", args.api_key]
     if args.catalog:
         argv += ["--catalog", args.catalog]
+    if args.allow_remote:
+        argv.append("--allow-remote")
     return int(mock_main(argv) or 0)
 
 
@@ -1099,6 +1110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--api-key", default="test-key", help="the key the mock accepts")
     p.add_argument("--catalog", help="a JSON catalog file replacing the seeded data")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host beyond loopback (its control API has no authentication)",
+    )
     p.set_defaults(func=cmd_mock)
 
     p = command(

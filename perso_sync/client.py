@@ -32,6 +32,7 @@ from perso_sync._rest import (
     DEFAULT_MAX_RETRIES,
     HttpTimeout,
     RestTransport,
+    SecretStr,
 )
 from perso_sync.errors import (
     ApiError,
@@ -113,7 +114,11 @@ class PersoClient:
     ``api_key`` defaults to ``$PERSO_INTERACTIVE_API_KEY`` (needed only by account-scoped calls;
     a missing key raises ``MissingApiKeyError`` at the first such call). ``api_server`` defaults
     to ``$PERSO_API_SERVER``, then ``https://platform.perso.ai``. ``timeout`` is seconds, a
-    ``(connect, read)`` pair or an ``HttpTimeout`` (default 5 s / 30 s). ``max_retries`` is how
+    ``(connect, read)`` pair or an ``HttpTimeout`` (default 5 s / 30 s); each request also has a
+    deadline on its whole exchange (connect, headers and body), so a server that drips its
+    answer never holds a call longer: the number itself, else ``HttpTimeout.total``, else
+    connect + read (a ``session`` of your own keeps its adapters and only the connect/read
+    timeouts). ``max_retries`` is how
     many times a GET is retried on connection errors, 429 and 502/503/504 (0 disables; POSTs are
     never retried). ``session`` is a ``requests.Session`` to use instead of the client's own (it
     is not closed by ``close()``). ``sleep`` replaces ``time.sleep`` between retries (tests).
@@ -131,7 +136,12 @@ class PersoClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        # The key travels as a SecretStr from here on, and the plain argument is dropped from
+        # this frame: an error raised below (a bad api_server, say) must not show the raw key
+        # among this frame's locals to `pytest -l`, `traceback` or an error tracker.
+        raw_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        key = SecretStr(raw_key) if isinstance(raw_key, str) else raw_key
+        del api_key, raw_key
         server = api_server or os.environ.get(API_SERVER_ENV) or endpoints.DEFAULT_API_SERVER
         extra: dict[str, Any] = {} if sleep is None else {"sleep": sleep}
         self._rest = RestTransport(
@@ -164,8 +174,14 @@ class PersoClient:
         return self._rest.max_retries
 
     def __repr__(self) -> str:
-        key = "'***'" if self._rest.has_api_key else "None"
-        return f"PersoClient(api_server={self.api_server!r}, api_key={key})"
+        # Never raises, even for a client whose __init__ failed half-way (debuggers and error
+        # trackers call repr() on every local of every frame, `self` included).
+        rest = getattr(self, "_rest", None)
+        if rest is None:
+            return "PersoClient(<not initialized>)"
+        key = "'***'" if rest.has_api_key else "None"
+        state = ", closed" if rest.closed else ""
+        return f"PersoClient(api_server={rest.api_server!r}, api_key={key}{state})"
 
     def __enter__(self) -> PersoClient:
         return self
@@ -255,7 +271,9 @@ class PersoClient:
         """The nine settings lists, fetched concurrently.
 
         A failure of the text-normalization list alone is tolerated (it becomes ``[]``); any other
-        failure is raised (the first in the order of the ``AllSettings`` fields).
+        failure is raised (the first in the order of the ``AllSettings`` fields). When the call
+        ends early (a failure, or Ctrl-C), it returns at once: requests still in flight finish
+        in the background, each within the client's timeout, and their results are dropped.
         """
         self._rest.require_api_key()  # one clear error rather than nine
         calls: dict[str, Callable[[], list[Any]]] = {
@@ -283,7 +301,9 @@ class PersoClient:
                         raise
                     results[name] = []
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # Never wait here: after Ctrl-C (or a failure) the caller gets control back at once;
+            # the pool's threads end as soon as their request does (bounded by the timeout).
+            pool.shutdown(wait=False, cancel_futures=True)
         return AllSettings(**results)  # the keys of ``calls`` are the field names
 
     def get_intro_message(self, prompt_id: str) -> str:

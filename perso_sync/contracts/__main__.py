@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _record(out: str, api_server: str) -> int:
-    from perso_sync.contracts._record import record
+    from perso_sync.contracts._record import KeyTooShortError, record
 
     api_key = os.environ.get(API_KEY_ENV, "").strip()
     if not api_key:
@@ -61,6 +61,9 @@ def _record(out: str, api_server: str) -> int:
         return 2
     try:
         written = record(out, api_key=api_key, api_server=api_server)
+    except KeyTooShortError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (PersoError, OSError, RuntimeError, ValueError) as exc:
         print(f"error: recording failed: {exc}", file=sys.stderr)
         return 1

@@ -6,8 +6,12 @@ recorded requests are exactly what the client sends. Each step of the script bec
 its interactions, provider states that let the mock replay it, matchers for what the server
 chooses (generated ids, timestamps, base64 audio, error wording), and the call's outcome.
 
-Secrets: sensitive headers are written as ``<redacted>``; the key is also replaced wherever else it
-might appear; and the written bytes are searched for the key before the run reports success.
+Secrets: sensitive headers are written as ``<redacted>``; a value equal to the key is replaced,
+and so is the key inside a longer string (a server echoing it in a message) when it is at least
+:data:`SUBSTRING_SCRUB_LENGTH` characters long; the written bytes are searched for the key before
+the run reports success (a hit deletes everything written). A key shorter than
+:data:`MIN_KEY_LENGTH` characters is refused up front: it would match ordinary text everywhere (a
+one-letter key turned ``get_background_images`` into ``get_bac<redacted>ground_images``).
 """
 
 from __future__ import annotations
@@ -39,17 +43,36 @@ from perso_sync.contracts._format import (
     to_plain,
 )
 
-__all__ = ["RECORDED_SESSION_ID", "KeyLeakError", "RecordingFailedError", "record"]
+__all__ = [
+    "MIN_KEY_LENGTH",
+    "RECORDED_SESSION_ID",
+    "SUBSTRING_SCRUB_LENGTH",
+    "KeyLeakError",
+    "KeyTooShortError",
+    "RecordingFailedError",
+    "record",
+]
 
 #: The placeholder that replaces the session id the server generated.
 RECORDED_SESSION_ID = "s-recorded-1"
 _SID_MATCHER = {"match": "regex", "regex": r"[A-Za-z0-9_\-]+"}
 _TIMESTAMP_KEY = re.compile(r".*_at$")
 _B64_MATCHER = {"match": "regex", "regex": r"[A-Za-z0-9+/]*={0,2}"}
+#: The shortest key record mode accepts: a shorter one would match ordinary recorded text (paths,
+#: names, base64 audio) all the time, so it could neither be scrubbed nor searched for.
+MIN_KEY_LENGTH = 8
+#: A secret this long is also replaced inside longer strings (a server echoing it in a message):
+#: it cannot occur in ordinary text by chance. A shorter one is replaced only where a whole value
+#: equals it; if it still occurs in the output, the final search refuses the recording.
+SUBSTRING_SCRUB_LENGTH = 16
 
 
 class KeyLeakError(RuntimeError):
     """The API key was found in the recorded output (the files are deleted)."""
+
+
+class KeyTooShortError(ValueError):
+    """The API key is too short to be told apart from ordinary recorded text (nothing is sent)."""
 
 
 class RecordingFailedError(RuntimeError):
@@ -302,15 +325,26 @@ def _raises_paths(spec: Mapping[str, Any], prefix: str) -> Iterator[str]:
 
 
 def _scrub(value: Any, replacements: Mapping[str, str]) -> Any:
+    """``value`` with each secret of ``replacements`` replaced where it is: a string equal to it,
+    or, for a secret of at least ``SUBSTRING_SCRUB_LENGTH`` characters, a string value containing
+    it. Object keys are replaced only when equal to it. Never as a substring of everything: a
+    short key would turn ``get_background_images`` into ``get_bac<redacted>ground_images``."""
     if isinstance(value, str):
         for old, new in replacements.items():
-            if old:
+            if not old or old not in value:
+                continue
+            if value == old:
+                value = new
+            elif len(old) >= SUBSTRING_SCRUB_LENGTH:
                 value = value.replace(old, new)
         return value
     if isinstance(value, list):
         return [_scrub(item, replacements) for item in value]
     if isinstance(value, dict):
-        return {_scrub(k, replacements): _scrub(v, replacements) for k, v in value.items()}
+        return {
+            replacements.get(k, k) if isinstance(k, str) else k: _scrub(v, replacements)
+            for k, v in value.items()
+        }
     return value
 
 
@@ -676,9 +710,10 @@ def _event_recorded(contract: dict[str, Any]) -> None:
 def _recording_client(api_key: str, api_server: str, capture: _Capture) -> Iterator[Any]:
     import requests
 
+    from perso_sync._rest import mount_deadline_adapters
     from perso_sync.client import PersoClient
 
-    http = requests.Session()
+    http = mount_deadline_adapters(requests.Session())  # the client's whole-exchange deadline
     http.hooks["response"].append(_requests_hook(capture))
     client = PersoClient(api_key=api_key, api_server=api_server, max_retries=0, session=http)
     try:
@@ -692,8 +727,17 @@ def record(out_dir: str | Path, *, api_key: str, api_server: str) -> list[Path]:
     """Run the script against ``api_server`` with ``api_key`` and write one contract file per
     group into ``out_dir``; return the written paths. Raises :class:`KeyLeakError` (and deletes
     what it wrote) if the key is found in the output."""
+    from perso_sync._rest import SecretStr
+
+    api_key = SecretStr(api_key)  # no frame of an error's traceback shows the raw key
     if not api_key:
         raise ValueError("an API key is needed to record (set $PERSO_INTERACTIVE_API_KEY)")
+    if len(api_key) < MIN_KEY_LENGTH:
+        raise KeyTooShortError(
+            f"this API key is too short to scrub safely from recorded contracts (it would match "
+            f"ordinary text): record mode needs a key of at least {MIN_KEY_LENGTH} characters "
+            "(against the mock, start it with a longer --api-key)"
+        )
     from perso_sync._endpoints import normalize_api_server
 
     server = normalize_api_server(api_server)
@@ -706,7 +750,7 @@ def record(out_dir: str | Path, *, api_key: str, api_server: str) -> list[Path]:
         step = rec.groups and list(rec.groups.values())[-1][-1]["name"]
         reason = str(_scrub(f"{type(exc.error).__name__}: {exc.error}", {api_key: REDACTED}))
         raise RecordingFailedError(f"step {step!r} failed: {reason}") from None
-    replacements = {api_key: REDACTED}
+    replacements: dict[str, str] = {api_key: REDACTED}
     if session_id:
         replacements[session_id] = RECORDED_SESSION_ID
     out = Path(out_dir)
@@ -727,5 +771,9 @@ def record(out_dir: str | Path, *, api_key: str, api_server: str) -> list[Path]:
     if leaked:
         for path in written:
             path.unlink(missing_ok=True)
-        raise KeyLeakError(f"the API key was found in {[p.name for p in leaked]}; nothing kept")
+        raise KeyLeakError(
+            f"the API key was found in {[p.name for p in leaked]}; nothing kept (a key that is "
+            "also ordinary text, e.g. a word of the API's paths, cannot be told apart from it: "
+            "record with a longer, random key)"
+        )
     return written

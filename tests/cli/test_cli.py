@@ -530,3 +530,13 @@ def test_contracts_record_against_the_mock_writes_no_key(env, tmp_path: Path) ->
     files = sorted(out.glob("*.json"))
     assert files
     assert all(env.api_key.encode() not in f.read_bytes() for f in files)
+
+
+def test_mock_beyond_loopback_needs_allow_remote(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, _err = run("mock", "--host", "0.0.0.0", "--port", "0")
+    assert code == 2
+    assert "--allow-remote" in capsys.readouterr().err  # the mock's own refusal
+    with pytest.raises(SystemExit) as exited:  # argparse's --help exits
+        run("mock", "--help")
+    assert exited.value.code == 0
+    assert "--allow-remote" in capsys.readouterr().out

@@ -14,7 +14,7 @@ import pytest
 import requests
 import responses
 
-from perso_sync._rest import HttpTimeout, RestTransport, parse_retry_after
+from perso_sync._rest import HttpTimeout, RestTransport, SecretStr, parse_retry_after
 from perso_sync.errors import (
     ApiError,
     ClientClosedError,
@@ -450,7 +450,7 @@ def test_a_given_session_is_used_and_not_closed(mocked: responses.RequestsMock) 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        (10, HttpTimeout(connect=10, read=10)),
+        (10, HttpTimeout(connect=10, read=10, total=10)),  # a number bounds everything
         ((1.5, 60.0), HttpTimeout(connect=1.5, read=60.0)),
         (HttpTimeout(read=3.0), HttpTimeout(connect=5.0, read=3.0)),
     ],
@@ -473,6 +473,14 @@ def test_bad_max_retries_are_refused(value: object) -> None:
 
 def test_default_timeouts() -> None:
     assert HttpTimeout().as_requests() == (5.0, 30.0)
+    assert HttpTimeout().deadline == 35.0  # the whole exchange: connect + read
+    assert HttpTimeout(total=2.0).deadline == 2.0
+
+
+@pytest.mark.parametrize("total", [0, -1, float("nan"), float("inf"), "5", True])
+def test_bad_whole_exchange_timeouts_are_refused(total: object) -> None:
+    with pytest.raises(InvalidInputError, match="timeout"):
+        HttpTimeout.of(HttpTimeout(total=total))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -491,3 +499,11 @@ def test_default_timeouts() -> None:
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     now = 1445412480.0  # 2015-10-21T07:28:00Z
     assert parse_retry_after(header, now) == expected
+
+
+def test_a_secret_str_shows_a_mask_and_sends_its_characters() -> None:
+    key = SecretStr(SecretStr("sk-abc-123"))  # wrapping twice keeps the characters
+    assert key == "sk-abc-123"
+    shown = [repr(key), str(key), f"{key}", "%s" % key, repr({"k": key}), repr([key])]  # noqa: UP031
+    assert all("sk-abc" not in text for text in shown), shown
+    assert key.encode("latin-1") == b"sk-abc-123"  # what http.client puts on the wire
