@@ -140,13 +140,23 @@ class MockContext:
             connected = session.connected_monotonic is not None
             session.terminate(SESSION_LOST_AFTER_CONNECTION if connected else SESSION_MISC_ERROR)
 
+    def on_uplink_speech(self, session_id: str, voiced_seconds: float) -> str | None:
+        """Legacy voice chat: the session's recent TTS text whose length the take matches."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        matched = speech.match_uplink(voiced_seconds, list(reversed(session.speeches)))
+        return None if matched is None else str(matched.text)
+
     def get_answerer(self) -> Any:
         if self.answerer is None:
             # Imported here: the HTTP side works without the WebRTC side (and without aiortc).
             from mock_server.webrtc import Answerer
 
             self.answerer = Answerer(
-                on_message=self.on_datachannel_message, on_state=self.on_peer_state
+                on_message=self.on_datachannel_message,
+                on_state=self.on_peer_state,
+                on_speech=self.on_uplink_speech,
             )
         return self.answerer
 

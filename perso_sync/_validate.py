@@ -28,7 +28,14 @@ from typing import Any
 
 from perso_sync.errors import InvalidInputError, RuntimeUsageError
 
-__all__ = ["check_seconds", "check_text", "check_timeout", "json_body", "refuse_loop_thread"]
+__all__ = [
+    "check_json_text",
+    "check_seconds",
+    "check_text",
+    "check_timeout",
+    "json_body",
+    "refuse_loop_thread",
+]
 
 
 def check_text(name: str, value: object, *, allow_blank: bool = False) -> str:
@@ -50,6 +57,23 @@ def check_text(name: str, value: object, *, allow_blank: bool = False) -> str:
             "(a lone surrogate) and cannot be sent"
         ) from None
     return value
+
+
+def check_json_text(name: str, value: object) -> None:
+    """:class:`InvalidInputError` when a string anywhere inside the JSON-able ``value`` (a
+    history entry, a message's data) holds a lone surrogate. Values JSON cannot write at all
+    are left to the caller's own check."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{name} contains {text[exc.start : exc.end]!r}, which is not valid Unicode text "
+            "(a lone surrogate) and cannot be sent"
+        ) from None
 
 
 def check_timeout(name: str, value: object, *, allow_none: bool = True) -> float | None:

@@ -85,6 +85,10 @@ class CoreOptions:
       requires; the server keeps sending RTP, which is dropped unread). ``video_track`` is then
       ``None`` and there are no video frames.
     - ``close_timeout``: upper bound in seconds for closing the peer connection.
+    - ``outgoing_audio``: an aiortc audio track to send (legacy voice chat, see
+      :class:`perso_sync.audio.UplinkAudio`): the offer's audio section is then ``sendrecv``
+      with this track, as the official SDK's ``enableVoiceChat`` mode adds the microphone;
+      ``None`` (the default) offers ``recvonly`` audio.
     """
 
     connect_timeout: float = 5.0
@@ -92,6 +96,7 @@ class CoreOptions:
     ping_timeout: float = 30.0
     receive_video: bool = True
     close_timeout: float = 5.0
+    outgoing_audio: Any = None
 
 
 class CoreHooks(Protocol):
@@ -413,7 +418,10 @@ class WebRtcCore:
             channel.on("open", self._check_ready)
             channel.on("message", self._on_channel_message)
             channel.on("close", self._on_channel_close)
-            pc.addTransceiver("audio", direction="recvonly")
+            if self._options.outgoing_audio is not None:
+                pc.addTrack(self._options.outgoing_audio)  # sendrecv: the server hears it
+            else:
+                pc.addTransceiver("audio", direction="recvonly")
             self._video_transceiver = pc.addTransceiver("video", direction="recvonly")
             offer = await pc.createOffer()
             await pc.setLocalDescription(offer)

@@ -482,6 +482,7 @@ class PersoClient:
         ping_timeout: float = 30.0,
         heartbeat_interval: float = 10.0,
         receive_video: bool = True,
+        voice_chat: bool = False,
         llm_timeout: float | None = 60.0,
         llm_turn_timeout: float | None = 300.0,
     ) -> Session:
@@ -494,10 +495,12 @@ class PersoClient:
         before the session is closed as lost. ``heartbeat_interval``: seconds between the
         ``SESSION_DURING`` events of a REST-only session. ``receive_video=False`` skips decoding
         the avatar's video (no frames, no ``video_track``), saving about 40 % of an idle
-        session's CPU. ``llm_timeout`` / ``llm_turn_timeout``: seconds an LLM turn of the
-        session may wait for the next stream event / take in all (None = no limit; see
-        :class:`perso_sync.LlmProcessor`). This is the first call that loads aiortc; see
-        docs/PROTOCOL.md §5.
+        session's CPU. ``voice_chat=True`` (the JS SDK's ``enableVoiceChat``) adds an outgoing
+        audio track to the offer for the deprecated legacy voice chat: silence until
+        :meth:`Session.start_voice_chat` plays a source. ``llm_timeout`` / ``llm_turn_timeout``:
+        seconds an LLM turn of the session may wait for the next stream event / take in all
+        (None = no limit; see :class:`perso_sync.LlmProcessor`). This is the first call that
+        loads aiortc; see docs/PROTOCOL.md §5.
         """
         from perso_sync.session import Session
 
@@ -511,6 +514,7 @@ class PersoClient:
             ping_timeout=ping_timeout,
             heartbeat_interval=heartbeat_interval,
             receive_video=receive_video,
+            voice_chat=voice_chat,
             llm_timeout=llm_timeout,
             llm_turn_timeout=llm_turn_timeout,
         )
@@ -726,6 +730,7 @@ def create_session(
     ping_timeout: float = 30.0,
     heartbeat_interval: float = 10.0,
     receive_video: bool = True,
+    voice_chat: bool = False,
     llm_timeout: float | None = 60.0,
     llm_turn_timeout: float | None = 300.0,
 ) -> Session:
@@ -744,6 +749,7 @@ def create_session(
             ping_timeout=ping_timeout,
             heartbeat_interval=heartbeat_interval,
             receive_video=receive_video,
+            voice_chat=voice_chat,
             llm_timeout=llm_timeout,
             llm_turn_timeout=llm_turn_timeout,
         )

@@ -45,7 +45,7 @@ from perso_sync._llm_turn import (
 )
 from perso_sync._runtime import CallbackDispatcher, SyncStream, get_runtime, run_sync_off_loop
 from perso_sync._sse import SseParser
-from perso_sync._validate import check_text, check_timeout, json_body
+from perso_sync._validate import check_json_text, check_text, check_timeout, json_body
 from perso_sync.errors import (
     ApiError,
     InvalidInputError,
@@ -338,9 +338,7 @@ class LlmProcessor:
         """Append one history entry, e.g. ``{"role": "assistant", "content": "..."}``."""
         if not isinstance(entry, Mapping):
             raise InvalidInputError("a history entry must be a mapping (a dict)")
-        for key, value in entry.items():
-            if isinstance(value, str):  # a lone surrogate here would break every later turn
-                check_text(f"history entry {key!r}", value, allow_blank=True)
+        check_json_text("the history entry", dict(entry))  # else every later turn would fail
         self._history.append(entry)
 
     # -- turns ---------------------------------------------------------------------------------

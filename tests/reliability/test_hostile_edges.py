@@ -227,6 +227,15 @@ def test_no_traceback_frame_holds_the_raw_key(perso_mock: MockPersoServer, no_le
     ) as impatient:
         perso_mock.faults.delay("prompts", 5)
         errors.append(_failure(impatient.get_prompts))
+    closed = socket.create_server(("127.0.0.1", 0))  # a port nothing listens on once closed
+    refused_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    with perso_sync.PersoClient(
+        api_key=secret, api_server=refused_url, max_retries=1, sleep=lambda _: None
+    ) as refused:
+        # http.client holds the whole header block (the key in plain bytes) in a local of the
+        # frame that fails to connect: the cleared frames of the chained cause must not show it.
+        errors.append(_failure(refused.get_llms))
     errors.append(_failure(_Construct(api_key=secret, api_server="ftp://x")))
     errors.append(_failure(_Construct(api_key=secret, timeout=-1)))
 
@@ -235,6 +244,7 @@ def test_no_traceback_frame_holds_the_raw_key(perso_mock: MockPersoServer, no_le
         "PersoConnectionError",
         "SessionCreationError",
         "PersoTimeoutError",
+        "PersoConnectionError",
         "InvalidInputError",
         "InvalidInputError",
     ]

@@ -55,6 +55,9 @@ def _surrogate_calls(
         "session.process_stf(message)": lambda: session.process_stf(
             b"RIFF" + bytes(100), format="wav", message=LONE_SURROGATE
         ),
+        "session.send_message(data)": lambda: session.send_message(
+            "custom", {"text": LONE_SURROGATE}
+        ),
         "processor.process_llm": lambda: list(processor.process_llm(LONE_SURROGATE)),
         "processor.process_chat": lambda: processor.process_chat(LONE_SURROGATE),
         "processor.add_to_history": lambda: processor.add_to_history(
@@ -195,6 +198,7 @@ def _timeout_calls(
         "Session.start_process_stt": lambda t: session.start_process_stt(timeout=t),
         "Session.process_stf": lambda t: session.process_stf(b"RIFF" + bytes(100), timeout=t),
         "Session.frames": lambda t: session.frames(timeout=t),
+        "Session.wait_voice_chat_sent": lambda t: session.wait_voice_chat_sent(timeout=t),
         "create_session(connect_timeout)": lambda t: client.create_session(
             perso_mock.create_session_id(), 64, 48, connect_timeout=t
         ),

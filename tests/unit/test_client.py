@@ -663,6 +663,31 @@ def test_form_b_mapping(
     assert _json_body(post) == expected
 
 
+@pytest.mark.parametrize(
+    ("left", "top", "height", "sent"),
+    [
+        (0.0, 0.1, 1.0, '"padding_left":0,"padding_top":0.1,"padding_height":1,'),
+        (0, 0, 2, '"padding_left":0,"padding_top":0,"padding_height":2,'),
+        (-0.5, 0.25, 1.5, '"padding_left":-0.5,"padding_top":0.25,"padding_height":1.5,'),
+    ],
+)
+def test_form_b_sends_template_numbers_as_the_js_client(
+    client: PersoClient,
+    mocked: responses.RequestsMock,
+    left: float,
+    top: float,
+    height: float,
+    sent: str,
+) -> None:
+    # The official client re-serialises the template with JSON.stringify: 0.0 goes out as 0.
+    tpl = template(padding_left=left, padding_top=top, padding_height=height)
+    mocked.get(SERVER + "/api/v1/session_template/tpl-1/", json=tpl)
+    _mock_create(mocked)
+    client.create_session_id(session_template_id="tpl-1")
+    raw = mocked.calls[1].request.body
+    assert sent in (raw.decode() if isinstance(raw, bytes) else raw)
+
+
 @pytest.mark.parametrize("platform", ["onpremise", None, "WEBRTC"])
 def test_form_b_non_webrtc_template_sends_no_post(
     client: PersoClient, mocked: responses.RequestsMock, platform: str | None
@@ -893,6 +918,7 @@ def test_create_session_delegates_to_session_open(
         "ping_timeout": 30.0,
         "heartbeat_interval": 10.0,
         "receive_video": True,
+        "voice_chat": False,
         "llm_timeout": 60.0,
         "llm_turn_timeout": 300.0,
     }
