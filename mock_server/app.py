@@ -140,13 +140,23 @@ class MockContext:
             connected = session.connected_monotonic is not None
             session.terminate(SESSION_LOST_AFTER_CONNECTION if connected else SESSION_MISC_ERROR)
 
+    def on_uplink_speech(self, session_id: str, voiced_seconds: float) -> str | None:
+        """Legacy voice chat: the session's recent TTS text whose length the take matches."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        matched = speech.match_uplink(voiced_seconds, list(reversed(session.speeches)))
+        return None if matched is None else str(matched.text)
+
     def get_answerer(self) -> Any:
         if self.answerer is None:
             # Imported here: the HTTP side works without the WebRTC side (and without aiortc).
             from mock_server.webrtc import Answerer
 
             self.answerer = Answerer(
-                on_message=self.on_datachannel_message, on_state=self.on_peer_state
+                on_message=self.on_datachannel_message,
+                on_state=self.on_peer_state,
+                on_speech=self.on_uplink_speech,
             )
         return self.answerer
 
@@ -730,6 +740,11 @@ async def stt(request: web.Request, ctx: MockContext) -> web.StreamResponse:
 
 def sse_frame(event: dict[str, Any], framing: str) -> bytes:
     data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    if not data.isascii():
+        try:
+            data.encode()
+        except UnicodeEncodeError:  # a lone surrogate (echoed from a request): escape it
+            data = json.dumps(event, ensure_ascii=True, separators=(",", ":"))
     if framing == "sse":
         return f"data: {data}\r\n\r\n".encode()
     return f"data: {data}\n".encode()

@@ -8,6 +8,12 @@ ID3 comment. So STT of the mock's own TTS audio returns the original text. When 
 (a client resampled or converted the audio), STT matches the audio's duration against what the
 session synthesized recently, within 2 %. Anything else decodable as audio gets the configured
 default transcript; bytes that are not audio are refused.
+
+Legacy voice chat sends the audio over WebRTC instead (Opus, 48 kHz, with silence around it), so
+neither the chunk nor the exact length survives: :func:`voiced_duration` measures the span from
+the first to the last sample above a threshold, and :func:`match_uplink` compares it with what
+the session synthesized, within ``UPLINK_TOLERANCE`` (the tone's soft onset and the codec move
+the edges by some tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ MS_PER_CHAR = 60.0
 MIN_DURATION = 0.3
 TEXT_CHUNK_ID = b"pmtx"
 DURATION_TOLERANCE = 0.02
+#: |sample| above which uplink audio counts as voiced (the mock voice peaks near 11 700).
+VOICE_THRESHOLD = 500
+#: Seconds by which a voiced span may differ from the synthesized duration and still match.
+UPLINK_TOLERANCE = 0.1
 
 
 class NotAudioError(ValueError):
@@ -194,5 +204,30 @@ def match_by_duration(duration: float, candidates: list[Any]) -> Any | None:
     for candidate in candidates:
         gap = abs(candidate.duration - duration)
         if gap <= DURATION_TOLERANCE * candidate.duration and gap < best_gap:
+            best, best_gap = candidate, gap
+    return best
+
+
+def voiced_duration(pcm: bytes, rate: int) -> float:
+    """Seconds from the first to the last sample of 16-bit mono ``pcm`` whose magnitude exceeds
+    ``VOICE_THRESHOLD`` (0.0 for silence)."""
+    samples = array("h")
+    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+    if struct.pack("=h", 1) != struct.pack("<h", 1):
+        samples.byteswap()
+    loud = [i for i, value in enumerate(samples) if abs(value) > VOICE_THRESHOLD]
+    if not loud:
+        return 0.0
+    return (loud[-1] + 1 - loud[0]) / rate
+
+
+def match_uplink(duration: float, candidates: list[Any]) -> Any | None:
+    """The candidate (with a ``.duration``) closest to a voiced ``duration`` heard over WebRTC,
+    within ``UPLINK_TOLERANCE`` seconds, or None."""
+    best = None
+    best_gap = math.inf
+    for candidate in candidates:
+        gap = abs(candidate.duration - duration)
+        if gap <= UPLINK_TOLERANCE and gap < best_gap:
             best, best_gap = candidate, gap
     return best

@@ -11,6 +11,10 @@ What a peer does (docs/PROTOCOL.md §5, §7, §8):
 * on the ``message`` channel: a server ``ping`` every ``ping_interval`` (stoppable), ``ttstf``
   / ``stf`` → an ``stf {message, duration}`` after ``speech_delay``, ``clear-buffer``,
   ``set-template``, ``change-size``, legacy ``record-*`` → ``stt`` / ``stt-error``;
+* legacy voice chat: records the client's audio track (if its offer sends one) from
+  ``record-start`` to ``record-end-stt`` / ``record-end-translate`` (allowing for the audio's
+  latency, see ``_Take``), and answers the transcript ``on_speech`` finds for its
+  voiced length, else ``PeerConfig.stt_text``;
 * on each ``file`` channel: empty "ready" text, binary chunks, empty binary EOF, one text
   answer with a new ``file_ref`` (size limit and malformed transfers close the channel).
 
@@ -25,6 +29,8 @@ Callbacks (called on the answerer's loop; they must not block):
   dict both ways (a malformed text message: the raw string; binary: ``{"binary": size}``).
   ``file`` channel: out ``""`` (ready) and out ``file_ref``; in, once per transfer,
   ``{"file_ref", "size", "sha256"}`` or ``{"error": reason, "size": received}``.
+* ``on_speech(session_id, voiced_seconds)`` (optional): the transcript of a voice-chat take
+  whose voiced part lasts ``voiced_seconds``, or None when it recognises nothing.
 * ``on_state(session_id, event)``, at most one end event per peer: ``"connected"`` (ICE/DTLS
   up and ``message`` open), then ``"closed"`` (the client closed its channel or connection),
   ``"lost"`` (connection failed, the client vanished — see ``lost_after_silence`` — or sent no
@@ -63,6 +69,7 @@ from aiortc.sdp import SessionDescription
 
 from mock_server._loopback import ensure_loopback_candidates
 from mock_server.media import Avatar, AvatarAudioTrack, AvatarVideoTrack, SpeechTimeline
+from mock_server.speech import voiced_duration
 
 __all__ = [
     "FILE_LABEL",
@@ -71,6 +78,7 @@ __all__ = [
     "FileInfo",
     "InvalidOfferError",
     "OnMessage",
+    "OnSpeech",
     "OnState",
     "Peer",
     "PeerConfig",
@@ -90,6 +98,16 @@ MAX_DIMENSION = 8192
 
 OnMessage = Callable[[str, str, str, Any], None]
 OnState = Callable[[str, str], None]
+OnSpeech = Callable[[str, float], "str | None"]
+#: Rate at which uplink audio is kept (mono, 16-bit), as the platform's STT takes it.
+UPLINK_RATE = 16000
+#: Seconds from a client sending audio to its frame leaving our track (Opus encoder, network,
+#: the jitter buffer's prefetch: measured about 0.1 s on loopback), allowed for when cutting a
+#: take. Too large cuts the start of a take, too small its end.
+UPLINK_LATENCY = 0.1
+#: Upper bound in seconds on waiting, after ``record-end-*``, for the frames sent before it
+#: (a client that stopped sending audio never delivers them).
+UPLINK_TAIL_TIMEOUT = 1.0
 
 _AIORTC_ERRORS = (
     ValueError,
@@ -128,7 +146,8 @@ class PeerConfig:
     stall_file_channel: bool = False
     """Receive uploads but never answer the ``file_ref`` (client timeout tests)."""
     stt_text: str = "hello from the microphone"
-    """Legacy ``record-end-stt`` answer."""
+    """Legacy ``record-end-stt`` answer when the recorded audio is silent, absent (no audio
+    track in the offer) or not recognised."""
     stt_error_code: int | None = None
     """When set, legacy STT/translate answer ``stt-error {code}`` instead."""
     client_ping_timeout: float | None = 30.0
@@ -170,6 +189,31 @@ class FileInfo:
 
 
 @attrs.define
+class _Take:
+    """One legacy voice-chat recording of the client's audio (16-bit mono at UPLINK_RATE).
+
+    Audio reaches the track ``UPLINK_LATENCY`` or so after the client sent it (encoder,
+    network, the receiver's jitter buffer), while a ``record-*`` message arrives at once. So a
+    take holds the frames that come out of the track from ``start + UPLINK_LATENCY`` to
+    ``end + UPLINK_LATENCY``: what the client sent between its two messages, even when the next
+    turn starts right after (takes never overlap).
+    """
+
+    start: float
+    end: float | None = None
+    pcm: bytearray = attrs.field(factory=bytearray)
+    done: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+    def add(self, pcm: bytes, arrived_at: float) -> None:
+        if arrived_at < self.start + UPLINK_LATENCY:
+            return
+        if self.end is not None and arrived_at >= self.end + UPLINK_LATENCY:
+            self.done.set()  # every frame sent before record-end-* is in
+            return
+        self.pcm += pcm
+
+
+@attrs.define
 class _Speech:
     message: str
     duration_ms: float
@@ -187,7 +231,9 @@ class Peer:
     frames are rendered at ``render_size``), ``speaking``, ``template``, ``files``
     (file_ref → FileInfo), ``received`` (decoded inbound ``message`` channel messages),
     ``sent`` (outbound ones), ``state`` (the last event reported: "new", "connected",
-    "closed", "lost", "failed"), ``connected`` / ``finished`` (asyncio events on the loop).
+    "closed", "lost", "failed"), ``connected`` / ``finished`` (asyncio events on the loop),
+    ``uplink_frames`` (audio frames received from the client), ``takes`` (voiced seconds of
+    each legacy voice-chat recording, in order).
     """
 
     def __init__(
@@ -199,6 +245,7 @@ class Peer:
         on_message: OnMessage,
         on_state: OnState,
         on_finished: Callable[[Peer], None],
+        on_speech: OnSpeech | None = None,
     ) -> None:
         self.session_id = session_id
         self.pc = pc
@@ -207,6 +254,10 @@ class Peer:
         self.received: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
         self.recording = False
+        self.uplink_frames = 0
+        self.takes: list[float] = []
+        self._open_takes: list[_Take] = []  # recording, or in the tail after record-end-*
+        self._on_speech = on_speech
         self.state = "new"
         self.connected = asyncio.Event()
         self.finished = asyncio.Event()
@@ -274,6 +325,19 @@ class Peer:
             self._channel_closed_by_server = True
             channel.close()
 
+    def send_raw(self, text: str) -> bool:
+        """Fault: send ``text`` as is on the ``message`` channel (a hostile or broken server).
+
+        Call it on the server loop (``server.call(peer.send_raw, text)``); returns whether the
+        channel was open. Journaled as an outbound ``{"raw": length}``.
+        """
+        channel = self._message_channel
+        if channel is None or channel.readyState != "open":
+            return False
+        channel.send(text)
+        self._journal(MESSAGE_LABEL, "out", {"raw": len(text)})
+        return True
+
     async def close(self) -> None:
         """Close the connection from the server side (no on_state event). Idempotent."""
         self._closing = True
@@ -317,8 +381,12 @@ class Peer:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            # A client may send audio (legacy record-start); drain it so it never piles up.
-            self._spawn(self._drain(track))
+            # A client may send audio (legacy voice chat): record it between record-start and
+            # record-end-*, drain it otherwise so it never piles up.
+            if track.kind == "audio":
+                self._spawn(self._receive_uplink(track))
+            else:
+                self._spawn(self._drain(track))
 
     def _add_tracks(self) -> None:
         """Attach the avatar tracks to the transceivers the offer asked for."""
@@ -438,17 +506,33 @@ class Peer:
             logger.info("session %s: ignoring change-size %r", self.session_id, data)
 
     def _handle_record_start(self, data: dict[str, Any]) -> None:
+        # What comes from now on belongs to the new take: a previous one's tail ends here.
+        now = self._loop.time()
+        for take in self._open_takes:
+            if take.end is None:
+                take.end = now
+        self._open_takes.append(_Take(start=now))
         self.recording = True
 
     def _handle_record_end_stt(self, data: dict[str, Any]) -> None:
-        self.recording = False
-        self._spawn(self._answer_stt(self.config.stt_text))
+        self._spawn(self._answer_recording(self._end_take(), ""))
 
     def _handle_record_end_translate(self, data: dict[str, Any]) -> None:
         self.recording = False
         target = data.get("dst_lang")
         prefix = f"[{target}] " if isinstance(target, str) and target else ""
-        self._spawn(self._answer_stt(prefix + self.config.stt_text))
+        self._spawn(self._answer_recording(self._end_take(), prefix))
+
+    def _end_take(self) -> _Take:
+        """The take being recorded, now ended (a fresh empty one if none was)."""
+        self.recording = False
+        now = self._loop.time()
+        take = self._open_takes[-1] if self._open_takes else _Take(start=now)
+        if take.end is None:
+            take.end = now
+        if not self.uplink_frames:  # no audio track: nothing more will come
+            take.done.set()
+        return take
 
     _handlers: ClassVar[Mapping[str, Callable[[Peer, dict[str, Any]], None]]] = {
         "ping": _handle_ping,
@@ -492,6 +576,38 @@ class Peer:
             self._send(
                 channel, "stf", {"message": speech.message, "duration": round(speech.duration_ms)}
             )
+
+    async def _receive_uplink(self, track: MediaStreamTrack) -> None:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=UPLINK_RATE)
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                self.uplink_frames += 1
+                arrived_at = self._loop.time()
+                pcm = b"".join(
+                    bytes(out.planes[0])[: out.samples * 2] for out in resampler.resample(frame)
+                )
+                for take in self._open_takes:
+                    take.add(pcm, arrived_at)
+
+    async def _answer_recording(self, take: _Take, prefix: str) -> None:
+        """Transcribe ``take`` (the client's audio since record-start), then answer ``stt``."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(take.done.wait(), UPLINK_TAIL_TIMEOUT)
+        if take in self._open_takes:
+            self._open_takes.remove(take)
+        pcm = bytes(take.pcm)
+        voiced = await self._loop.run_in_executor(None, voiced_duration, pcm, UPLINK_RATE)
+        self.takes.append(voiced)
+        text = None
+        if voiced > 0 and self._on_speech is not None:
+            try:
+                text = self._on_speech(self.session_id, voiced)
+            except Exception:  # the HTTP side's bug must not kill the connection's handlers
+                logger.exception("session %s: on_speech callback failed", self.session_id)
+        await self._answer_stt(prefix + (text if text is not None else self.config.stt_text))
 
     async def _answer_stt(self, text: str) -> None:
         await asyncio.sleep(self.config.speech_delay)
@@ -684,10 +800,13 @@ class _Upload:
 class Answerer:
     """Answers offers with avatar peers; owns every peer it created (one per session id)."""
 
-    def __init__(self, *, on_message: OnMessage, on_state: OnState) -> None:
+    def __init__(
+        self, *, on_message: OnMessage, on_state: OnState, on_speech: OnSpeech | None = None
+    ) -> None:
         ensure_loopback_candidates()
         self._on_message = on_message
         self._on_state = on_state
+        self._on_speech = on_speech
         self._peers: dict[str, Peer] = {}
         self._closing_tasks: set[asyncio.Task[None]] = set()
 
@@ -717,6 +836,7 @@ class Answerer:
             on_message=self._on_message,
             on_state=self._on_state,
             on_finished=self._close_finished,
+            on_speech=self._on_speech,
         )
         peer._register_handlers()
         self._peers[session_id] = peer

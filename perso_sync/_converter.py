@@ -8,6 +8,11 @@ Rules it enforces:
   (or as an empty list) go back the same way, so ``unstructure(structure(d)) == d``.
 - Scalars are strict: ``5`` is not a ``str`` and ``"false"`` is not a ``bool`` (cattrs would coerce
   them by default, silently changing the data).
+- Numbers pass through: a JSON ``0`` stays the int ``0`` and ``0.5`` the float ``0.5`` (a float
+  field accepts an int as is), so a round trip re-emits the number as received. The one body we
+  build ourselves, ``SessionParams``, writes its numbers as the official JS client does
+  (``JSON.stringify``): a whole number has no fraction, so a template's ``padding_left: 0.0``
+  goes back out as ``0``, exactly as the JS SDK sends it.
 - ISO-8601 timestamps become aware datetimes (naive ones are read as UTC) and go back out in the
   same form, UTC written with ``Z``.
 - The input is never mutated; wire renames (none are needed today) would live here only.
@@ -40,6 +45,7 @@ from perso_sync.models import (
 __all__ = [
     "converter",
     "format_timestamp",
+    "js_number",
     "parse_timestamp",
     "structure",
     "unstructure",
@@ -278,6 +284,20 @@ def _wire_unstructure_hook(
 
 
 _LOCALE_FIELDS = frozenset({"text_normalization_locale", "stt_text_normalization_locale"})
+_NUMBER_FIELDS = frozenset({"padding_left", "padding_top", "padding_height"})
+
+
+def js_number(value: float) -> float:
+    """``value`` as JavaScript's ``JSON.stringify`` writes it: a whole float becomes an int
+    (``0.0`` → ``0``, ``-0.0`` → ``0``, ``1.0`` → ``1``); other numbers are unchanged.
+
+    JavaScript has one number type, so the official client cannot send ``0.0``: it sends ``0``.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 _PARAM_FIELDS = tuple(field.name for field in attrs.fields(SessionParams) if field.name != "extra")
 
 
@@ -290,7 +310,11 @@ def _unstructure_session_params(params: SessionParams) -> dict[str, Any]:
         # None means "leave it out", except for the locales where null disables normalization.
         if value is None and name not in _LOCALE_FIELDS:
             continue
-        body[name] = list(value) if name == "mcp_servers" else value
+        if name == "mcp_servers":
+            value = list(value)
+        elif name in _NUMBER_FIELDS:
+            value = js_number(value)
+        body[name] = value
     for key, item in params.extra.items():
         if key not in body and key not in _PARAM_FIELDS:
             body[key] = converter.unstructure(item)

@@ -12,6 +12,9 @@ What is here (docs/PROTOCOL.md §8 and §10):
 * Input: :func:`read_audio_input` (bytes, a path or a binary file object → bytes).
 * Recording: :class:`WavRecorder` / :func:`create_wav_recorder` over the system microphone
   (:class:`Microphone`), an audio file, an iterable of PCM frames or an aiortc audio track.
+* Sending: :class:`UplinkAudio`, the outgoing audio track of a session opened with
+  ``voice_chat=True`` (legacy voice chat): silence, or any of the recording sources above played
+  in real time while voice chat records.
 
 PyAV (which aiortc brings) is imported inside the functions that need it, so importing this
 module — or ``perso_sync`` — never loads FFmpeg. Every failure is a :mod:`perso_sync.errors`
@@ -634,8 +637,20 @@ AudioSource: TypeAlias = Union[
 ]
 
 
+class _PcmTarget(Protocol):
+    """Where a source's converted PCM goes: a recording's take, or the voice-chat uplink."""
+
+    sink: _PcmSink
+
+    def add(self, pcm: bytes) -> bool:
+        """Keep ``pcm``; False when no more is wanted (the source should stop)."""
+
+    async def wait_for_room(self) -> None:
+        """Return once more audio may be added (a fast source waits here for a slow reader)."""
+
+
 class _Source(Protocol):
-    async def pump(self, take: _Take) -> None:
+    async def pump(self, take: _PcmTarget) -> None:
         """Feed converted audio to ``take.add`` until the source ends or ``add`` says stop."""
 
     async def close(self) -> None:
@@ -653,7 +668,7 @@ class _TrackSource:
         self._player = player
         self._lock = threading.Lock()
 
-    async def pump(self, take: _Take) -> None:
+    async def pump(self, take: _PcmTarget) -> None:
         from aiortc.mediastreams import MediaStreamError
 
         frame_type = _import_av().AudioFrame
@@ -746,7 +761,7 @@ class _BlockingSource:
                     parts.append(sink.push(frame))
             return b"".join(parts), True
 
-    async def pump(self, take: _Take) -> None:
+    async def pump(self, take: _PcmTarget) -> None:
         from perso_sync._runtime import run_sync_off_loop
 
         while True:
@@ -755,6 +770,7 @@ class _BlockingSource:
                 return
             if not more:
                 return
+            await take.wait_for_room()
 
     def _close_locked(self) -> None:
         with self._lock:
@@ -902,6 +918,9 @@ class _Take:
                 return True
             self.pcm += pcm[: max(0, limit - len(self.pcm))]
             return len(self.pcm) < limit
+
+    async def wait_for_room(self) -> None:
+        """A recording keeps everything it is given: there is always room."""
 
     async def run(self, wall_limit: float | None) -> None:
         import anyio
@@ -1125,3 +1144,215 @@ class WavRecorder:
 def create_wav_recorder(channels: int = 1, target_sample_rate: int | None = None) -> WavRecorder:
     """A new :class:`WavRecorder` (the JS SDK's ``createWavRecorder``)."""
     return WavRecorder(channels=channels, target_sample_rate=target_sample_rate)
+
+
+# =============================================================================================
+# Sending: the outgoing audio of legacy voice chat
+
+#: Sample rate of the outgoing voice-chat audio (Opus's own rate: aiortc encodes it unresampled).
+UPLINK_SAMPLE_RATE: Final = 48000
+#: Samples per outgoing frame (20 ms, the Opus frame aiortc sends).
+_UPLINK_FRAME_SAMPLES: Final = 960
+#: Seconds of decoded audio a fast source (a file) may run ahead of real time.
+_UPLINK_AHEAD_SECONDS: Final = 1.0
+
+
+class _UplinkFeed:
+    """One source being played on the uplink. Loop-side, except :attr:`played`."""
+
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+        self.sink = _PcmSink(UPLINK_SAMPLE_RATE, 1)
+        self.played = threading.Event()  # the source ended and every sample went out (or stop)
+        self.error: BaseException | None = None
+        self._buffer = bytearray()
+        self._limit = round(_UPLINK_AHEAD_SECONDS * UPLINK_SAMPLE_RATE) * 2
+        self._ended = False  # the source has nothing more (ended, failed or stopped)
+        self._stopped = False
+        self._room: Any = None  # an anyio.Event while the pump waits for the reader
+
+    def add(self, pcm: bytes) -> bool:
+        if self._stopped:
+            return False
+        self._buffer += pcm
+        return True
+
+    async def wait_for_room(self) -> None:
+        import anyio
+
+        while len(self._buffer) > self._limit and not self._stopped:
+            self._room = anyio.Event()
+            await self._room.wait()
+
+    def _wake(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    def take(self, size: int) -> bytes | None:
+        """The next ``size`` bytes (zero-padded at the very end), or None when none are ready."""
+        if not self._buffer:
+            if self._ended:
+                self.played.set()
+            return None
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        if len(self._buffer) <= self._limit:
+            self._wake()
+        if len(chunk) < size:
+            chunk += bytes(size - len(chunk))
+        if self._ended and not self._buffer:
+            self.played.set()
+        return chunk
+
+    def stop(self) -> None:
+        """Drop what is not sent yet; the pump stops at its next frame."""
+        self._stopped = True
+        self._ended = True
+        self._buffer.clear()
+        self._wake()
+        self.played.set()
+
+    async def run(self) -> BaseException | None:
+        """Pump the source until it ends, fails or the feed stops, then close it. Returns None,
+        or the exception with which the source failed (the track went silent then)."""
+        import anyio
+
+        try:
+            await self.source.pump(self)
+        except Exception as exc:  # noqa: BLE001 -- a failing source goes silent; play() says why
+            self.error = exc
+        except BaseException:  # cancelled (the session closes): nothing more goes out
+            self.stop()
+            raise
+        finally:
+            self._ended = True
+            if not self._buffer:
+                self.played.set()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self.source.close()
+            except Exception as exc:  # noqa: BLE001 -- kept like a capture error
+                self.error = self.error or exc
+        return self.error
+
+
+class UplinkAudio:
+    """The audio a WebRTC session sends to the server in legacy voice chat.
+
+    The session makes one when opened with ``voice_chat=True``; its :meth:`track` goes into the
+    SDP offer (a ``sendrecv`` audio section, as the official SDK's ``enableVoiceChat`` mode adds
+    the microphone track). The track sends 20 ms frames of 48 kHz mono audio in real time:
+    silence, except while a source plays (:meth:`play`, from ``start_voice_chat(source)``).
+    A fast source (a file) is decoded at most ``_UPLINK_AHEAD_SECONDS`` ahead of what was sent.
+
+    Loop-side: :meth:`track`, :meth:`play`, :meth:`stop`. Any thread: :meth:`wait_played`
+    (the feed is in place when :meth:`play` returns, so a wait right after cannot miss it).
+    """
+
+    def __init__(self) -> None:
+        self._feed: _UplinkFeed | None = None
+        self._track: Any = None
+
+    def track(self) -> MediaStreamTrack:
+        """The outgoing aiortc audio track (made on first call, on the loop)."""
+        if self._track is None:
+            self._track = _uplink_track_class()(self)
+        return cast("MediaStreamTrack", self._track)
+
+    def next_frame_pcm(self) -> bytes:
+        """The PCM of the next outgoing frame: the playing source's, else silence."""
+        size = _UPLINK_FRAME_SAMPLES * 2
+        feed = self._feed
+        chunk = None if feed is None else feed.take(size)
+        return bytes(size) if chunk is None else chunk
+
+    def play(self, source: _Source) -> _UplinkFeed:
+        """Play ``source`` from now on, replacing what played before. The caller runs the
+        returned feed's ``run()`` in a task (cancelling it stops the playback); until then, and
+        once it ran out, the track sends silence. A finished feed stays until replaced."""
+        self.stop()
+        feed = _UplinkFeed(source)
+        self._feed = feed
+        return feed
+
+    def stop(self) -> None:
+        """Back to silence at once (what the source still had is dropped)."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            feed.stop()
+
+    def wait_played(self, timeout: float | None = None) -> bool:
+        """Block until the playing source has ended and all of it was sent; True at once when
+        nothing plays, False after ``timeout`` seconds."""
+        feed = self._feed
+        return feed is None or feed.played.wait(timeout)
+
+    def close(self) -> None:
+        """Stop playing and end the track (its sender then stops)."""
+        self.stop()
+        if self._track is not None:
+            self._track.stop()
+
+
+_UPLINK_TRACK_CLASS: Any = None
+_UPLINK_TRACK_LOCK = threading.Lock()
+
+
+def _uplink_track_class() -> Any:
+    """The aiortc track class of :class:`UplinkAudio`, made once (aiortc is imported late)."""
+    global _UPLINK_TRACK_CLASS
+    with _UPLINK_TRACK_LOCK:
+        if _UPLINK_TRACK_CLASS is None:
+            _UPLINK_TRACK_CLASS = _make_uplink_track_class()
+        return _UPLINK_TRACK_CLASS
+
+
+def _make_uplink_track_class() -> Any:
+    import asyncio
+    import fractions
+
+    from aiortc import MediaStreamTrack
+    from aiortc.mediastreams import MediaStreamError
+
+    av = _import_av()
+    rate = UPLINK_SAMPLE_RATE
+    samples = _UPLINK_FRAME_SAMPLES
+    time_base = fractions.Fraction(1, rate)
+
+    class UplinkTrack(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self, uplink: UplinkAudio) -> None:
+            super().__init__()
+            self._uplink = uplink
+            self._start: float | None = None
+            self._pts = 0
+
+        async def recv(self) -> Any:
+            if self.readyState != "live":
+                raise MediaStreamError
+            loop = asyncio.get_running_loop()
+            if self._start is None:
+                self._start = loop.time()
+            else:
+                # Real time: frame n goes out n * 20 ms after the first one.
+                self._pts += samples
+                delay = self._start + self._pts / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+            frame.planes[0].update(self._uplink.next_frame_pcm())
+            frame.sample_rate = rate
+            frame.pts = self._pts
+            frame.time_base = time_base
+            return frame
+
+    return UplinkTrack
+
+
+def open_audio_source(source: AudioSource | None) -> _Source:
+    """Open ``source`` as :meth:`WavRecorder.start` does (``None`` = the system microphone), for
+    :meth:`UplinkAudio.play`. Raises like ``start``: :class:`RecordingError`,
+    :class:`InvalidInputError`, :class:`AudioFormatError`."""
+    return _open_source(source, TTS_TARGET_SAMPLE_RATE, 1)

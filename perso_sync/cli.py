@@ -686,17 +686,23 @@ def _state_names(states: frozenset[ChatState]) -> str:
 
 class _PlainChatView(_ChatView):
     """Plain text, for a pipe or ``NO_COLOR``: the reply is appended as it streams in, on an
-    ``avatar>`` line, and every change of the avatar's state is a ``[avatar: ...]`` line."""
+    ``avatar>`` line, and every change of the avatar's state is a ``[avatar: ...]`` line (one
+    arriving while a reply line is open waits for its end: lines are never cut)."""
 
     def __init__(self, out: TextIO) -> None:
         super().__init__()
         self._out = out
+        # guarded by _lock, like every write
         self._reply_open = False
+        self._held_states: list[str] = []
 
     def _write(self, text: str) -> None:
         with self._lock:
-            self._out.write(text)
-            self._out.flush()
+            self._write_locked(text)
+
+    def _write_locked(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
 
     def line(self, text: str, style: str = "") -> None:
         self._write(text + "\n")
@@ -707,32 +713,29 @@ class _PlainChatView(_ChatView):
     def reply(self, text: str) -> None:
         if not text:
             return
-        with self._lock:  # with _show_states: a state line never lands inside the reply line
+        with self._lock:
             if not self._reply_open:
                 self._reply_open = True
                 text = "avatar> " + text
-            self._out.write(text)
-            self._out.flush()
+            self._write_locked(text)
 
     def end_reply(self) -> None:
         with self._lock:
             if self._reply_open:
                 self._reply_open = False
-                self._out.write("\n")
-                self._out.flush()
+                self._write_locked("\n" + "".join(self._held_states))
+                self._held_states.clear()
 
     def note(self, text: str, style: str = "dim") -> None:
         self.end_reply()
         self._write(f"  [{text}]\n")
 
     def _show_states(self, states: frozenset[ChatState]) -> None:
+        line = f"  [avatar: {_state_names(states)}]\n"
         if self._reply_open:
-            # A state change while the reply streams (the LLM state ends with the stream):
-            # close the reply's line first.
-            self._reply_open = False
-            self._out.write("\n")
-        self._out.write(f"  [avatar: {_state_names(states)}]\n")
-        self._out.flush()
+            self._held_states.append(line)
+        else:
+            self._write_locked(line)
 
 
 #: Repaints per second of the chat's live region (the spinner, the streamed reply, the state).

@@ -9,10 +9,11 @@ The hierarchy::
     │       └── NotInOrganizationError  ... code "not_in_organization": not assigned to your org
     ├── LLMError                        an LLM turn failed (wraps ApiError | LLMStreamingResponse..)
     ├── LLMStreamingResponseError       the LLM stream was malformed or reported a failure
-    ├── STTError                        speech-to-text failed (wraps ApiError)
-    ├── TTSError                        text-to-speech failed (wraps ApiError | TTSDecodeError)
+    ├── STTError                        speech-to-text failed (underlying_error says why)
+    ├── TTSError                        text-to-speech failed (underlying_error says why)
     ├── TTSDecodeError                  the TTS audio was not valid base64
-    ├── STFError                        an STF file upload failed (timeout, channel closed early)
+    ├── STFError                        speech-to-face failed (upload timed out, channel closed
+    │                                   early, no WebRTC, unusable file; underlying_error or None)
     ├── PersoConnectionError            the network failed: DNS, refused, reset, dropped mid-body
     ├── PersoTimeoutError               a blocking call ran out of time (connect/read/runtime)
     │   └── Timeout                     the WebRTC connection was not ready in time
@@ -27,6 +28,28 @@ The hierarchy::
     └── RuntimeUsageError (RuntimeError) sync API on the loop thread, a stream iterated twice, ...
 
 Every class pickles and reprs with its fields. No message ever contains the API key.
+
+**Media calls fail with their media class.** A failure of text-to-speech, speech-to-text or
+speech-to-face is always a ``TTSError``, ``STTError`` or ``STFError``, whatever went wrong, so one
+``except STTError`` handles every way a transcription can fail. ``underlying_error`` says why:
+
+- ``TTSError``: an ``ApiError`` (the server refused), a ``PersoConnectionError`` /
+  ``PersoTimeoutError`` / ``InvalidResponseError`` (transport or answer), a ``TTSDecodeError``
+  (the audio that came back is not valid base64, or empty);
+- ``STTError``: the same server and transport errors, an ``AudioFormatError`` (the audio cannot
+  be read: a malformed WAV, data that is not audio; checked locally, before any request), a
+  ``RecordingError`` (the recording source could not be opened or failed mid-way);
+- ``STFError``: ``None`` for an upload that timed out or whose channel closed early, or on a
+  REST-only session; an ``AudioFormatError`` for an empty file.
+
+Two kinds of error keep their own class, because they are not failures of the media operation
+but of the call itself, raised before anything is attempted: ``InvalidInputError`` for an
+argument of the wrong type or value (a message that is not a string, a non-positive timeout, a
+path that names no file, a text-mode file object) and ``SessionClosedError`` for a session that is
+or gets closed (as every ``Session`` method). Recorder misuse (starting twice, stopping what was
+never started) stays a ``RecordingError``. Every media-class error a session method raises is
+also given to the session's error handler, except the ``STFError`` of a session without WebRTC
+(a usage error, raised before anything is attempted).
 """
 
 from __future__ import annotations
@@ -144,7 +167,9 @@ class LLMError(PersoError):
 
 
 class STTError(PersoError):
-    """Speech-to-text failed; ``underlying_error`` is the ``ApiError`` (or transport error)."""
+    """Speech-to-text failed; ``underlying_error`` is the ``ApiError``, a transport error, the
+    ``AudioFormatError`` of audio that cannot be read, or the ``RecordingError`` of a recording
+    source that failed (see the module docstring)."""
 
     def __init__(self, underlying_error: PersoError) -> None:
         super().__init__(underlying_error)
@@ -167,7 +192,8 @@ class TTSDecodeError(PersoError):
 
 
 class TTSError(PersoError):
-    """Text-to-speech failed; ``underlying_error`` is an ``ApiError`` or ``TTSDecodeError``."""
+    """Text-to-speech failed; ``underlying_error`` is an ``ApiError``, a transport error or a
+    ``TTSDecodeError``."""
 
     def __init__(self, underlying_error: PersoError) -> None:
         super().__init__(underlying_error)
@@ -178,8 +204,17 @@ class TTSError(PersoError):
 
 
 class STFError(PersoError):
-    """An STF upload failed: the file channel timed out, closed early, or the session lacks
-    WebRTC."""
+    """Speech-to-face failed: the file channel timed out or closed early, the session lacks
+    WebRTC, or the file cannot be used. ``underlying_error`` is the cause when there is one of
+    ours (e.g. the ``AudioFormatError`` of an empty file), else None."""
+
+    def __init__(self, message: str, underlying_error: PersoError | None = None) -> None:
+        super().__init__(message, underlying_error)
+        self.message = message
+        self.underlying_error = underlying_error
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class PersoConnectionError(PersoError):

@@ -21,10 +21,13 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
+import copy
 import datetime as _dt
 import io
 import itertools
+import json
 import logging
+import math
 import os
 import threading
 import time
@@ -35,8 +38,16 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import attrs
 
+from perso_sync._validate import (
+    check_json_text,
+    check_seconds,
+    check_text,
+    check_timeout,
+    refuse_loop_thread,
+)
 from perso_sync.errors import (
     ApiError,
+    AudioFormatError,
     InvalidInputError,
     InvalidResponseError,
     PersoConnectionError,
@@ -58,7 +69,7 @@ if TYPE_CHECKING:
     from perso_sync._chat_state import ChatStateMachine
     from perso_sync._runtime import CallbackDispatcher, Runtime, SyncStream
     from perso_sync._webrtc import CoreOptions, WebRtcCore
-    from perso_sync.audio import WavRecorder
+    from perso_sync.audio import AudioSource, UplinkAudio, WavRecorder
     from perso_sync.client import PersoClient
     from perso_sync.llm import AbortSignal, ChatTool, LlmProcessor, LlmStream
     from perso_sync.models import STTResponse
@@ -79,6 +90,10 @@ _EXIT_FLUSH_TIMEOUT = 1.0
 _STF_UPLOAD_TIMEOUT = 30.0
 #: Bytes read from an STF file to sniff its type (RIFF / ID3 / MP3 frame sync).
 _SNIFF_BYTES = 16
+
+#: Defaults of a session's LLM turns: longest silence between events, and the whole turn.
+LLM_IDLE_TIMEOUT = 60.0
+LLM_TURN_TIMEOUT = 300.0
 
 _LOST = (408, "Request Timeout")
 _MANUAL = (200, "OK")
@@ -124,6 +139,7 @@ class MediaRecording:
 
     def stop(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
         """Stop recording and finalize the file; no-op when already stopped or closed."""
+        check_timeout("timeout", timeout)
         with self._lock:
             if self._stopped:
                 return
@@ -154,6 +170,9 @@ class _Hooks:
     def on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
         self._session._on_server_message(msg_type, data)
 
+    def on_bad_message(self, error: InvalidResponseError) -> None:
+        self._session._report_error(error)
+
     def on_closed(self, manual: bool, code: int, reason: str) -> None:
         self._session._finish_close(manual, code, reason)
 
@@ -173,13 +192,15 @@ class Session:
       :meth:`process_tts`, :meth:`transcribe_audio`, :meth:`transcribe_audio_detailed`,
       :meth:`process_stf` (each upload has its own ``file`` channel), :meth:`clear_buffer`,
       :meth:`change_size`, :meth:`set_template`, :meth:`log_session_event`,
-      :meth:`wait_until_idle`, :meth:`frames` (several iterators may run at once) and the
-      subscribe / callback registration methods. Two concurrent ``process_chat`` turns both
+      :meth:`wait_until_idle`, :meth:`frames` (several iterators may run at once),
+      :meth:`send_message`, :meth:`wait_voice_chat_sent` and the subscribe / callback
+      registration methods (:meth:`on_message` included). Two concurrent ``process_chat`` turns both
       run; their text goes to the avatar in the order it arrives, and each turn's history is
       appended when that turn finishes.
     - One STT recording at a time: :meth:`start_process_stt` / :meth:`stop_process_stt` are
       serialised by a lock, and a second start while recording raises :class:`RecordingError`.
-      Likewise one :meth:`record` at a time.
+      Likewise one :meth:`record` at a time, and one legacy voice chat
+      (:meth:`start_voice_chat` / :meth:`stop_voice_chat`).
     - :meth:`stop_session` may be called from any thread, at any time, several times; it
       cancels running chat turns (their callers get :class:`SessionClosedError`) and waits for
       the connection to close.
@@ -190,6 +211,10 @@ class Session:
       session's later callbacks.
     - Never call blocking methods from the runtime's loop thread (inside an async
       ``ChatTool.call``): that raises :class:`perso_sync.errors.RuntimeUsageError`.
+    - A session belongs to the process that opened it: after ``os.fork()`` every method of it
+      raises :class:`perso_sync.errors.RuntimeUsageError` in the child.
+    - Closing the :class:`perso_sync.PersoClient` that opened it closes the session first
+      (``on_close(True)``).
 
     **After close** (:attr:`closed` is True) every method raises :class:`SessionClosedError`,
     except :attr:`session_id`, :meth:`get_session_id`, :attr:`closed`, :attr:`close_status`,
@@ -209,12 +234,16 @@ class Session:
         client_tools: Sequence[ChatTool],
         ping_timeout: float,
         heartbeat_interval: float,
+        llm_timeout: float | None = LLM_IDLE_TIMEOUT,
+        llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> None:
         """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
         from perso_sync._chat_state import ChatStateMachine
         from perso_sync._runtime import CallbackDispatcher, get_runtime
         from perso_sync.llm import LlmProcessor, MessageHistory
 
+        # A forked child inherits this object but not the runtime thread behind it.
+        self._pid = os.getpid()
         self._client = client
         self._session_id = session_id
         self._width = width
@@ -233,12 +262,15 @@ class Session:
         self._close_callbacks: dict[int, Callable[[bool], object]] = {}
         self._error_handler: Callable[[BaseException], object] | None = None
         self._stt_callback: Callable[[str], object] | None = None
+        self._message_callbacks: dict[int, tuple[str, Callable[[dict[str, Any]], object]]] = {}
         self._dispatcher: CallbackDispatcher = CallbackDispatcher(on_error=self._on_callback_error)
 
         self._processor: LlmProcessor = LlmProcessor(
             api_server=client.api_server,
             session_id=session_id,
             client_tools=list(client_tools),
+            timeout=llm_timeout,
+            turn_timeout=llm_turn_timeout,
         )
         # Two histories, as in the official client: the processor's for process_llm (and
         # get_message_history), the session's own for process_chat / process_ttstf.
@@ -260,6 +292,11 @@ class Session:
         self._stt_lock = threading.Lock()
         self._stt_recorder: WavRecorder | None = None
         self._stt_pending: bytes | None = None
+        self._stt_error: STTError | None = None
+        # Legacy voice chat: the outgoing audio (voice_chat=True) and whether record-start is on.
+        self._uplink: UplinkAudio | None = None
+        self._voice_lock = threading.Lock()
+        self._voice_recording = False
         self._stt_timer: concurrent.futures.Future[None] | None = None
         self._last_recorded: bytes | None = None
         self._recording: MediaRecording | None = None
@@ -277,6 +314,9 @@ class Session:
         ping_timeout: float = 30.0,
         heartbeat_interval: float = 10.0,
         receive_video: bool = True,
+        voice_chat: bool = False,
+        llm_timeout: float | None = LLM_IDLE_TIMEOUT,
+        llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> Session:
         """Open a session (docs/PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
 
@@ -287,7 +327,13 @@ class Session:
         seconds between ``SESSION_DURING`` events of a REST-only session. ``receive_video``:
         ``False`` skips video decoding (no frames, no ``video_track``): at 1280×720 and 10 fps
         that is about 40 % of an idle session's CPU (measured: ~6 % of a core with video, ~3 %
-        without). A failure half-way closes everything opened so far.
+        without). ``voice_chat=True`` sends audio to the server for the deprecated legacy voice
+        chat (:meth:`start_voice_chat`): the offer then carries an outgoing audio track (silence
+        until a voice chat plays a source), as the official SDK's ``enableVoiceChat`` adds the
+        microphone track; ignored on a REST-only session. ``llm_timeout`` /
+        ``llm_turn_timeout``: seconds the session's LLM turns may go without an event / take in
+        all (60 s and 300 s by default; None = no limit; see :class:`perso_sync.LlmProcessor`).
+        A failure half-way closes everything opened so far.
         """
         if not isinstance(session_id, str) or not session_id.strip():
             raise InvalidInputError("session_id must be a non-empty string")
@@ -295,6 +341,10 @@ class Session:
         _check_positive("connect_timeout", connect_timeout)
         _check_positive("ping_timeout", ping_timeout)
         _check_positive("heartbeat_interval", heartbeat_interval)
+        if not isinstance(voice_chat, bool):
+            raise InvalidInputError(f"voice_chat must be True or False, not {voice_chat!r}")
+        check_timeout("llm_timeout", llm_timeout)
+        check_timeout("llm_turn_timeout", llm_turn_timeout)
         tools = list(client_tools)
 
         # Built first: it validates the client tools before any request is sent.
@@ -306,7 +356,13 @@ class Session:
             client_tools=tools,
             ping_timeout=ping_timeout,
             heartbeat_interval=heartbeat_interval,
+            llm_timeout=llm_timeout,
+            llm_turn_timeout=llm_turn_timeout,
         )
+        if voice_chat:
+            from perso_sync.audio import UplinkAudio
+
+            session._uplink = UplinkAudio()
         try:
             info = client.get_session_info(session_id)
             if info.uses_webrtc:
@@ -351,6 +407,8 @@ class Session:
 
         self._timer_wake = anyio.Event()
         client, session_id = self._client, self._session_id
+        if self._uplink is not None:  # made here: an aiortc track belongs to the loop
+            options = attrs.evolve(options, outgoing_audio=self._uplink.track())
 
         async def exchange(offer: dict[str, str]) -> dict[str, str]:
             # A blocking requests call: it must not run on the loop thread.
@@ -469,6 +527,7 @@ class Session:
         """
         self._ensure_open()
         _check_message(message)
+        timeout = check_timeout("timeout", timeout)
         try:
             return self._runtime.call(self._chat_turn, message, timeout=timeout)
         except SessionClosedError:
@@ -530,13 +589,14 @@ class Session:
         """Switch the avatar's model and outfit (``set-template``). WebRTC sessions only."""
         self._ensure_open()
         for name, value in (("model", model), ("dress", dress)):
-            if not isinstance(value, str) or not value:
-                raise InvalidInputError(f"{name} must be a non-empty string")
+            check_text(name, value)
         self._call_loop(self._send_on_loop, "set-template", {"model": model, "dress": dress})
 
     def log_session_event(self, detail: str | Mapping[str, Any] | None = None) -> None:
         """Record a ``SESSION_LOG`` event (a mapping is sent as its JSON text)."""
-        self._ensure_open()
+        self._ensure_blocking_call("log_session_event")
+        if isinstance(detail, str):
+            check_text("detail", detail, allow_blank=True)
         self._client.log_session_event(self._session_id, detail)
 
     # ------------------------------------------------------------------ states and callbacks
@@ -547,8 +607,11 @@ class Session:
         Returns True when idle, False after ``timeout`` seconds. Raises
         :class:`SessionClosedError` if the session is or gets closed.
         """
-        self._ensure_open()
-        with self._idle:
+        from perso_sync._runtime import lend_worker_slot
+
+        self._ensure_blocking_call("wait_until_idle")
+        timeout = check_timeout("timeout", timeout)
+        with self._idle, lend_worker_slot():  # a tool waiting here needs no worker slot
             idle = self._idle.wait_for(
                 lambda: self._closed or not self._machine.active, timeout=timeout
             )
@@ -619,15 +682,78 @@ class Session:
 
         return remove
 
+    # ------------------------------------------------------------------ low-level channel
+
+    def send_message(self, msg_type: str, data: Mapping[str, Any] | None = None) -> None:
+        """Advanced: send ``{"type": msg_type, "data": data}`` on the ``message`` data channel,
+        as the official SDK's ``session.perso.sendMessage(type, data)`` does.
+
+        This bypasses the session's bookkeeping: chat states, the chat log and the history do
+        not follow what you send (``send_message("ttstf", ...)`` speaks, but ANALYZING is not
+        raised for it). Prefer the dedicated methods; use this for message types they do not
+        cover. ``data`` (default ``{}``) must be a mapping with string keys that JSON can encode
+        (no NaN or infinity). Raises :class:`InvalidInputError` for an empty or non-string
+        ``msg_type`` or such ``data``, :class:`STFError` on a REST-only session (no channel),
+        :class:`SessionClosedError` when closed.
+        """
+        self._ensure_open()
+        _check_message_type(msg_type)
+        check_text("msg_type", msg_type)
+        payload = _json_object("data", {} if data is None else data)
+        check_json_text("data", payload)
+        self._call_loop(self._send_on_loop, msg_type, payload)
+
+    def on_message(
+        self, msg_type: str, callback: Callable[[dict[str, Any]], object]
+    ) -> Callable[[], None]:
+        """Advanced: call ``callback(data)`` for every server message of type ``msg_type`` on
+        the ``message`` channel (the official SDK's ``session.perso.setMessageCallback``).
+
+        ``data`` is the message's ``data`` object (``{}`` when it has none), a fresh copy for
+        each callback. Callbacks run like the session's other callbacks: in order, off the
+        runtime loop, through the session's callback dispatcher; one that raises goes to the
+        error handler. The session's own handling (``stf``, ``stt``, ...) still happens; several
+        callbacks may watch one type. The server's ``ping`` is the one type never delivered: the
+        liveness watchdog consumes it below the session (the JS SDK would pass it on). Returns
+        a function removing the callback
+        (idempotent). Raises :class:`InvalidInputError` for an empty or non-string ``msg_type``
+        or a callback that is not callable, :class:`STFError` on a REST-only session (no
+        channel), :class:`SessionClosedError` when closed.
+        """
+        self._ensure_open()
+        _check_message_type(msg_type)
+        if not callable(callback):
+            raise InvalidInputError("callback must be callable")
+        self._require_core("on_message")
+        key = next(self._ids)
+        with self._lock:
+            self._message_callbacks[key] = (msg_type, callback)
+
+        def remove() -> None:
+            with self._lock:
+                self._message_callbacks.pop(key, None)
+
+        return remove
+
+    def _deliver_message(self, msg_type: str, data: dict[str, Any]) -> None:
+        # On the loop: hand each watcher its own copy (JS parses the message for each one).
+        with self._lock:
+            watchers = [cb for kind, cb in self._message_callbacks.values() if kind == msg_type]
+        for callback in watchers:
+            self._dispatcher.submit(callback, copy.deepcopy(data))
+
     # ------------------------------------------------------------------ closing
 
-    def stop_session(self, timeout: float = _LOOP_CALL_TIMEOUT) -> None:
+    def stop_session(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
         """Close the session (code 200): ``on_close`` callbacks get ``True``.
 
         Cancels running chat turns, stops recordings, closes the channels and the peer
         connection (a REST-only session posts ``SESSION_END`` instead). Idempotent; a call
         while another thread closes waits (up to ``timeout``) for that close to finish.
         """
+        self._check_owner()
+        refuse_loop_thread("Session.stop_session()")
+        timeout = check_timeout("timeout", timeout)
         with self._lock:
             first = not self._closing
             self._closing = True
@@ -755,9 +881,8 @@ class Session:
         """
         from perso_sync._emoji import remove_emoji
 
-        self._ensure_open()
-        if not isinstance(message, str):
-            raise InvalidInputError("message must be a string")
+        self._ensure_blocking_call("process_tts")
+        check_text("message", message, allow_blank=True)
         text = remove_emoji(message).strip()
         if not text:
             return None
@@ -807,9 +932,14 @@ class Session:
         """Transcribe ``audio`` (bytes, a path or a binary file object) and return the text.
 
         WAV is sent as is; other formats PyAV reads (MP3, OGG, FLAC, ...) are converted to
-        16 kHz mono WAV first. Something that is not audio raises
-        :class:`perso_sync.errors.AudioFormatError` before any request. A failed request raises
-        :class:`STTError` (also given to the error handler). ``language`` e.g. ``"ko"``.
+        16 kHz mono WAV first. ``language`` e.g. ``"ko"``.
+
+        Every failure of the transcription is an :class:`STTError` (also given to the error
+        handler): audio that cannot be read (a malformed WAV, data that is not audio) is caught
+        before any request, with the :class:`perso_sync.errors.AudioFormatError` as its
+        ``underlying_error``; a refused or failed request has the ``ApiError`` or transport
+        error. A wrong argument (not bytes, a path or a binary file object; a path that names
+        no file) raises :class:`InvalidInputError`.
         """
         return self.transcribe_audio_detailed(audio, language).text
 
@@ -822,17 +952,25 @@ class Session:
         ``locale``, ``normalized_text``)."""
         from perso_sync.audio import read_audio_input, to_stt_wav
 
-        self._ensure_open()
-        wav = to_stt_wav(read_audio_input(audio))
+        self._ensure_blocking_call("transcribe_audio")
+        raw = read_audio_input(audio)
+        try:
+            wav = to_stt_wav(raw)
+        except AudioFormatError as exc:
+            raise self._stt_failure(exc) from exc
         return self._transcribe_wav(wav, language)
 
     def _transcribe_wav(self, wav: bytes, language: str | None) -> STTResponse:
         try:
             return self._client.transcribe(self._session_id, wav, language=language)
         except (ApiError, PersoConnectionError, PersoTimeoutError, InvalidResponseError) as exc:
-            error = STTError(exc)
-            self._report_error(error, raised=True)
-            raise error from exc
+            raise self._stt_failure(exc) from exc
+
+    def _stt_failure(self, cause: PersoError) -> STTError:
+        # Every STT failure is an STTError (errors module docstring), given to the error handler.
+        error = STTError(cause)
+        self._report_error(error, raised=True)
+        return error
 
     def start_process_stt(self, timeout: float | None = None, source: Any = None) -> None:
         """Start recording the user's voice for STT (16 kHz mono WAV); RECORDING state on.
@@ -841,21 +979,28 @@ class Session:
         (see :class:`perso_sync.WavRecorder`); ``None`` = the system microphone. ``timeout``
         (seconds; the JS SDK takes milliseconds) stops recording by itself, keeping the audio
         for :meth:`stop_process_stt`. Raises :class:`RecordingError` when already recording (or
-        audio from a timed-out recording is still pending) or when the source cannot be opened.
+        audio from a timed-out recording is still pending); :class:`STTError` (also given to
+        the error handler) when the source cannot be opened, its ``underlying_error`` the
+        :class:`RecordingError` of a microphone that cannot be opened or the
+        :class:`perso_sync.errors.AudioFormatError` of a file that is not audio;
+        :class:`InvalidInputError` for a bad argument or a path that names no file.
         """
         from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, WavRecorder
 
-        self._ensure_open()
-        if timeout is not None:
-            _check_positive("timeout", timeout)
+        self._ensure_blocking_call("start_process_stt")
+        timeout = check_timeout("timeout", timeout)
         with self._stt_lock:
             current = self._stt_recorder
             if current is not None and (current.is_recording() or self._stt_pending is not None):
                 raise RecordingError("STT recording is already in progress")
             recorder = WavRecorder(channels=1, target_sample_rate=TTS_TARGET_SAMPLE_RATE)
-            recorder.start(source, timeout=timeout)  # caps the take at `timeout` s of audio
+            try:
+                recorder.start(source, timeout=timeout)  # caps the take at `timeout` s of audio
+            except (RecordingError, AudioFormatError) as exc:
+                raise self._stt_failure(exc) from exc
             self._stt_recorder = recorder
             self._stt_pending = None
+            self._stt_error = None
             self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
             if timeout is not None:
                 timer = self._runtime.spawn(self._stt_auto_stop, recorder, timeout)
@@ -876,8 +1021,8 @@ class Session:
                 return
             try:
                 self._stt_pending = recorder.stop()
-            except PersoError as exc:
-                self._report_error(exc)
+            except RecordingError as exc:  # the source failed: stop_process_stt raises it
+                self._stt_error = self._stt_failure(exc)
             finally:
                 self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
 
@@ -886,23 +1031,31 @@ class Session:
 
         The WAV is kept in :attr:`last_recorded_audio_file`. Raises :class:`RecordingError`
         ("STT recording has not been started" / "STT recording is not in progress") and
-        :class:`STTError` when the request fails (also given to the error handler).
+        :class:`STTError` (also given to the error handler) when the request fails or the
+        recording source failed mid-way (its ``underlying_error`` is then the
+        :class:`RecordingError`).
         """
-        self._ensure_open()
+        self._ensure_blocking_call("stop_process_stt")
         with self._stt_lock:
             recorder = self._stt_recorder
             if recorder is None:
                 raise RecordingError("STT recording has not been started")
             pending, self._stt_pending = self._stt_pending, None
+            failed, self._stt_error = self._stt_error, None
             with self._lock:
                 timer, self._stt_timer = self._stt_timer, None
             if timer is not None:
                 timer.cancel()
             if pending is not None:
                 wav = pending
+            elif failed is not None:
+                self._stt_recorder = None
+                raise failed  # the source failed after a timeout stop: already reported
             elif recorder.is_recording():
                 try:
                     wav = recorder.stop()
+                except RecordingError as exc:
+                    raise self._stt_failure(exc) from exc
                 finally:
                     self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
             else:
@@ -936,40 +1089,48 @@ class Session:
         ``format``: ``wav``/``mp3`` or a MIME type; unknown or missing → the file's own type.
         ``progress(sent_bytes, total_bytes_or_None)`` is called in order, off the loop, and
         every call has run when this returns. ANALYZING goes up before the upload and back
-        down if it fails. Raises :class:`STFError` on a REST-only session ("processSTF requires
-        WebRTC (STF mode)") or when the upload fails (also given to the error handler);
-        ``timeout`` bounds the whole transfer (the protocol's 30 s by default).
+        down if it fails. ``timeout`` bounds the whole transfer (the protocol's 30 s by default).
+
+        Raises :class:`STFError` on a REST-only session ("processSTF requires WebRTC (STF
+        mode)"), and for every failure of the speech-to-face itself, also given to the error
+        handler: an empty file (``underlying_error`` an
+        :class:`perso_sync.errors.AudioFormatError`), a file that cannot be read mid-way, an
+        upload that times out or whose channel closes early. :class:`InvalidInputError` for a
+        wrong argument (a path that cannot be opened, a text-mode file object, a non-positive
+        ``timeout``); :class:`SessionClosedError` when the session is or gets closed.
         """
         from perso_sync.audio import normalize_audio_format, sniff_audio_format
 
-        self._ensure_open()
+        self._ensure_blocking_call("process_stf")
+        check_text("message", message, allow_blank=True)
+        timeout = check_seconds("timeout", timeout)
         if self._core is None:
             raise STFError("processSTF requires WebRTC (STF mode)")
-        if not isinstance(message, str):
-            raise InvalidInputError("message must be a string")
-        if not timeout > 0:
-            raise InvalidInputError("timeout must be a positive number of seconds")
-        with _open_upload_source(file) as (reader, head, total):
-            fallback = sniff_audio_format(head) if head else None
-            audio_format = normalize_audio_format(format, fallback)
-            progress_hook = self._progress_hook(progress)
-            self._apply_state(lambda machine: machine.analyzing_up())
-            try:
-                file_ref = self._runtime.call(
-                    self._upload_on_loop,
-                    reader,
-                    total,
-                    progress_hook,
-                    audio_format,
-                    message,
-                    timeout,
-                    timeout=timeout + _LOOP_CALL_MARGIN,
-                )
-            except BaseException as exc:
-                self._apply_state(lambda machine: machine.analyzing_down())
-                if isinstance(exc, STFError):
-                    self._report_error(exc, raised=True)
-                raise
+        try:
+            with _open_upload_source(file) as (reader, head, total):
+                fallback = sniff_audio_format(head) if head else None
+                audio_format = normalize_audio_format(format, fallback)
+                progress_hook = self._progress_hook(progress)
+                self._apply_state(lambda machine: machine.analyzing_up())
+                try:
+                    file_ref = self._runtime.call(
+                        self._upload_on_loop,
+                        reader,
+                        total,
+                        progress_hook,
+                        audio_format,
+                        message,
+                        timeout,
+                        timeout=timeout + _LOOP_CALL_MARGIN,
+                    )
+                except BaseException as exc:
+                    self._apply_state(lambda machine: machine.analyzing_down())
+                    if isinstance(exc, PersoTimeoutError):  # the loop never answered in time
+                        raise STFError("File transfer timed out", exc) from exc
+                    raise
+        except STFError as exc:
+            self._report_error(exc, raised=True)
+            raise
         if progress is not None:
             with contextlib.suppress(PersoError):
                 self._dispatcher.flush(_PROGRESS_FLUSH_TIMEOUT)
@@ -1003,22 +1164,93 @@ class Session:
         core.send("stf", {"message": message, "file_ref": file_ref, "format": audio_format})
         return file_ref
 
-    def start_voice_chat(self) -> None:
-        """Deprecated legacy voice chat: the server records uplink audio (``record-start``).
-        Use :meth:`start_process_stt`."""
+    def start_voice_chat(self, source: AudioSource | None = None) -> None:
+        """Deprecated legacy voice chat: send ``record-start``; the server records the audio the
+        session sends until :meth:`stop_voice_chat`. Use :meth:`start_process_stt`.
+
+        On a session opened with ``voice_chat=True`` the outgoing audio track plays ``source``
+        in real time from now on: ``None`` is the system microphone; any source
+        :meth:`perso_sync.WavRecorder.start` takes works (a path, audio bytes or a binary file
+        object of any format FFmpeg reads, an iterable of 16 kHz mono 16-bit PCM ``bytes`` or
+        ``av.AudioFrame`` items, an aiortc audio track). A finite source ends in silence;
+        :meth:`wait_voice_chat_sent` waits for its last frame. Without ``voice_chat=True`` the
+        session sends no audio (as the official SDK without ``enableVoiceChat``): only
+        ``record-start`` goes out, and a ``source`` raises :class:`InvalidInputError`.
+
+        RECORDING goes on. Raises :class:`STFError` on a REST-only session,
+        :class:`RecordingError` when voice chat already records (call :meth:`stop_voice_chat`
+        first), :class:`STTError` (also given to the error handler) when the source cannot be
+        opened (``underlying_error``: the :class:`RecordingError` of a microphone that cannot be
+        opened, or the :class:`perso_sync.errors.AudioFormatError` of a file that is not audio),
+        :class:`InvalidInputError` for a bad source argument or a path that names no file.
+        """
         warnings.warn(
             "start_voice_chat() is deprecated; use start_process_stt()",
             DeprecationWarning,
             stacklevel=2,
         )
         self._ensure_open()
-        self._call_loop(self._send_on_loop, "record-start", {})
-        self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
+        self._require_core("start_voice_chat")
+        uplink = self._uplink
+        if uplink is None:
+            if source is not None:
+                raise InvalidInputError(
+                    "start_voice_chat(source=...) needs a session opened with voice_chat=True: "
+                    "only then does the offer carry an outgoing audio track"
+                )
+            self._call_loop(self._send_on_loop, "record-start", {})
+            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
+            return
+        from perso_sync.audio import open_audio_source
+
+        with self._voice_lock:
+            if self._voice_recording:
+                raise RecordingError(
+                    "voice chat is already recording; call stop_voice_chat() first"
+                )
+            try:
+                opened = open_audio_source(source)
+            except (RecordingError, AudioFormatError) as exc:
+                raise self._stt_failure(exc) from exc
+            try:
+                feed = self._call_loop(self._start_voice_on_loop, uplink, opened)
+            except BaseException:
+                with contextlib.suppress(PersoError):
+                    self._runtime.call(opened.close, timeout=_LOOP_CALL_TIMEOUT)
+                raise
+            self._voice_recording = True
+            self._spawn(self._play_voice, feed)
+            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
+
+    async def _start_voice_on_loop(self, uplink: UplinkAudio, source: Any) -> Any:
+        # record-start first: the server records from it, then the source's audio follows.
+        self._require_core("start_voice_chat").send("record-start", {})
+        return uplink.play(source)
+
+    async def _play_voice(self, feed: Any) -> None:
+        failure = await feed.run()
+        if failure is not None:  # the source broke off: the server hears silence from here on
+            self._report_error(STTError(RecordingError(f"the voice chat source failed: {failure}")))
+
+    def wait_voice_chat_sent(self, timeout: float | None = None) -> bool:
+        """Block until the source of :meth:`start_voice_chat` has been sent in full.
+
+        True once a finite source (a file, audio bytes, a finite iterable) has ended and its
+        last frame went out, or at once when nothing plays; False after ``timeout`` seconds (a
+        live source, a microphone or a track, ends only with :meth:`stop_voice_chat`). Raises
+        :class:`SessionClosedError` when the session is or gets closed.
+        """
+        self._ensure_blocking_call("wait_voice_chat_sent")
+        timeout = check_timeout("timeout", timeout)
+        uplink = self._uplink
+        played = True if uplink is None else uplink.wait_played(timeout)
+        self._ensure_open()
+        return played
 
     def stop_voice_chat(self, language: str | None = None) -> None:
-        """Deprecated legacy voice chat: ``record-end-stt``; the server's ``stt`` text goes to
-        the STT result callback if set, else to :meth:`process_chat`. Use
-        :meth:`stop_process_stt`."""
+        """Deprecated legacy voice chat: the outgoing audio goes back to silence and
+        ``record-end-stt`` is sent; the server's ``stt`` text goes to the STT result callback if
+        set, else to :meth:`process_chat`. Use :meth:`stop_process_stt`."""
         warnings.warn(
             "stop_voice_chat() is deprecated; use stop_process_stt()",
             DeprecationWarning,
@@ -1026,10 +1258,14 @@ class Session:
         )
         self._ensure_open()
         data: dict[str, Any] = {} if language is None else {"language": language}
-        self._call_loop(self._end_voice_chat_on_loop, data)
+        with self._voice_lock:
+            self._call_loop(self._end_voice_chat_on_loop, data)
+            self._voice_recording = False
 
     async def _end_voice_chat_on_loop(self, data: dict[str, Any]) -> None:
         core = self._require_core("stop_voice_chat")
+        if self._uplink is not None:
+            self._uplink.stop()
         self._apply_state(lambda machine: machine.analyzing_up())
         self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
         try:
@@ -1062,6 +1298,7 @@ class Session:
         ``receive_video=False``).
         """
         self._ensure_open()
+        timeout = check_timeout("timeout", timeout)
         core = self._core
         if core is None or core.video_track is None:
             raise InvalidInputError(
@@ -1106,12 +1343,18 @@ class Session:
 
     def _on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
         # ON the loop, from the core: never block here.
+        if self._message_callbacks:
+            self._deliver_message(msg_type, data)
         if msg_type == "stf":
             duration = data.get("duration")
             if isinstance(duration, bool) or not isinstance(duration, (int, float)):
                 _log.debug("stf without a numeric duration: %r", data)
                 duration = 0.0
-            self._apply_state(lambda machine: machine.on_stf(float(duration), time.monotonic()))
+            try:
+                duration_ms = float(duration)
+            except OverflowError:  # an int too large for a float: the machine drops it
+                duration_ms = math.inf
+            self._apply_state(lambda machine: machine.on_stf(duration_ms, time.monotonic()))
             if self._timer_wake is not None:
                 self._timer_wake.set()
         elif msg_type == "stt":
@@ -1241,8 +1484,25 @@ class Session:
     # ------------------------------------------------------------------ helpers
 
     def _ensure_open(self) -> None:
+        self._check_owner()
         if self._closed or self._closing:
             raise SessionClosedError(f"session {self._session_id} is closed")
+
+    def _check_owner(self) -> None:
+        # After os.fork() the child has this object but neither the runtime thread nor the
+        # connection behind it: refuse at once instead of waiting on a loop that is not there.
+        if os.getpid() != self._pid:
+            from perso_sync.errors import RuntimeUsageError
+
+            raise RuntimeUsageError(
+                f"session {self._session_id} belongs to the parent process (pid {self._pid}); "
+                "a forked child must open its own session"
+            )
+
+    def _ensure_blocking_call(self, what: str) -> None:
+        # For the methods that block the calling thread (REST, waits): refused on the loop.
+        self._ensure_open()
+        refuse_loop_thread(f"Session.{what}()")
 
     def _require_core(self, what: str) -> WebRtcCore:
         core = self._core
@@ -1363,10 +1623,24 @@ class Session:
 
 
 def _check_message(message: object) -> None:
-    if not isinstance(message, str):
-        raise InvalidInputError("message must be a string")
-    if not message.strip():
-        raise InvalidInputError("message must not be empty")
+    check_text("message", message)
+
+
+def _check_message_type(msg_type: object) -> None:
+    if not isinstance(msg_type, str) or not msg_type.strip():
+        raise InvalidInputError(f"msg_type must be a non-empty string, not {msg_type!r}")
+
+
+def _json_object(name: str, value: object) -> dict[str, Any]:
+    """``value`` as a dict that JSON can encode, else :class:`InvalidInputError` naming it."""
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise InvalidInputError(f"{name} must be a mapping with string keys, not {value!r:.80}")
+    payload = dict(value)
+    try:
+        json.dumps(payload, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInputError(f"{name} cannot be sent as JSON: {exc}") from exc
+    return payload
 
 
 def _check_size(width: object, height: object) -> None:
@@ -1376,8 +1650,7 @@ def _check_size(width: object, height: object) -> None:
 
 
 def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidInputError(f"{name} must be a positive number of seconds, not {value!r}")
+    check_seconds(name, value)
 
 
 def _resample_or_keep(audio: bytes) -> bytes:
@@ -1415,6 +1688,10 @@ class _PrefixedReader(io.RawIOBase):
         return len(data)
 
 
+def _empty_stf_file(message: str) -> STFError:
+    return STFError(message, AudioFormatError(message))
+
+
 @contextlib.contextmanager
 def _open_upload_source(
     file: bytes | str | os.PathLike[str] | BinaryIO,
@@ -1424,7 +1701,7 @@ def _open_upload_source(
     if isinstance(file, (bytes, bytearray, memoryview)):
         data = bytes(file)
         if not data:
-            raise InvalidInputError("the STF file is empty")
+            raise _empty_stf_file("the STF file is empty")
         yield io.BytesIO(data), data[:_SNIFF_BYTES], len(data)
         return
     if isinstance(file, (str, os.PathLike)):
@@ -1436,7 +1713,7 @@ def _open_upload_source(
         with handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
-                raise InvalidInputError(f"the STF file {path!r} is empty")
+                raise _empty_stf_file(f"the STF file {path!r} is empty")
             head = handle.read(_SNIFF_BYTES)
             handle.seek(0)
             yield cast(BinaryIO, handle), head, size

@@ -25,3 +25,18 @@ def test_a_state_line_during_the_reply_closes_the_reply_line_first() -> None:
         "  [avatar: idle]",
         "avatar> More",
     ]
+
+
+def test_a_state_line_during_the_reply_waits_for_the_end_of_its_line() -> None:
+    out = io.StringIO()
+    view = _PlainChatView(out)
+    view.reply("Once upon")
+    view.on_states(frozenset({ChatState.SPEAKING}))  # arrives while the reply still streams
+    view.reply(" a time.")
+    view.end_reply()
+    view.on_states(frozenset())
+    assert out.getvalue().splitlines() == [
+        "avatar> Once upon a time.",
+        "  [avatar: speaking]",
+        "  [avatar: idle]",
+    ]

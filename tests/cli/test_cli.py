@@ -454,6 +454,7 @@ def test_chat_without_an_avatar_streams_only(env) -> None:
     assert code == EXIT_OK, err
     assert "(no avatar)" in text
     assert "avatar> Hello! I am the Perso mock assistant. You said: hi\n" in text
+    assert "  [avatar: LLM]\n" in text  # the turn's state, on its own line
     assert "speaking" not in text  # nothing is spoken without an avatar
     assert "  [error: LLMError: LLMStreamingResponseError: The mock LLM was asked to fail.]" in text
     assert text.count("you> ") == 4  # the empty line prompts again; then Ctrl-D

@@ -202,14 +202,15 @@ def test_stf_in_a_terminal_draws_a_live_bar(terminal_env, tmp_path: Path) -> Non
 
 
 def test_chat_in_a_terminal_streams_in_place_with_a_status_line(perso_mock, terminal_env) -> None:
-    perso_mock.llm_script = LlmScript(
-        rules=[Rule(pattern="hello", reply="Hi there, nice to meet you.")], delay=0.05
-    )
+    reply = "Hi there, nice to meet you. " + " ".join(f"word{i}" for i in range(10))
+    perso_mock.llm_script = LlmScript(rules=[Rule(pattern="hello", reply=reply)], delay=0.05)
     term = Terminal(["chat", "--template", TEMPLATE], terminal_env)
     try:
         at = term.wait_for("you> ")
         term.type(b"hello\n")
-        at = term.wait_for("avatar: speaking", at)  # the status line, under the reply
+        # The status line, under the reply: the LLM streams, then the avatar speaks.
+        at = term.wait_for("avatar: LLM", at)
+        at = term.wait_for("avatar: speaking", at)
         at = term.wait_for("you> ", at)
         term.type(b"\x04")  # Ctrl-D
         code, text = term.finish()
@@ -224,7 +225,7 @@ def test_chat_in_a_terminal_streams_in_place_with_a_status_line(perso_mock, term
     assert [line for line in screen(text) if line] == [
         f"session {session_id} (avatar): type a message; Ctrl-C interrupts a reply, Ctrl-D ends",
         "you> hello",
-        "avatar> Hi there, nice to meet you.",
+        f"avatar> {reply}",
         "you>",
         f"session {session_id} closed",
     ]

@@ -118,7 +118,7 @@ def test_clear_buffer_mid_speech(perso_mock: Any, open_session: Any) -> None:
     session.clear_buffer()
 
     assert session.chat_states == IDLE
-    assert session.wait_until_idle(timeout=0)
+    assert session.wait_until_idle(timeout=1)
     states.wait_for(lambda calls: calls[-1] == IDLE)
     assert wait_sent(perso_mock, session.session_id, "clear-buffer") == [{}]
 
@@ -351,6 +351,120 @@ def test_bad_client_tools_are_refused_before_any_request(perso_mock: Any, client
     with pytest.raises(perso_sync.InvalidInputError):
         client.create_session(sid, width=160, height=120, client_tools=["not a tool"])
     assert perso_mock.journal.requests(session_id=sid) == []
+
+
+def test_form_b_body_carries_template_numbers_as_the_js_client(perso_mock: Any) -> None:
+    # The mock's template has "padding_left": 0.0 (a float on the wire); the official client
+    # sends it back through JSON.stringify, as 0. Ours must send the same body.
+    with perso_sync.PersoClient(api_key=perso_mock.api_key, api_server=perso_mock.url) as api:
+        api.create_session_id(session_template_id="tmpl-webrtc-full")
+    (request,) = perso_mock.journal.requests(endpoint="create_session")
+    body = request.body
+    assert [
+        (body[key], type(body[key])) for key in ("padding_left", "padding_top", "padding_height")
+    ] == [
+        (0, int),
+        (0.1, float),
+        (1.2, float),
+    ]
+
+
+# ------------------------------------------------------------- low-level channel access
+
+
+def test_send_message_goes_out_on_the_channel_as_given(perso_mock: Any, open_session: Any) -> None:
+    session = open_session()
+    sid = session.session_id
+
+    session.send_message("set-template", {"model": "chaehee", "dress": "white_shirt"})
+    session.send_message("clear-buffer")
+
+    assert wait_sent(perso_mock, sid, "set-template") == [
+        {"model": "chaehee", "dress": "white_shirt"}
+    ]
+    assert wait_sent(perso_mock, sid, "clear-buffer") == [{}]
+    assert perso_mock.peer(sid).template == {"model": "chaehee", "dress": "white_shirt"}
+
+
+def test_on_message_delivers_server_messages_off_the_loop_until_removed(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session()
+    first = Recorder()
+    second = Recorder()
+    remove_first = session.on_message("stf", first)
+    session.on_message("stf", second)
+
+    session.process_ttstf("One")
+    first.wait_count(1)
+    second.wait_count(1)
+    assert first.calls == [{"message": "One", "duration": 300}]
+    assert second.calls == first.calls
+    assert first.calls[0] is not second.calls[0]  # each callback gets its own copy
+    assert all(not name.startswith("perso-runtime") for name in first.threads)
+    # The session's own handling still ran: the stf moved ANALYZING to SPEAKING.
+    session.wait_until_idle(timeout=10)
+
+    remove_first()
+    remove_first()  # idempotent
+    session.process_ttstf("Two")
+    second.wait_count(2)
+    # Callbacks run in order: had the removed one still been called, it would have been first.
+    assert first.calls == [{"message": "One", "duration": 300}]
+    assert second.calls[1] == {"message": "Two", "duration": 300}
+
+
+def test_a_raising_message_callback_goes_to_the_error_handler(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session()
+    errors = Recorder()
+    session.set_error_handler(errors)
+
+    def broken(data: dict[str, Any]) -> None:
+        raise RuntimeError(f"cannot handle {data['message']}")
+
+    session.on_message("stf", broken)
+    session.process_ttstf("Hi")
+
+    errors.wait_count(1)
+    assert isinstance(errors.calls[0], RuntimeError)
+    assert "cannot handle Hi" in str(errors.calls[0])
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda s: s.send_message("", {}), "msg_type"),
+        (lambda s: s.send_message("   ", {}), "msg_type"),
+        (lambda s: s.send_message(5, {}), "msg_type"),
+        (lambda s: s.send_message("x", [1, 2]), "mapping"),
+        (lambda s: s.send_message("x", {1: "a"}), "mapping"),
+        (lambda s: s.send_message("x", {"a": float("nan")}), "JSON"),
+        (lambda s: s.send_message("x", {"a": object()}), "JSON"),
+        (lambda s: s.on_message("", print), "msg_type"),
+        (lambda s: s.on_message(None, print), "msg_type"),
+        (lambda s: s.on_message("stf", "not callable"), "callable"),
+    ],
+)
+def test_low_level_channel_input_is_checked_before_sending(
+    perso_mock: Any, open_session: Any, call: Any, match: str
+) -> None:
+    session = open_session()
+    with pytest.raises(perso_sync.InvalidInputError, match=match):
+        call(session)
+    assert sent_messages(perso_mock, session.session_id, "x") == []
+
+
+def test_low_level_channel_needs_webrtc(perso_mock: Any, client: Any) -> None:
+    sid = perso_mock.create_session_id(using_stf_webrtc=False)
+    with client.create_session(sid, width=160, height=120) as session:
+        with pytest.raises(perso_sync.STFError, match="WebRTC"):
+            session.send_message("clear-buffer", {})
+        with pytest.raises(perso_sync.STFError, match="WebRTC"):
+            session.on_message("stf", print)
+    with pytest.raises(perso_sync.SessionClosedError):
+        session.send_message("clear-buffer", {})
 
 
 def _llm_bodies(perso_mock: Any, sid: str) -> list[list[dict[str, Any]]]:

@@ -139,9 +139,63 @@ def test_stt_of_an_mp3_is_converted_to_wav_first(perso_mock: Any, rest_session: 
 
 
 def test_non_audio_is_refused_without_a_request(perso_mock: Any, rest_session: Any) -> None:
-    with pytest.raises(perso_sync.AudioFormatError):
+    errors = Recorder()
+    rest_session.set_error_handler(errors)
+
+    with pytest.raises(perso_sync.STTError) as raised:
         rest_session.transcribe_audio(b"this is certainly not audio" * 20)
+
+    assert isinstance(raised.value.underlying_error, perso_sync.AudioFormatError)
     assert perso_mock.journal.requests(endpoint="stt") == []
+    errors.wait_count(1)
+    assert errors.calls == [raised.value]
+
+
+@pytest.mark.parametrize(
+    "wav",
+    [
+        b"RIFF\x10\x00\x00\x00WAVE",  # header cut short: no fmt chunk
+        b"RIFF\x24\x00\x00\x00WAVEdata\x04\x00\x00\x00\x00\x00\x00\x00",  # no fmt
+        b"RIFF\x24\x00\x00\x00WAVEfmt \x02\x00\x00\x00\x01\x00",  # fmt too short
+    ],
+    ids=["short", "no-fmt", "short-fmt"],
+)
+def test_malformed_wav_is_an_stt_error_with_the_format_error_under_it(
+    perso_mock: Any, rest_session: Any, wav: bytes
+) -> None:
+    with pytest.raises(perso_sync.STTError) as raised:
+        rest_session.transcribe_audio_detailed(wav)
+
+    cause = raised.value.underlying_error
+    assert isinstance(cause, perso_sync.AudioFormatError)
+    # The message still says what is wrong with the audio.
+    assert str(raised.value) == f"STT Error: {cause}"
+    assert "WAV" in str(cause) or "fmt" in str(cause)
+    assert perso_mock.journal.requests(endpoint="stt") == []
+
+
+def test_stt_of_a_missing_file_is_an_input_error(rest_session: Any, tmp_path: Path) -> None:
+    # A wrong argument is not a failed transcription: it keeps its own class.
+    with pytest.raises(perso_sync.InvalidInputError, match="not found"):
+        rest_session.transcribe_audio(tmp_path / "nowhere.wav")
+
+
+def test_stt_recording_from_a_non_audio_file_is_an_stt_error(
+    rest_session: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"certainly not audio\n" * 50)
+    errors = Recorder()
+    rest_session.set_error_handler(errors)
+
+    with pytest.raises(perso_sync.STTError) as raised:
+        rest_session.start_process_stt(source=str(source))
+
+    assert isinstance(raised.value.underlying_error, perso_sync.AudioFormatError)
+    assert not rest_session.is_stt_recording()
+    assert rest_session.chat_states == frozenset()
+    errors.wait_count(1)
+    assert errors.calls == [raised.value]
 
 
 def test_stt_400_is_an_stt_error_with_the_server_detail(perso_mock: Any, rest_session: Any) -> None:
@@ -189,6 +243,29 @@ def test_stt_recording_from_a_wav_source_with_a_timeout(rest_session: Any, tmp_p
     # A file source decodes faster than real time: the take still holds `timeout` s of audio.
     assert _wav_info(recorded)[3] == pytest.approx(0.3, abs=0.01)
     with pytest.raises(perso_sync.RecordingError, match="not in progress"):
+        rest_session.stop_process_stt()
+
+
+def test_a_recording_source_that_fails_is_an_stt_error(rest_session: Any) -> None:
+    errors = Recorder()
+    rest_session.set_error_handler(errors)
+
+    def frames() -> Any:
+        raise OSError("device unplugged")
+        yield b""  # a generator: it fails when first read
+
+    # The timeout stops the take by itself; the source failed long before: the error is
+    # reported then, and stop_process_stt raises it.
+    rest_session.start_process_stt(timeout=1.0, source=frames())
+    errors.wait_count(1)
+    with pytest.raises(perso_sync.STTError) as raised:
+        rest_session.stop_process_stt()
+
+    assert errors.calls == [raised.value]
+    assert isinstance(raised.value.underlying_error, perso_sync.RecordingError)
+    assert "device unplugged" in str(raised.value)
+    assert not rest_session.is_stt_recording()
+    with pytest.raises(perso_sync.RecordingError, match="not been started"):
         rest_session.stop_process_stt()
 
 
@@ -263,6 +340,25 @@ def test_stf_failure_lowers_analyzing_again(perso_mock: Any, open_session: Any) 
     errors.wait_count(1)
 
 
+def test_an_empty_stf_file_is_an_stf_error(
+    perso_mock: Any, open_session: Any, tmp_path: Path
+) -> None:
+    session = open_session()
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    errors = Recorder()
+    session.set_error_handler(errors)
+
+    for source in (b"", empty):
+        with pytest.raises(perso_sync.STFError, match="empty") as raised:
+            session.process_stf(source)
+        assert isinstance(raised.value.underlying_error, perso_sync.AudioFormatError)
+
+    errors.wait_count(2)
+    assert perso_mock.journal.messages(session_id=session.session_id, channel="file") == []
+    assert session.chat_states == frozenset()
+
+
 def test_stf_requires_webrtc(rest_session: Any) -> None:
     with pytest.raises(perso_sync.STFError, match=r"processSTF requires WebRTC \(STF mode\)"):
         rest_session.process_stf(b"RIFF")
@@ -310,6 +406,145 @@ def test_legacy_voice_chat_with_an_stt_callback(perso_mock: Any, open_session: A
     assert texts.calls == ["hello from the microphone"]
     assert session.wait_until_idle(timeout=5)
     assert perso_mock.journal.requests(endpoint="llm") == []
+
+
+VOICE = "Please book a table for two at seven tonight."
+
+
+def _sdp_audio_direction(sdp: str) -> str:
+    audio = sdp.split("m=audio", 1)[1].split("m=", 1)[0]
+    (direction,) = [
+        line[2:]
+        for line in audio.splitlines()
+        if line in ("a=sendrecv", "a=recvonly", "a=sendonly", "a=inactive")
+    ]
+    return direction
+
+
+def test_voice_chat_sends_real_audio_that_the_server_transcribes(
+    perso_mock: Any, open_session: Any, rest_session: Any
+) -> None:
+    session = open_session(voice_chat=True)
+    sid = session.session_id
+    texts = Recorder()
+    session.set_stt_result_callback(texts)
+    # The offer carries our audio track, as the official SDK's enableVoiceChat mode does.
+    assert _sdp_audio_direction(perso_mock.sessions[sid].client_sdp) == "sendrecv"
+    # A clip of the mock's own voice, synthesized for this session (the mock's STT knows it).
+    clip = session.process_tts(VOICE)
+    assert rest_session.transcribe_audio(clip) == VOICE  # the same clip, by REST
+
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.start_voice_chat(source=clip)
+    assert session.chat_states == {ChatState.RECORDING}
+    assert session.wait_voice_chat_sent(timeout=15)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.stop_voice_chat()
+
+    texts.wait_count(1, timeout=10)
+    assert texts.calls == [VOICE]
+    peer = perso_mock.peer(sid)
+    # What the server heard between record-start and record-end-stt is the clip's voice.
+    (voiced,) = peer.takes
+    assert voiced == pytest.approx(len(VOICE) * 0.06, abs=0.1)
+    assert perso_mock.journal.requests(endpoint="stt", session_id=sid) == []
+    assert session.wait_until_idle(timeout=5)
+
+
+def test_voice_chat_turns_each_play_their_own_source(
+    perso_mock: Any, open_session: Any, tmp_path: Path
+) -> None:
+    session = open_session(voice_chat=True)
+    texts = Recorder()
+    session.set_stt_result_callback(texts)
+    short = tmp_path / "short.wav"
+    short.write_bytes(session.process_tts("Yes."))
+    long = session.process_tts("No thank you, that will be all for today.", output_format="mp3")
+
+    for source in (str(short), io.BytesIO(long)):
+        with pytest.warns(DeprecationWarning, match="deprecated"):
+            session.start_voice_chat(source=source)
+        with (
+            pytest.warns(DeprecationWarning, match="deprecated"),
+            pytest.raises(perso_sync.RecordingError, match="already recording"),
+        ):
+            session.start_voice_chat(source=str(short))
+        assert session.wait_voice_chat_sent(timeout=15)
+        with pytest.warns(DeprecationWarning, match="deprecated"):
+            session.stop_voice_chat()
+
+    texts.wait_count(2, timeout=10)
+    assert texts.calls == ["Yes.", "No thank you, that will be all for today."]
+
+
+def test_voice_chat_of_silence_gets_the_servers_default_answer(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session(voice_chat=True)
+    texts = Recorder()
+    session.set_stt_result_callback(texts)
+
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.start_voice_chat(source=[bytes(6400)])  # 0.2 s of 16 kHz silence
+    assert session.wait_voice_chat_sent(timeout=10)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.stop_voice_chat()
+
+    texts.wait_count(1, timeout=10)
+    assert texts.calls == ["hello from the microphone"]
+    assert perso_mock.peer(session.session_id).takes == [0.0]
+
+
+def test_a_voice_chat_source_that_breaks_off_is_an_stt_error(open_session: Any) -> None:
+    session = open_session(voice_chat=True)
+    errors = Recorder()
+    session.set_error_handler(errors)
+
+    def microphone() -> Any:
+        yield bytes(3200)  # 0.1 s, then the device fails
+        raise OSError("device unplugged")
+
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.start_voice_chat(source=microphone())
+    errors.wait_count(1)
+    assert isinstance(errors.calls[0], perso_sync.STTError)
+    assert isinstance(errors.calls[0].underlying_error, perso_sync.RecordingError)
+    assert "device unplugged" in str(errors.calls[0])
+    assert session.wait_voice_chat_sent(timeout=5)  # it went silent: nothing more to send
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        session.stop_voice_chat()
+
+
+def test_voice_chat_source_errors(perso_mock: Any, open_session: Any, tmp_path: Path) -> None:
+    plain = open_session()
+    assert _sdp_audio_direction(perso_mock.sessions[plain.session_id].client_sdp) == "recvonly"
+    with (
+        pytest.warns(DeprecationWarning, match="deprecated"),
+        pytest.raises(perso_sync.InvalidInputError, match="voice_chat=True"),
+    ):
+        plain.start_voice_chat(source=b"RIFF")
+    assert plain.wait_voice_chat_sent(timeout=1)  # nothing plays
+
+    session = open_session(voice_chat=True)
+    errors = Recorder()
+    session.set_error_handler(errors)
+    with (
+        pytest.warns(DeprecationWarning, match="deprecated"),
+        pytest.raises(perso_sync.STTError) as raised,
+    ):
+        session.start_voice_chat(source=b"certainly not audio" * 30)
+    assert isinstance(raised.value.underlying_error, perso_sync.AudioFormatError)
+    with (
+        pytest.warns(DeprecationWarning, match="deprecated"),
+        pytest.raises(perso_sync.InvalidInputError, match="not found"),
+    ):
+        session.start_voice_chat(source=tmp_path / "missing.wav")
+    # Nothing was started: no record-start went out, no state changed.
+    assert perso_mock.journal.messages(session_id=session.session_id, type="record-start") == []
+    assert session.chat_states == IDLE
+    errors.wait_count(1)
+    with pytest.raises(perso_sync.InvalidInputError, match="voice_chat"):
+        open_session(voice_chat="yes")
 
 
 # ------------------------------------------------------------------- the avatar's media

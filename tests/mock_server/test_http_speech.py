@@ -142,3 +142,30 @@ def test_strict_capabilities_refuse_tts_without_the_capability(
     session = create(perso_mock, tts_type=...).json()["session_id"]
     response = post(perso_mock, f"/api/v1/session/{session}/tts/", json={"text": "Hi."})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("text", ["Yes.", "Hello world.", "A somewhat longer sentence to say."])
+def test_the_voiced_span_of_the_mock_voice_is_its_length(text: str) -> None:
+    from mock_server import speech
+
+    wav = speech.synthesize_wav(text, sample_rate=16000)
+    pcm = wav[wav.index(b"data") + 8 : wav.index(speech.TEXT_CHUNK_ID)]
+    padded = bytes(8000) + pcm + bytes(8000)  # 0.25 s of silence on each side
+    voiced = speech.voiced_duration(padded, 16000)
+    # Only the soft onset of the tone falls under the threshold.
+    assert speech.speech_duration(text) - 0.05 < voiced <= speech.speech_duration(text)
+    assert speech.voiced_duration(bytes(16000), 16000) == 0.0
+
+
+def test_uplink_matching_picks_the_closest_within_the_tolerance() -> None:
+    from mock_server import speech
+    from mock_server.state import SynthesizedSpeech
+
+    spoken = [
+        SynthesizedSpeech(text=text, locale=None, duration=speech.speech_duration(text))
+        for text in ("Yes.", "No, thanks.", "Tell me more about it.")
+    ]
+    assert speech.match_uplink(0.27, spoken).text == "Yes."
+    assert speech.match_uplink(0.62, spoken).text == "No, thanks."
+    assert speech.match_uplink(1.0, spoken) is None
+    assert speech.match_uplink(1.3, spoken).text == "Tell me more about it."

@@ -76,7 +76,9 @@ async def wait_until(changed: asyncio.Event, predicate: Callable[[], T], what: s
 class RawClient:
     """A hand-written offerer: message channel, recvonly audio + video, frame collection."""
 
-    def __init__(self, audio_codec: str | None = None) -> None:
+    def __init__(
+        self, audio_codec: str | None = None, send_audio: MediaStreamTrack | None = None
+    ) -> None:
         self.pc = RTCPeerConnection()
         self.changed = asyncio.Event()
         self.messages: list[dict[str, Any]] = []
@@ -90,7 +92,10 @@ class RawClient:
         self.channel.on("message", self._on_message)
         self.channel.on("open", self.changed.set)
         self.channel.on("close", self.changed.set)
-        audio = self.pc.addTransceiver("audio", direction="recvonly")
+        if send_audio is not None:  # legacy voice chat: the offer sends our audio too
+            audio = self.pc.addTransceiver(send_audio, direction="sendrecv")
+        else:
+            audio = self.pc.addTransceiver("audio", direction="recvonly")
         if audio_codec is not None:
             codecs = RTCRtpReceiver.getCapabilities("audio").codecs
             audio.setCodecPreferences([c for c in codecs if c.mimeType == audio_codec])
@@ -163,11 +168,15 @@ class RawClient:
 @contextlib.asynccontextmanager
 async def answerer_and_client(
     audio_codec: str | None = None,
+    send_audio: MediaStreamTrack | None = None,
+    on_speech: Callable[[str, float], str | None] | None = None,
 ) -> AsyncIterator[tuple[Recorder, Answerer, RawClient]]:
     """An answerer reporting to a :class:`Recorder`, and one client; both closed on exit."""
     recorder = Recorder()
-    answerer = Answerer(on_message=recorder.on_message, on_state=recorder.on_state)
-    client = RawClient(audio_codec)
+    answerer = Answerer(
+        on_message=recorder.on_message, on_state=recorder.on_state, on_speech=on_speech
+    )
+    client = RawClient(audio_codec, send_audio)
     try:
         yield recorder, answerer, client
     finally:
@@ -673,5 +682,91 @@ def test_a_client_that_vanishes_is_reported_lost(monkeypatch: pytest.MonkeyPatch
                 process.kill()
                 await process.wait()
             await answerer.close_all()
+
+    run(scenario)
+
+
+class VoiceTrack(MediaStreamTrack):
+    """The client's microphone: 20 ms frames of 24 kHz mono PCM in real time, silence unless a
+    clip is playing; ``played`` is set when the clip's last frame went out."""
+
+    kind = "audio"
+    RATE = 24000
+    SAMPLES = 480
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pcm = b""
+        self._pts = 0
+        self._start: float | None = None
+        self.played = asyncio.Event()
+
+    def play(self, pcm: bytes) -> None:
+        self._pcm = pcm
+        self.played.clear()
+
+    async def recv(self) -> Any:
+        import fractions
+
+        import av
+
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        else:
+            self._pts += self.SAMPLES
+            await asyncio.sleep(max(0.0, self._start + self._pts / self.RATE - loop.time()))
+        size = self.SAMPLES * 2
+        chunk, self._pcm = self._pcm[:size], self._pcm[size:]
+        if chunk and not self._pcm:
+            self.played.set()
+        frame = av.AudioFrame(format="s16", layout="mono", samples=self.SAMPLES)
+        frame.planes[0].update(chunk.ljust(size, b"\x00"))
+        frame.sample_rate = self.RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, self.RATE)
+        return frame
+
+
+def test_legacy_voice_chat_transcribes_the_audio_sent_between_start_and_end() -> None:
+    from mock_server.speech import synthesize_wav
+
+    text = "Two coffees, please."
+    wav = synthesize_wav(text)
+    pcm = wav[wav.index(b"data") + 8 : wav.index(b"pmtx")]  # the samples, no text chunk
+    clip_seconds = len(pcm) / 2 / VoiceTrack.RATE
+    heard: list[float] = []
+
+    def on_speech(session_id: str, voiced: float) -> str | None:
+        heard.append(voiced)
+        return f"{session_id} heard {voiced:.1f} s"
+
+    async def scenario() -> None:
+        voice = VoiceTrack()
+        async with answerer_and_client(send_audio=voice, on_speech=on_speech) as (_, ans, client):
+            peer = await client.connect(ans, "s1", PeerConfig())
+            # Spoken before record-start: not part of the take.
+            voice.play(pcm)
+            await asyncio.wait_for(voice.played.wait(), DEADLINE)
+            client.send("record-start")
+            voice.play(pcm)
+            await asyncio.wait_for(voice.played.wait(), DEADLINE)
+            client.send("record-end-stt")
+            stt = await client.next_message("stt")
+
+            assert peer.uplink_frames > 0
+            (voiced,) = heard
+            assert peer.takes == [voiced]
+            assert voiced == pytest.approx(clip_seconds, abs=0.1)
+            assert stt["data"] == {"text": f"s1 heard {voiced:.1f} s"}
+
+            # A take of silence is answered with the configured text, without asking on_speech.
+            client.send("record-start")
+            await client.frames_pass(3)
+            client.send("record-end-stt")
+            stt = await client.next_message("stt", after=client.messages.index(stt) + 1)
+            assert stt["data"] == {"text": "hello from the microphone"}
+            assert peer.takes == [voiced, 0.0]
+            assert heard == [voiced]
 
     run(scenario)

@@ -663,6 +663,31 @@ def test_form_b_mapping(
     assert _json_body(post) == expected
 
 
+@pytest.mark.parametrize(
+    ("left", "top", "height", "sent"),
+    [
+        (0.0, 0.1, 1.0, '"padding_left":0,"padding_top":0.1,"padding_height":1,'),
+        (0, 0, 2, '"padding_left":0,"padding_top":0,"padding_height":2,'),
+        (-0.5, 0.25, 1.5, '"padding_left":-0.5,"padding_top":0.25,"padding_height":1.5,'),
+    ],
+)
+def test_form_b_sends_template_numbers_as_the_js_client(
+    client: PersoClient,
+    mocked: responses.RequestsMock,
+    left: float,
+    top: float,
+    height: float,
+    sent: str,
+) -> None:
+    # The official client re-serialises the template with JSON.stringify: 0.0 goes out as 0.
+    tpl = template(padding_left=left, padding_top=top, padding_height=height)
+    mocked.get(SERVER + "/api/v1/session_template/tpl-1/", json=tpl)
+    _mock_create(mocked)
+    client.create_session_id(session_template_id="tpl-1")
+    raw = mocked.calls[1].request.body
+    assert sent in (raw.decode() if isinstance(raw, bytes) else raw)
+
+
 @pytest.mark.parametrize("platform", ["onpremise", None, "WEBRTC"])
 def test_form_b_non_webrtc_template_sends_no_post(
     client: PersoClient, mocked: responses.RequestsMock, platform: str | None
@@ -868,16 +893,21 @@ def test_create_session_delegates_to_session_open(
     seen: dict[str, Any] = {}
 
     class FakeSession:
+        def stop_session(self) -> None:  # the client closes its sessions when it closes
+            pass
+
         @classmethod
-        def _open(cls, owner: PersoClient, session_id: str, **kwargs: Any) -> str:
+        def _open(cls, owner: PersoClient, session_id: str, **kwargs: Any) -> FakeSession:
             seen.update(owner=owner, session_id=session_id, **kwargs)
-            return "opened"
+            return opened
+
+    opened = FakeSession()
 
     fake_module = types.ModuleType("perso_sync.session")
     fake_module.Session = FakeSession  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "perso_sync.session", fake_module)
     tools = [perso.ChatTool("noop", "Does nothing.", {"type": "object"}, lambda: None)]
-    assert client.create_session(SID, 640, 480, tools, connect_timeout=2.0) == "opened"
+    assert client.create_session(SID, 640, 480, tools, connect_timeout=2.0) is opened
     assert seen == {
         "owner": client,
         "session_id": SID,
@@ -888,6 +918,9 @@ def test_create_session_delegates_to_session_open(
         "ping_timeout": 30.0,
         "heartbeat_interval": 10.0,
         "receive_video": True,
+        "voice_chat": False,
+        "llm_timeout": 60.0,
+        "llm_turn_timeout": 300.0,
     }
 
 

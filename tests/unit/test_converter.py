@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import pickle
 import types
 import typing
@@ -281,3 +282,47 @@ def test_session_params_body_absent_vs_null() -> None:
         "text_normalization_locale": None,
         "beta_flag": True,
     }
+
+
+def _number_types(data: dict[str, Any], *keys: str) -> list[tuple[Any, type[Any]]]:
+    return [(data[key], type(data[key])) for key in keys]
+
+
+PADDINGS = ("padding_left", "padding_top", "padding_height")
+
+
+@pytest.mark.parametrize(
+    ("left", "top", "height"), [(0, 0.1, 1), (0.0, 0.5, 1.25), (-1, 1, 5), (0.25, 0.0, 2.0)]
+)
+def test_numbers_come_back_as_received(left: float, top: float, height: float) -> None:
+    # An int stays an int and a float stays a float through structure → unstructure.
+    info = {
+        "session_id": "s",
+        "padding_left": left,
+        "padding_top": top,
+        "padding_height": height,
+    }
+    out = unstructure(structure(info, models.SessionInfo))
+    assert _number_types(out, *PADDINGS) == _number_types(info, *PADDINGS)
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        (0.0, "0"),
+        (-0.0, "0"),
+        (0, "0"),
+        (1.0, "1"),
+        (-1.0, "-1"),
+        (0.5, "0.5"),
+        (-0.25, "-0.25"),
+        (0.1, "0.1"),
+    ],
+)
+def test_session_params_write_numbers_as_the_js_client(given: float, sent: str) -> None:
+    # JSON.stringify has one number type: a whole number is written without a fraction.
+    params = models.SessionParams(
+        using_stf_webrtc=True, model_style="m", prompt="p", padding_left=given
+    )
+    text = json.dumps(unstructure(params), separators=(",", ":"))
+    assert f'"padding_left":{sent},' in text or text.endswith(f'"padding_left":{sent}}}')

@@ -35,6 +35,8 @@ EXAMPLES: list[Exception] = [
     TTSError(TTSDecodeError("Invalid Base64 audio data")),
     TTSDecodeError("Invalid Base64 audio data"),
     errors.STFError("File transfer timed out"),
+    errors.STFError("the STF file is empty", errors.AudioFormatError("the STF file is empty")),
+    STTError(errors.AudioFormatError("the WAV header is too short")),
     errors.PersoConnectionError("GET http://127.0.0.1:1/: connection refused"),
     errors.PersoTimeoutError("no answer within 30 s"),
     errors.Timeout(),
@@ -84,6 +86,8 @@ def test_fixed_messages() -> None:
     assert str(errors.Timeout()) == "WebRTC connection timeout"
     assert str(TTSDecodeError("x")) == "TTS decode error: x"
     assert str(STTError(ApiError(400, "invalid", "no audio"))) == "STT Error: no audio"
+    assert str(STTError(errors.AudioFormatError("not a WAV"))) == "STT Error: not a WAV"
+    assert str(errors.STFError("File transfer timed out")) == "File transfer timed out"
 
 
 @pytest.mark.parametrize(
