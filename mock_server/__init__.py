@@ -85,6 +85,7 @@ The same control API over HTTP, under ``/_mock/``, is documented in :mod:`mock_s
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import logging
@@ -115,6 +116,10 @@ log = logging.getLogger("mock_server")
 
 START_TIMEOUT = 30.0  # an upper bound only: imports are slow on loaded CI machines
 STOP_TIMEOUT = 5.0
+#: Worker threads of the mock loop's default executor (aioice resolves addresses there). A fixed,
+#: named pool: a process that embeds the mock can tell the server's threads from its own.
+IO_THREADS = 4
+IO_THREAD_PREFIX = "perso-mock-io"
 
 
 def _allow_loopback_candidates() -> None:
@@ -248,6 +253,9 @@ class MockPersoServer:
 
     def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
         loop = asyncio.new_event_loop()
+        loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(IO_THREADS, thread_name_prefix=IO_THREAD_PREFIX)
+        )
         self._loop = loop
         try:
             loop.run_until_complete(self._main(ready))

@@ -740,6 +740,11 @@ async def stt(request: web.Request, ctx: MockContext) -> web.StreamResponse:
 
 def sse_frame(event: dict[str, Any], framing: str) -> bytes:
     data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    if not data.isascii():
+        try:
+            data.encode()
+        except UnicodeEncodeError:  # a lone surrogate (echoed from a request): escape it
+            data = json.dumps(event, ensure_ascii=True, separators=(",", ":"))
     if framing == "sse":
         return f"data: {data}\r\n\r\n".encode()
     return f"data: {data}\n".encode()

@@ -325,6 +325,19 @@ class Peer:
             self._channel_closed_by_server = True
             channel.close()
 
+    def send_raw(self, text: str) -> bool:
+        """Fault: send ``text`` as is on the ``message`` channel (a hostile or broken server).
+
+        Call it on the server loop (``server.call(peer.send_raw, text)``); returns whether the
+        channel was open. Journaled as an outbound ``{"raw": length}``.
+        """
+        channel = self._message_channel
+        if channel is None or channel.readyState != "open":
+            return False
+        channel.send(text)
+        self._journal(MESSAGE_LABEL, "out", {"raw": len(text)})
+        return True
+
     async def close(self) -> None:
         """Close the connection from the server side (no on_state event). Idempotent."""
         self._closing = True

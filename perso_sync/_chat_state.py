@@ -26,16 +26,21 @@ __all__ = ["ChatStateMachine"]
 FIRST_STF_SLACK_MS = 2000.0
 #: Each further clip adds its duration plus this much (ms) to what remains.
 NEXT_STF_SLACK_MS = 1000.0
+#: The longest clip one ``stf`` may announce (ms): a server claiming more (``1e300``) must not
+#: keep SPEAKING on until ``clear_buffer``. Ten minutes is far beyond one spoken answer or an
+#: uploaded clip the data channel can carry a message for.
+MAX_STF_DURATION_MS = 600_000.0
 
 _ON_OFF_STATES = frozenset({ChatState.LLM, ChatState.TTS, ChatState.RECORDING})
 
 
 def _clean_duration_ms(duration_ms: float) -> float:
     # The duration comes from the server. A negative, NaN or infinite value must neither crash
-    # the session's loop nor keep SPEAKING on forever, so it counts as a zero-length clip.
+    # the session's loop nor keep SPEAKING on forever, so it counts as a zero-length clip; an
+    # absurdly long one is cut to MAX_STF_DURATION_MS.
     if not math.isfinite(duration_ms) or duration_ms < 0:
         return 0.0
-    return float(duration_ms)
+    return min(float(duration_ms), MAX_STF_DURATION_MS)
 
 
 class ChatStateMachine:

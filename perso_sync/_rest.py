@@ -54,6 +54,7 @@ from requests.adapters import HTTPAdapter
 
 from perso_sync._endpoints import API_KEY_HEADER, SENSITIVE_HEADERS, normalize_api_server
 from perso_sync._error_map import BODY_EXCERPT_CHARS, UNKNOWN_ERROR, api_error_from_response
+from perso_sync._validate import refuse_loop_thread
 from perso_sync._version import __version__
 from perso_sync.errors import (
     ApiError,
@@ -298,14 +299,14 @@ class _ExchangeWatch:
         self._connection: Any = None
         self._finished = False
         self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
+        self._timers: list[threading.Timer] = []
         self._arm(seconds)
 
     def _arm(self, seconds: float) -> None:
         timer = threading.Timer(seconds, self._expire)
         timer.name = "perso-http-deadline"
         timer.daemon = True
-        self._timer = timer
+        self._timers.append(timer)
         timer.start()
 
     def attach(self, connection: Any) -> None:
@@ -335,11 +336,15 @@ class _ExchangeWatch:
         return True
 
     def finish(self) -> None:
+        """Stop watching; returns once the timer thread is gone (a call leaves no thread
+        behind, so thread counts stay exact for callers that watch them)."""
         with self._lock:
             self._finished = True
-            timer = self._timer
-        if timer is not None:
+            timers = list(self._timers)
+        for timer in timers:
             timer.cancel()
+        for timer in timers:
+            timer.join()
 
 
 class _DeadlinePoolMixin:
@@ -488,6 +493,8 @@ class RestTransport:
         """
         if self._closed:
             raise ClientClosedError("this PersoClient is closed; create a new one")
+        # A blocking HTTP call on the runtime's loop (an async tool) would stall every session.
+        refuse_loop_thread(f"{method} {path}")
         headers = {"Accept": "application/json", "User-Agent": f"perso_sync/{__version__}"}
         if account:
             self.require_api_key()

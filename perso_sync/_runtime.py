@@ -7,9 +7,15 @@ Threads (see docs/ARCHITECTURE.md):
   by every session and LLM processor, forgotten in a child after ``os.fork()`` (the thread does
   not exist there; the next call starts a fresh one) and stopped at interpreter exit after every
   registered closable (``register_closable``) had a bounded chance to close.
-- anyio worker threads, capped by one process-wide ``CapacityLimiter``: sync ``ChatTool.call``
-  functions (:func:`run_sync_off_loop`) and user callbacks (:class:`CallbackDispatcher`). User
-  code never runs on the loop thread, so a slow callback cannot starve pings.
+- anyio worker threads under two process-wide capacity limiters, one for sync
+  ``ChatTool.call`` functions (:func:`run_sync_off_loop`) and one for user callbacks
+  (:class:`CallbackDispatcher`), so that busy tools never stop the callbacks of other sessions.
+  User code never runs on the loop thread, so a slow callback cannot starve pings.
+- **No deadlock by nesting.** A worker that blocks on the runtime itself (a sync tool or a
+  callback calling ``process_chat``, iterating ``process_llm``, flushing callbacks) lends its
+  slot back while it waits (:func:`lend_worker_slot`): the nested turn's own tools and
+  callbacks can always get a worker, at any concurrency and any depth. Threads beyond the caps
+  exist only while that many workers are blocked in such nested calls.
 
 Crossing into the loop (:meth:`Runtime.call`, :meth:`Runtime.spawn`, :meth:`Runtime.iterate`)
 schedules the task with one ``call_soon_threadsafe`` and waits on a ``concurrent.futures.Future``:
@@ -47,6 +53,7 @@ __all__ = [
     "Runtime",
     "SyncStream",
     "get_runtime",
+    "lend_worker_slot",
     "register_closable",
     "run_sync_off_loop",
 ]
@@ -56,8 +63,10 @@ T = TypeVar("T")
 _log = logging.getLogger("perso_sync.runtime")
 
 THREAD_NAME = "perso-runtime"
-# Threads for sync tools and user callbacks, shared by the whole process.
+# Threads for sync tools, and for user callbacks, each shared by the whole process (a worker
+# blocked in a nested runtime call does not count: see lend_worker_slot).
 WORKER_THREADS = 32
+CALLBACK_THREADS = 32
 # How long the runtime may take to start, and how long exit may spend closing sessions.
 START_TIMEOUT = 10.0
 EXIT_CLOSE_TIMEOUT = 5.0
@@ -89,6 +98,7 @@ class Runtime:
         self._portal: BlockingPortal | None = None
         self._stop_event: anyio.Event | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self._callback_limiter: anyio.CapacityLimiter | None = None
         self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -123,6 +133,7 @@ class Runtime:
 
         self._loop = asyncio.get_running_loop()
         self._limiter = anyio.CapacityLimiter(WORKER_THREADS)
+        self._callback_limiter = anyio.CapacityLimiter(CALLBACK_THREADS)
         self._stop_event = anyio.Event()
         async with BlockingPortal() as portal:
             async with anyio.create_task_group() as task_group:
@@ -160,9 +171,20 @@ class Runtime:
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
-        """The process-wide cap on worker threads for sync tools and user callbacks."""
+        """The process-wide cap on worker threads running sync tools."""
         assert self._limiter is not None
         return self._limiter
+
+    @property
+    def callback_limiter(self) -> anyio.CapacityLimiter:
+        """The process-wide cap on worker threads delivering user callbacks."""
+        assert self._callback_limiter is not None
+        return self._callback_limiter
+
+    def _resize(self, limiter: anyio.CapacityLimiter, delta: int) -> None:
+        # On the loop (anyio limiters are not thread-safe). Growing wakes a waiting borrower;
+        # shrinking below the borrowed count just makes the next release not hand over.
+        limiter.total_tokens = max(1, int(limiter.total_tokens) + delta)
 
     def in_loop_thread(self) -> bool:
         """True when called from the runtime's own event-loop thread."""
@@ -262,7 +284,8 @@ class Runtime:
         :class:`RuntimeUsageError`.
         """
         self._refuse_loop_thread("Runtime.call()")
-        return self.wait(self.spawn(fn, *args), timeout=timeout, what=fn)
+        with lend_worker_slot(self):
+            return self._wait(self.spawn(fn, *args), timeout, fn)
 
     def wait(
         self,
@@ -274,9 +297,13 @@ class Runtime:
         """Block until the task behind ``future`` (from :meth:`spawn`) finishes; its result.
 
         The waiting half of :meth:`call`, for a caller that does some work of its own between
-        spawning and waiting; the same rules (timeout, Ctrl-C, loop thread).
+        spawning and waiting; the same rules (timeout, Ctrl-C, loop thread, worker slot).
         """
         self._refuse_loop_thread("Runtime.wait()")
+        with lend_worker_slot(self):
+            return self._wait(future, timeout, what)
+
+    def _wait(self, future: concurrent.futures.Future[T], timeout: float | None, what: object) -> T:
         try:
             return future.result(timeout)
         except concurrent.futures.CancelledError:
@@ -467,7 +494,8 @@ class SyncStream(Iterator[T]):
         if self._done:
             raise StopIteration
         try:
-            kind, value = channel.queue.get(timeout=self._item_timeout)
+            with lend_worker_slot(self._runtime):
+                kind, value = channel.queue.get(timeout=self._item_timeout)
         except queue.Empty:
             self.close(wait=False)
             raise PersoTimeoutError(
@@ -622,7 +650,46 @@ async def run_sync_off_loop(fn: Callable[..., T], *args: Any) -> T:
     limiter = (
         runtime.limiter if runtime is not None and runtime.in_loop_thread() else None
     )  # None: anyio's default limiter, e.g. when a test runs the core on its own loop
-    return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True, limiter=limiter)
+    if limiter is None:
+        return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+    def in_worker() -> T:
+        _worker_state.limiter = limiter
+        try:
+            return fn(*args)
+        finally:
+            _worker_state.limiter = None
+
+    return await anyio.to_thread.run_sync(in_worker, abandon_on_cancel=True, limiter=limiter)
+
+
+# Which limiter's slot the current worker thread holds (None outside the runtime's workers).
+_worker_state = threading.local()
+
+
+@contextlib.contextmanager
+def lend_worker_slot(runtime: Runtime | None = None) -> Iterator[None]:
+    """While the body blocks, give the calling worker's slot back to its limiter.
+
+    A sync tool or a callback that waits for the runtime (a nested ``process_chat``, a
+    ``process_llm`` stream, a flush) holds a worker thread but uses no capacity; without lending,
+    enough such waits would take every slot and the work they wait for could never get one.
+    A no-op outside the runtime's worker threads (the common case costs one attribute read).
+    """
+    limiter = getattr(_worker_state, "limiter", None)
+    runtime = runtime if runtime is not None else _runtime
+    if limiter is None or runtime is None or runtime.in_loop_thread():
+        yield
+        return
+    # call_soon_threadsafe is FIFO: the slot is lent before the awaited work is scheduled.
+    runtime.call_soon_threadsafe(runtime._resize, limiter, 1)
+    _worker_state.limiter = None  # lent: a nested wait in this thread must not lend twice
+    try:
+        yield
+    finally:
+        _worker_state.limiter = limiter
+        with contextlib.suppress(RuntimeUsageError):  # the runtime stopped: nothing to undo
+            runtime.call_soon_threadsafe(runtime._resize, limiter, -1)
 
 
 _dispatch_state = threading.local()
@@ -669,7 +736,9 @@ class CallbackDispatcher:
 
         try:
             await anyio.to_thread.run_sync(
-                self._drain_in_worker, abandon_on_cancel=True, limiter=get_runtime().limiter
+                self._drain_in_worker,
+                abandon_on_cancel=True,
+                limiter=get_runtime().callback_limiter,
             )
         finally:
             with self._cond:
@@ -678,6 +747,8 @@ class CallbackDispatcher:
 
     def _drain_in_worker(self) -> None:
         _dispatch_state.current = self
+        runtime = _runtime
+        _worker_state.limiter = None if runtime is None else runtime.callback_limiter
         try:
             while True:
                 with self._cond:
@@ -697,6 +768,7 @@ class CallbackDispatcher:
                         self._cond.notify_all()
         finally:
             _dispatch_state.current = None
+            _worker_state.limiter = None
 
     def _report(self, exc: BaseException) -> None:
         if self._on_error is None:
@@ -718,7 +790,7 @@ class CallbackDispatcher:
         runtime = _runtime
         if runtime is not None and runtime.in_loop_thread():
             raise RuntimeUsageError("CallbackDispatcher.flush() called from the loop thread")
-        with self._cond:
+        with self._cond, lend_worker_slot(runtime):
             target = self._submitted
             if not self._cond.wait_for(lambda: self._completed >= target, timeout):
                 raise PersoTimeoutError(f"callbacks did not finish within {timeout}s")

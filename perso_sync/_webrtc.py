@@ -35,6 +35,7 @@ import anyio.abc
 import attrs
 
 from perso_sync.errors import (
+    InvalidInputError,
     InvalidResponseError,
     PersoConnectionError,
     PersoError,
@@ -62,6 +63,8 @@ logger = logging.getLogger(__name__)
 MESSAGE_CHANNEL = "message"
 FILE_CHANNEL = "file"
 STF_CHUNK_SIZE = 64 * 1024
+#: WebRTC's default SCTP max-message-size (RFC 8841) when the answer does not state one.
+DEFAULT_MAX_MESSAGE_SIZE = 65536
 STF_BUFFERED_HIGH = 512 * 1024
 STF_BUFFERED_LOW = 256 * 1024
 LOST_CODE = 408
@@ -112,6 +115,10 @@ class CoreHooks(Protocol):
     def on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
         """Every well-formed server message on the ``message`` channel except ``ping``."""
 
+    def on_bad_message(self, error: InvalidResponseError) -> None:
+        """A server message was malformed (not JSON, nested absurdly deep, no string ``type``,
+        ...) and was dropped; ``error`` says why. The session carries on."""
+
     def on_closed(self, manual: bool, code: int, reason: str) -> None:
         """The core closed; called exactly once. ``manual`` is False when the session was lost
         (watchdog, connection failed, channel closed by the server): code 408,
@@ -122,13 +129,14 @@ def parse_server_message(raw: object) -> tuple[str, dict[str, Any]] | None:
     """Decode one ``message``-channel payload into ``(type, data)``; None when malformed.
 
     Well-formed means JSON text of an object with a string ``type``; ``data`` must be an object
-    when present (a missing or null ``data`` becomes ``{}``).
+    when present (a missing or null ``data`` becomes ``{}``). Never raises, not even for JSON
+    nested thousands of levels deep (``RecursionError`` in the decoder).
     """
     if not isinstance(raw, str):
         return None
     try:
         decoded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(decoded, dict):
         return None
@@ -510,7 +518,17 @@ class WebRtcCore:
     def _on_channel_message(self, raw: str | bytes) -> None:
         parsed = parse_server_message(raw)
         if parsed is None:
-            logger.warning("ignoring malformed server message (%d chars)", len(raw))
+            kind = "binary" if isinstance(raw, bytes) else "text"
+            logger.warning("ignoring malformed server message (%d chars, %s)", len(raw), kind)
+            report = getattr(self._hooks, "on_bad_message", None)
+            if report is not None:
+                error = InvalidResponseError(
+                    f"the server sent a malformed message ({len(raw)} chars, {kind}); dropped"
+                )
+                try:
+                    report(error)
+                except Exception:  # a hook bug must not break aiortc's event dispatch
+                    logger.exception("on_bad_message hook raised")
             return
         msg_type, data = parsed
         if msg_type == "ping":
@@ -622,10 +640,32 @@ class WebRtcCore:
         channel = self._channel
         if self._close_started or channel is None or channel.readyState != "open":
             raise SessionClosedError("the session is closed")
+        text = json.dumps({"type": msg_type, "data": data})
+        # Checked here, not left to aiortc: its ValueError would read as a dying channel.
+        size, limit = len(text.encode("utf-8")), self.max_message_size()
+        if size > limit:
+            raise InvalidInputError(
+                f"a {msg_type!r} message of {size} bytes is too large: the data channel carries "
+                f"at most {limit} bytes per message (the server's SCTP max-message-size)"
+            )
         try:
-            channel.send(json.dumps({"type": msg_type, "data": data}))
+            channel.send(text)
         except Exception as exc:  # aiortc InvalidStateError / ConnectionError on a dying channel
             raise SessionClosedError(f"the session is closed ({exc!r})") from exc
+
+    def max_message_size(self) -> int:
+        """The largest ``message``-channel message the server accepts, in bytes of JSON text.
+
+        The server states it in its SDP answer (``a=max-message-size``; aiortc, and so the mock,
+        says 262144); without that line WebRTC's default of 65536 applies.
+        """
+        pc = self._pc
+        transport = None if pc is None else pc.sctp
+        # aiortc keeps the negotiated value on the SCTP transport without a public accessor.
+        limit = getattr(transport, "_remote_max_message_size", None)
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            return limit
+        return DEFAULT_MAX_MESSAGE_SIZE
 
     # --------------------------------------------------------------------------- STF
 

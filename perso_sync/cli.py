@@ -644,6 +644,10 @@ class _ChatView:
         """Invite the user to type (the cursor stays on the line)."""
         raise NotImplementedError
 
+    def read_line(self, inp: TextIO) -> str:
+        """The user's next line ("" at the end of the input)."""
+        return inp.readline()
+
     def begin_turn(self) -> None:
         """A turn starts: the reply and the avatar's states are shown from now on."""
 
@@ -738,6 +742,61 @@ class _PlainChatView(_ChatView):
             self._write_locked(line)
 
 
+class _TypeAhead:
+    """The terminal the user types on (if ``inp`` is one, on a POSIX system): its echo can be
+    turned off and on again, and then it tells whether lines were typed while it was off."""
+
+    def __init__(self, inp: TextIO) -> None:
+        self._fd: int | None = None
+        self._saved: list[Any] | None = None
+        self._unechoed = False
+        try:
+            import termios  # noqa: F401 (POSIX only: elsewhere, nothing is done)
+
+            fd = inp.fileno()
+            if os.isatty(fd):
+                self._fd = fd
+        except (ImportError, AttributeError, ValueError, OSError):
+            pass
+
+    def echo(self, on: bool) -> None:
+        if self._fd is None:
+            return
+        import termios
+
+        try:
+            if not on and self._saved is None:
+                self._saved = termios.tcgetattr(self._fd)
+                quiet = termios.tcgetattr(self._fd)
+                quiet[3] &= ~termios.ECHO  # lflag; line editing and Ctrl-C stay as they are
+                termios.tcsetattr(self._fd, termios.TCSANOW, quiet)
+            elif on and self._saved is not None:
+                self._unechoed = self._has_lines()
+                termios.tcsetattr(self._fd, termios.TCSANOW, self._saved)
+                self._saved = None
+        except termios.error:
+            self._fd = None  # not a terminal we may change after all
+
+    def take_unechoed(self) -> bool:
+        """True (once) when whole lines were typed while the echo was off."""
+        unechoed, self._unechoed = self._unechoed, False
+        return unechoed
+
+    def _has_lines(self) -> bool:
+        """True when a whole line was typed and waits (the terminal counts whole lines)."""
+        if self._fd is None:
+            return False
+        import fcntl
+        import struct
+        import termios
+
+        try:
+            waiting = fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return bool(struct.unpack("i", waiting)[0])
+
+
 #: Repaints per second of the chat's live region (the spinner, the streamed reply, the state).
 _CHAT_FPS = 12
 #: Seconds the end of a chat turn waits for the painter to print what is left.
@@ -754,11 +813,12 @@ class _LiveChatView(_ChatView):
     the main thread, which Ctrl-C can interrupt in the middle of a write) would leave a copy of
     the region behind. The main thread only hands text over."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, inp: TextIO) -> None:
         from rich.spinner import Spinner
 
         super().__init__()
         self._console = console
+        self._keyboard = _TypeAhead(inp)
         self._streaming = ""
         self._above: list[RenderableType] = []  # to print above the region (guarded by _lock)
         self._spinner = Spinner("dots", style="cyan")
@@ -776,6 +836,15 @@ class _LiveChatView(_ChatView):
 
         self._console.print(Text("you> ", style="bold green"), end="")
         self._console.file.flush()
+
+    def read_line(self, inp: TextIO) -> str:
+        typed_ahead = self._keyboard.take_unechoed()
+        line = inp.readline()
+        if typed_ahead and line:
+            # Typed during the turn, while the terminal did not echo it: show it after the
+            # prompt, as if typed now.
+            self._console.print(line.rstrip("\r\n"), style="bold")
+        return line
 
     def _emit(self, renderable: RenderableType) -> None:
         with self._lock:
@@ -796,6 +865,9 @@ class _LiveChatView(_ChatView):
             auto_refresh=False,
             vertical_overflow="visible",
         )
+        # Keys typed during the turn are kept for the next prompt but not echoed: the echo
+        # would land inside the live region and break it.
+        self._keyboard.echo(False)
         with self._lock:
             self._ending = False
             self._painter = threading.Thread(
@@ -821,14 +893,17 @@ class _LiveChatView(_ChatView):
             live.stop()
 
     def end_turn(self) -> None:
-        self.end_reply()
-        with self._lock:
-            painter, self._ending = self._painter, True
-        self._wake.set()
-        if painter is not None:
-            painter.join(timeout=_PAINTER_JOIN_TIMEOUT)
-        with self._lock:
-            self._painter = None
+        try:
+            self.end_reply()
+            with self._lock:
+                painter, self._ending = self._painter, True
+            self._wake.set()
+            if painter is not None:
+                painter.join(timeout=_PAINTER_JOIN_TIMEOUT)
+            with self._lock:
+                self._painter = None
+        finally:
+            self._keyboard.echo(True)
 
     def reply(self, text: str) -> None:
         with self._lock:
@@ -936,7 +1011,7 @@ def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
         )
     ]
     plain = _plain_output(io.out)
-    view: _ChatView = _PlainChatView(io.out) if plain else _LiveChatView(_console(io.out))
+    view: _ChatView = _PlainChatView(io.out) if plain else _LiveChatView(_console(io.out), io.inp)
     with _open_session(args, client_tools=tools) as session:
         speak = session.uses_webrtc
         session.subscribe_chat_states(view.on_states)
@@ -948,7 +1023,7 @@ def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
         while True:
             view.prompt()
             try:
-                line = io.inp.readline()
+                line = view.read_line(io.inp)
             except KeyboardInterrupt:
                 view.line("")
                 view.note("Ctrl-D ends the session")

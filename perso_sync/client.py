@@ -17,6 +17,8 @@ import concurrent.futures
 import json
 import logging
 import os
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +36,7 @@ from perso_sync._rest import (
 )
 from perso_sync.errors import (
     ApiError,
+    ClientClosedError,
     InvalidInputError,
     InvalidResponseError,
     PersoError,
@@ -149,6 +152,9 @@ class PersoClient:
             session=session,
             **extra,
         )
+        # The sessions this client opened (weakly): close() closes the ones still open.
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+        self._sessions_lock = threading.Lock()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -189,7 +195,21 @@ class PersoClient:
         self.close()
 
     def close(self) -> None:
-        """Release the HTTP connections. Idempotent; later calls raise ``ClientClosedError``."""
+        """Close every session this client opened that is still open, then release the HTTP
+        connections. Idempotent; later calls raise ``ClientClosedError``.
+
+        A session needs its client (TTS, STT, events, the heartbeat), so it does not outlive
+        it: each open one is closed as by :meth:`Session.stop_session` (``on_close(True)``,
+        code 200) before the connections go.
+        """
+        with self._sessions_lock:
+            sessions = list(self._sessions)
+            self._sessions.clear()
+        for session in sessions:
+            try:
+                session.stop_session()
+            except PersoError as exc:  # e.g. the parent's session in a forked child
+                logger.warning("closing %r with its client: %s", session, exc)
         self._rest.close()
 
     @property
@@ -463,6 +483,8 @@ class PersoClient:
         heartbeat_interval: float = 10.0,
         receive_video: bool = True,
         voice_chat: bool = False,
+        llm_timeout: float | None = 60.0,
+        llm_turn_timeout: float | None = 300.0,
     ) -> Session:
         """Open a live session (WebRTC avatar, LLM, TTS, STT) for ``session_id``.
 
@@ -473,8 +495,10 @@ class PersoClient:
         the avatar's video (no frames, no ``video_track``), saving about 40 % of an idle
         session's CPU. ``voice_chat=True`` (the JS SDK's ``enableVoiceChat``) adds an outgoing
         audio track to the offer for the deprecated legacy voice chat: silence until
-        :meth:`Session.start_voice_chat` plays a source. This is the first call that loads
-        aiortc; see docs/PROTOCOL.md §5.
+        :meth:`Session.start_voice_chat` plays a source. ``llm_timeout`` / ``llm_turn_timeout``:
+        seconds an LLM turn of the session may wait for the next stream event / take in all
+        (None = no limit; see :class:`perso_sync.LlmProcessor`). This is the first call that
+        loads aiortc; see docs/PROTOCOL.md §5.
 
         Opening takes two round trips: the session info and the ICE servers are fetched at
         once, the offer is made as soon as the ICE servers are in, then the SDP exchange.
@@ -492,7 +516,7 @@ class PersoClient:
         """
         from perso_sync.session import Session
 
-        return Session._open(
+        session = Session._open(
             self,
             session_id,
             width=width,
@@ -503,7 +527,17 @@ class PersoClient:
             heartbeat_interval=heartbeat_interval,
             receive_video=receive_video,
             voice_chat=voice_chat,
+            llm_timeout=llm_timeout,
+            llm_turn_timeout=llm_turn_timeout,
         )
+        with self._sessions_lock:
+            closed = self.closed
+            if not closed:
+                self._sessions.add(session)
+        if closed:  # close() ran while the session was opening
+            session.stop_session()
+            raise ClientClosedError("this PersoClient was closed while the session was opening")
+        return session
 
 
 def session_params_from_template(template: SessionTemplate) -> SessionParams:
@@ -709,6 +743,8 @@ def create_session(
     heartbeat_interval: float = 10.0,
     receive_video: bool = True,
     voice_chat: bool = False,
+    llm_timeout: float | None = 60.0,
+    llm_turn_timeout: float | None = 300.0,
 ) -> Session:
     """Open a live session for ``session_id`` (options as in ``PersoClient.create_session``).
 
@@ -729,6 +765,8 @@ def create_session(
             heartbeat_interval=heartbeat_interval,
             receive_video=receive_video,
             voice_chat=voice_chat,
+            llm_timeout=llm_timeout,
+            llm_turn_timeout=llm_turn_timeout,
         )
     except BaseException:
         client.close()

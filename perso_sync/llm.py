@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
+import math
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -45,6 +45,7 @@ from perso_sync._llm_turn import (
 )
 from perso_sync._runtime import CallbackDispatcher, SyncStream, get_runtime, run_sync_off_loop
 from perso_sync._sse import SseParser
+from perso_sync._validate import check_json_text, check_text, check_timeout, json_body
 from perso_sync.errors import (
     ApiError,
     InvalidInputError,
@@ -72,7 +73,8 @@ __all__ = [
     "ToolResultChunk",
 ]
 
-DEFAULT_TIMEOUT = 60.0  # seconds: connect, and the longest silence inside a streamed answer
+DEFAULT_TIMEOUT = 60.0  # seconds: connect, and the longest wait for the next event of a stream
+DEFAULT_TURN_TIMEOUT = 300.0  # seconds: a whole turn (every request, stream and tool round)
 _CONNECT_TIMEOUT = 10.0
 _ERROR_BODY_LIMIT = 64 * 1024  # bytes of a non-2xx body read for the ApiError
 _CLOSE_TIMEOUT = 2.0  # bound on closing a response while being cancelled
@@ -276,9 +278,18 @@ class LlmProcessor:
     """LLM turns for one session id, with client tools and a message history.
 
     Works with any session id, with or without WebRTC. ``http_transport`` (an
-    ``httpx.AsyncBaseTransport``) replaces the network, e.g. ``httpx.MockTransport``.
-    ``timeout`` bounds connecting and every silence inside a streamed answer. Call ``close()``
-    (or use ``with``) to release the HTTP connections.
+    ``httpx.AsyncBaseTransport``) replaces the network, e.g. ``httpx.MockTransport``. Call
+    ``close()`` (or use ``with``) to release the HTTP connections.
+
+    Two deadlines bound every turn (seconds; None = no limit; anything but a positive finite
+    number is an :class:`InvalidInputError`); either one ends the turn with an ``LLMError``
+    wrapping a :class:`PersoTimeoutError`:
+
+    - ``timeout`` (idle, default 60 s): connecting, and the wait for the next *event* of the
+      stream. Bytes that complete no event (SSE keep-alive comments, a server dripping one byte
+      at a time) do not count as progress.
+    - ``turn_timeout`` (default 300 s): the whole turn, from the first request to the last
+      event, every tool round and follow-up request included.
     """
 
     def __init__(
@@ -288,7 +299,8 @@ class LlmProcessor:
         session_id: str,
         client_tools: Sequence[ChatTool] = (),
         callbacks: LlmProcessorCallbacks | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        turn_timeout: float | None = DEFAULT_TURN_TIMEOUT,
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not isinstance(session_id, str) or not session_id:
@@ -299,7 +311,8 @@ class LlmProcessor:
         self.session_id = session_id
         self._client_tools = _check_tools(client_tools)
         self._callbacks = callbacks or LlmProcessorCallbacks()
-        self._timeout = timeout
+        self._timeout = check_timeout("timeout", timeout)
+        self._turn_timeout = check_timeout("turn_timeout", turn_timeout)
         self._transport = http_transport
         self._history = MessageHistory()
         # Set by a Session: called on the runtime loop when a process_llm turn starts (LLM, None)
@@ -325,6 +338,7 @@ class LlmProcessor:
         """Append one history entry, e.g. ``{"role": "assistant", "content": "..."}``."""
         if not isinstance(entry, Mapping):
             raise InvalidInputError("a history entry must be a mapping (a dict)")
+        check_json_text("the history entry", dict(entry))  # else every later turn would fail
         self._history.append(entry)
 
     # -- turns ---------------------------------------------------------------------------------
@@ -346,15 +360,18 @@ class LlmProcessor:
         runtime = get_runtime()
         return LlmStream(runtime.iterate(self._chunks, message, turn_tools, abort))
 
-    def process_chat(self, message: str) -> str:
+    def process_chat(self, message: str, *, timeout: float | None = None) -> str:
         """Run a turn with the callbacks as its side effects and return the final text.
 
         The user message and each finished answer go to ``on_chat_log``, each text delta to
         ``on_ttstf``, the LLM state to ``on_chat_state_change``; a failure goes to ``on_error``
         and is raised (``LLMError``). A raising tool gives ``{"result": "error!"}``. The turn
         uses and extends the processor's history, as :meth:`process_llm` does.
+        ``timeout``: seconds this call may block (None: only the processor's own deadlines
+        apply); then the turn is cancelled and :class:`PersoTimeoutError` is raised.
         """
         message = _check_message(message)
+        timeout = check_timeout("timeout", timeout)
 
         def on_delta(text: str) -> None:
             if text:  # an emoji-only delta leaves nothing to speak
@@ -367,7 +384,9 @@ class LlmProcessor:
             self._notify("on_chat_log", text, is_user)
 
         try:
-            return get_runtime().call(self._run_chat_turn_kw, message, on_delta, on_state, on_log)
+            return get_runtime().call(
+                self._run_chat_turn_kw, message, on_delta, on_state, on_log, timeout=timeout
+            )
         except LLMError as exc:
             self._notify("on_error", exc)
             raise
@@ -481,7 +500,10 @@ class LlmProcessor:
     def _request_timeout(self) -> httpx.Timeout:
         import httpx
 
-        return httpx.Timeout(self._timeout, connect=min(self._timeout, _CONNECT_TIMEOUT))
+        idle = self._timeout
+        return httpx.Timeout(
+            idle, connect=_CONNECT_TIMEOUT if idle is None else min(idle, _CONNECT_TIMEOUT)
+        )
 
     def close(self) -> None:
         """Release this processor's resources and stop delivering callbacks. Idempotent."""
@@ -503,11 +525,7 @@ class LlmProcessor:
 
 
 def _check_message(message: str) -> str:
-    if not isinstance(message, str):
-        raise InvalidInputError(f"message must be a str, not {type(message).__name__}")
-    if not message.strip():
-        raise InvalidInputError("message must not be empty")
-    return message
+    return check_text("message", message)
 
 
 def _check_tools(tools: Sequence[ChatTool]) -> tuple[ChatTool, ...]:
@@ -544,19 +562,27 @@ class _TurnEngine:
         self._response: httpx.Response | None = None
         self._reader: AsyncIterator[bytes] | None = None
         self._parser = SseParser()
+        self._deadline: float | None = None  # the turn_timeout's, set by the first step
         self.finished = False
 
     async def next_step(self) -> TurnStep | None:
         """Do the next unit of work; None once the turn is over."""
+        import anyio
+
         if self.finished:
             return None
-        if self._pending is not None:
-            runs, self._pending = self._pending.runs, None
-            step = self.turn.on_tool_results(await self._run_tools(runs))
-        elif self._reader is None:
-            step = await self._open()
-        else:
-            step = await self._read()
+        turn_timeout = self._processor._turn_timeout
+        if turn_timeout is not None and self._deadline is None:
+            self._deadline = anyio.current_time() + turn_timeout
+        step: TurnStep | None = None
+        deadline = math.inf if self._deadline is None else self._deadline
+        with anyio.CancelScope(deadline=deadline) as scope:
+            step = await self._next()
+        if step is None or scope.cancelled_caught:
+            await self._close_response()
+            step = self.turn.on_error(
+                LLMError(PersoTimeoutError(f"the LLM turn took longer than {turn_timeout}s"))
+            )
         decision = step.decision
         if isinstance(decision, RunTools):
             self._pending = decision
@@ -568,6 +594,14 @@ class _TurnEngine:
         if self.finished:
             await self._close_response()
         return step
+
+    async def _next(self) -> TurnStep:
+        if self._pending is not None:
+            runs, self._pending = self._pending.runs, None
+            return self.turn.on_tool_results(await self._run_tools(runs))
+        if self._reader is None:
+            return await self._open()
+        return await self._read()
 
     def abort(self) -> TurnStep:
         self.finished = True
@@ -582,8 +616,9 @@ class _TurnEngine:
         request = client.build_request(
             "POST",
             self._processor._url,
-            # Compact, as JavaScript's JSON.stringify writes the official client's bodies.
-            content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+            # Compact, as JavaScript's JSON.stringify writes the official client's bodies (a lone
+            # surrogate, which UTF-8 cannot encode, becomes its \uXXXX escape, as there).
+            content=json_body(body),
             headers={"Content-Type": "application/json", "Accept": "text/event-stream"},
             timeout=self._processor._request_timeout(),
         )
@@ -607,18 +642,31 @@ class _TurnEngine:
         return TurnStep()
 
     async def _read(self) -> TurnStep:
+        import anyio
         import httpx
 
         assert self._reader is not None
-        try:
-            data = await self._reader.__anext__()
-        except StopAsyncIteration:
-            await self._close_response()
-            return self.turn.on_stream_end(self._parser.close())
-        except httpx.HTTPError as exc:
-            await self._close_response()
-            return self.turn.on_error(LLMError(_map_transport_error(exc)))
-        return self.turn.on_events(self._parser.feed(data))
+        # Idle = no *event*: bytes that complete none (keep-alive comments, a drip) are no
+        # progress, so httpx's per-read timeout alone would never fire.
+        idle = self._processor._timeout
+        with anyio.move_on_after(math.inf if idle is None else idle) as idle_scope:
+            while True:
+                try:
+                    data = await self._reader.__anext__()
+                except StopAsyncIteration:
+                    await self._close_response()
+                    return self.turn.on_stream_end(self._parser.close())
+                except httpx.HTTPError as exc:
+                    await self._close_response()
+                    return self.turn.on_error(LLMError(_map_transport_error(exc)))
+                events = self._parser.feed(data)
+                if events:
+                    return self.turn.on_events(events)
+        assert idle_scope.cancelled_caught
+        await self._close_response()
+        return self.turn.on_error(
+            LLMError(PersoTimeoutError(f"no LLM stream event within {idle}s (idle timeout)"))
+        )
 
     async def _run_tools(self, runs: Sequence[ToolRun]) -> dict[str, Any]:
         import anyio

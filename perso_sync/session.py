@@ -28,6 +28,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -38,6 +39,13 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar, cast
 
 import attrs
 
+from perso_sync._validate import (
+    check_json_text,
+    check_seconds,
+    check_text,
+    check_timeout,
+    refuse_loop_thread,
+)
 from perso_sync.errors import (
     ApiError,
     AudioFormatError,
@@ -84,6 +92,10 @@ _STF_UPLOAD_TIMEOUT = 30.0
 #: Bytes read from an STF file to sniff its type (RIFF / ID3 / MP3 frame sync).
 _SNIFF_BYTES = 16
 
+#: Defaults of a session's LLM turns: longest silence between events, and the whole turn.
+LLM_IDLE_TIMEOUT = 60.0
+LLM_TURN_TIMEOUT = 300.0
+
 _LOST = (408, "Request Timeout")
 _MANUAL = (200, "OK")
 _SPEECH_END = (".", "?", "!")
@@ -128,6 +140,7 @@ class MediaRecording:
 
     def stop(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
         """Stop recording and finalize the file; no-op when already stopped or closed."""
+        check_timeout("timeout", timeout)
         with self._lock:
             if self._stopped:
                 return
@@ -199,6 +212,9 @@ class _Hooks:
     def on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
         self._session._on_server_message(msg_type, data)
 
+    def on_bad_message(self, error: InvalidResponseError) -> None:
+        self._session._report_error(error)
+
     def on_closed(self, manual: bool, code: int, reason: str) -> None:
         self._session._finish_close(manual, code, reason)
 
@@ -237,6 +253,10 @@ class Session:
       session's later callbacks.
     - Never call blocking methods from the runtime's loop thread (inside an async
       ``ChatTool.call``): that raises :class:`perso_sync.errors.RuntimeUsageError`.
+    - A session belongs to the process that opened it: after ``os.fork()`` every method of it
+      raises :class:`perso_sync.errors.RuntimeUsageError` in the child.
+    - Closing the :class:`perso_sync.PersoClient` that opened it closes the session first
+      (``on_close(True)``).
 
     **After close** (:attr:`closed` is True) every method raises :class:`SessionClosedError`,
     except :attr:`session_id`, :meth:`get_session_id`, :attr:`closed`, :attr:`close_status`,
@@ -256,12 +276,16 @@ class Session:
         client_tools: Sequence[ChatTool],
         ping_timeout: float,
         heartbeat_interval: float,
+        llm_timeout: float | None = LLM_IDLE_TIMEOUT,
+        llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> None:
         """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
         from perso_sync._chat_state import ChatStateMachine
         from perso_sync._runtime import CallbackDispatcher, get_runtime
         from perso_sync.llm import LlmProcessor, MessageHistory
 
+        # A forked child inherits this object but not the runtime thread behind it.
+        self._pid = os.getpid()
         self._client = client
         self._session_id = session_id
         self._width = width
@@ -287,6 +311,8 @@ class Session:
             api_server=client.api_server,
             session_id=session_id,
             client_tools=list(client_tools),
+            timeout=llm_timeout,
+            turn_timeout=llm_turn_timeout,
         )
         # Two histories, as in the official client: the processor's for process_llm (and
         # get_message_history), the session's own for process_chat / process_ttstf.
@@ -331,6 +357,8 @@ class Session:
         heartbeat_interval: float = 10.0,
         receive_video: bool = True,
         voice_chat: bool = False,
+        llm_timeout: float | None = LLM_IDLE_TIMEOUT,
+        llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> Session:
         """Open a session (docs/PROTOCOL.md §5); :meth:`PersoClient.create_session` calls this.
 
@@ -352,8 +380,11 @@ class Session:
         the server for the deprecated legacy voice chat (:meth:`start_voice_chat`): the offer
         then carries an outgoing audio track (silence until a voice chat plays a source), as the
         official SDK's ``enableVoiceChat`` adds the microphone track; ignored on a REST-only
-        session. A failure half-way closes everything opened so far and raises the error of the
-        first request in protocol order (the session info's before the ICE servers').
+        session. ``llm_timeout`` / ``llm_turn_timeout``: seconds the session's LLM turns may go
+        without an event / take in all (60 s and 300 s by default; None = no limit; see
+        :class:`perso_sync.LlmProcessor`). A failure half-way closes everything opened so far
+        and raises the error of the first request in protocol order (the session info's before
+        the ICE servers').
         """
         if not isinstance(session_id, str) or not session_id.strip():
             raise InvalidInputError("session_id must be a non-empty string")
@@ -363,6 +394,8 @@ class Session:
         _check_positive("heartbeat_interval", heartbeat_interval)
         if not isinstance(voice_chat, bool):
             raise InvalidInputError(f"voice_chat must be True or False, not {voice_chat!r}")
+        check_timeout("llm_timeout", llm_timeout)
+        check_timeout("llm_turn_timeout", llm_turn_timeout)
         tools = list(client_tools)
 
         # Built first: it validates the client tools before any request is sent.
@@ -374,6 +407,8 @@ class Session:
             client_tools=tools,
             ping_timeout=ping_timeout,
             heartbeat_interval=heartbeat_interval,
+            llm_timeout=llm_timeout,
+            llm_turn_timeout=llm_turn_timeout,
         )
         if voice_chat:
             from perso_sync.audio import UplinkAudio
@@ -597,6 +632,7 @@ class Session:
         """
         self._ensure_open()
         _check_message(message)
+        timeout = check_timeout("timeout", timeout)
         try:
             return self._runtime.call(self._chat_turn, message, timeout=timeout)
         except SessionClosedError:
@@ -658,13 +694,14 @@ class Session:
         """Switch the avatar's model and outfit (``set-template``). WebRTC sessions only."""
         self._ensure_open()
         for name, value in (("model", model), ("dress", dress)):
-            if not isinstance(value, str) or not value:
-                raise InvalidInputError(f"{name} must be a non-empty string")
+            check_text(name, value)
         self._call_loop(self._send_on_loop, "set-template", {"model": model, "dress": dress})
 
     def log_session_event(self, detail: str | Mapping[str, Any] | None = None) -> None:
         """Record a ``SESSION_LOG`` event (a mapping is sent as its JSON text)."""
-        self._ensure_open()
+        self._ensure_blocking_call("log_session_event")
+        if isinstance(detail, str):
+            check_text("detail", detail, allow_blank=True)
         self._client.log_session_event(self._session_id, detail)
 
     # ------------------------------------------------------------------ states and callbacks
@@ -675,8 +712,11 @@ class Session:
         Returns True when idle, False after ``timeout`` seconds. Raises
         :class:`SessionClosedError` if the session is or gets closed.
         """
-        self._ensure_open()
-        with self._idle:
+        from perso_sync._runtime import lend_worker_slot
+
+        self._ensure_blocking_call("wait_until_idle")
+        timeout = check_timeout("timeout", timeout)
+        with self._idle, lend_worker_slot():  # a tool waiting here needs no worker slot
             idle = self._idle.wait_for(
                 lambda: self._closed or not self._machine.active, timeout=timeout
             )
@@ -763,7 +803,9 @@ class Session:
         """
         self._ensure_open()
         _check_message_type(msg_type)
+        check_text("msg_type", msg_type)
         payload = _json_object("data", {} if data is None else data)
+        check_json_text("data", payload)
         self._call_loop(self._send_on_loop, msg_type, payload)
 
     def on_message(
@@ -807,13 +849,16 @@ class Session:
 
     # ------------------------------------------------------------------ closing
 
-    def stop_session(self, timeout: float = _LOOP_CALL_TIMEOUT) -> None:
+    def stop_session(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
         """Close the session (code 200): ``on_close`` callbacks get ``True``.
 
         Cancels running chat turns, stops recordings, closes the channels and the peer
         connection (a REST-only session posts ``SESSION_END`` instead). Idempotent; a call
         while another thread closes waits (up to ``timeout``) for that close to finish.
         """
+        self._check_owner()
+        refuse_loop_thread("Session.stop_session()")
+        timeout = check_timeout("timeout", timeout)
         with self._lock:
             first = not self._closing
             self._closing = True
@@ -941,9 +986,8 @@ class Session:
         """
         from perso_sync._emoji import remove_emoji
 
-        self._ensure_open()
-        if not isinstance(message, str):
-            raise InvalidInputError("message must be a string")
+        self._ensure_blocking_call("process_tts")
+        check_text("message", message, allow_blank=True)
         text = remove_emoji(message).strip()
         if not text:
             return None
@@ -1013,7 +1057,7 @@ class Session:
         ``locale``, ``normalized_text``)."""
         from perso_sync.audio import read_audio_input, to_stt_wav
 
-        self._ensure_open()
+        self._ensure_blocking_call("transcribe_audio")
         raw = read_audio_input(audio)
         try:
             wav = to_stt_wav(raw)
@@ -1048,9 +1092,8 @@ class Session:
         """
         from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, WavRecorder
 
-        self._ensure_open()
-        if timeout is not None:
-            _check_positive("timeout", timeout)
+        self._ensure_blocking_call("start_process_stt")
+        timeout = check_timeout("timeout", timeout)
         with self._stt_lock:
             current = self._stt_recorder
             if current is not None and (current.is_recording() or self._stt_pending is not None):
@@ -1097,7 +1140,7 @@ class Session:
         recording source failed mid-way (its ``underlying_error`` is then the
         :class:`RecordingError`).
         """
-        self._ensure_open()
+        self._ensure_blocking_call("stop_process_stt")
         with self._stt_lock:
             recorder = self._stt_recorder
             if recorder is None:
@@ -1163,13 +1206,11 @@ class Session:
         """
         from perso_sync.audio import normalize_audio_format, sniff_audio_format
 
-        self._ensure_open()
+        self._ensure_blocking_call("process_stf")
+        check_text("message", message, allow_blank=True)
+        timeout = check_seconds("timeout", timeout)
         if self._core is None:
             raise STFError("processSTF requires WebRTC (STF mode)")
-        if not isinstance(message, str):
-            raise InvalidInputError("message must be a string")
-        if not timeout > 0:
-            raise InvalidInputError("timeout must be a positive number of seconds")
         try:
             with _open_upload_source(file) as (reader, head, total):
                 fallback = sniff_audio_format(head) if head else None
@@ -1304,7 +1345,8 @@ class Session:
         live source, a microphone or a track, ends only with :meth:`stop_voice_chat`). Raises
         :class:`SessionClosedError` when the session is or gets closed.
         """
-        self._ensure_open()
+        self._ensure_blocking_call("wait_voice_chat_sent")
+        timeout = check_timeout("timeout", timeout)
         uplink = self._uplink
         played = True if uplink is None else uplink.wait_played(timeout)
         self._ensure_open()
@@ -1361,6 +1403,7 @@ class Session:
         ``receive_video=False``).
         """
         self._ensure_open()
+        timeout = check_timeout("timeout", timeout)
         core = self._core
         if core is None or core.video_track is None:
             raise InvalidInputError(
@@ -1412,7 +1455,11 @@ class Session:
             if isinstance(duration, bool) or not isinstance(duration, (int, float)):
                 _log.debug("stf without a numeric duration: %r", data)
                 duration = 0.0
-            self._apply_state(lambda machine: machine.on_stf(float(duration), time.monotonic()))
+            try:
+                duration_ms = float(duration)
+            except OverflowError:  # an int too large for a float: the machine drops it
+                duration_ms = math.inf
+            self._apply_state(lambda machine: machine.on_stf(duration_ms, time.monotonic()))
             if self._timer_wake is not None:
                 self._timer_wake.set()
         elif msg_type == "stt":
@@ -1542,8 +1589,25 @@ class Session:
     # ------------------------------------------------------------------ helpers
 
     def _ensure_open(self) -> None:
+        self._check_owner()
         if self._closed or self._closing:
             raise SessionClosedError(f"session {self._session_id} is closed")
+
+    def _check_owner(self) -> None:
+        # After os.fork() the child has this object but neither the runtime thread nor the
+        # connection behind it: refuse at once instead of waiting on a loop that is not there.
+        if os.getpid() != self._pid:
+            from perso_sync.errors import RuntimeUsageError
+
+            raise RuntimeUsageError(
+                f"session {self._session_id} belongs to the parent process (pid {self._pid}); "
+                "a forked child must open its own session"
+            )
+
+    def _ensure_blocking_call(self, what: str) -> None:
+        # For the methods that block the calling thread (REST, waits): refused on the loop.
+        self._ensure_open()
+        refuse_loop_thread(f"Session.{what}()")
 
     def _require_core(self, what: str) -> WebRtcCore:
         core = self._core
@@ -1664,10 +1728,7 @@ class Session:
 
 
 def _check_message(message: object) -> None:
-    if not isinstance(message, str):
-        raise InvalidInputError("message must be a string")
-    if not message.strip():
-        raise InvalidInputError("message must not be empty")
+    check_text("message", message)
 
 
 def _check_message_type(msg_type: object) -> None:
@@ -1694,8 +1755,7 @@ def _check_size(width: object, height: object) -> None:
 
 
 def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidInputError(f"{name} must be a positive number of seconds, not {value!r}")
+    check_seconds(name, value)
 
 
 def _resample_or_keep(audio: bytes) -> bytes:

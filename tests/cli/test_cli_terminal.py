@@ -203,7 +203,10 @@ def test_stf_in_a_terminal_draws_a_live_bar(terminal_env, tmp_path: Path) -> Non
 
 def test_chat_in_a_terminal_streams_in_place_with_a_status_line(perso_mock, terminal_env) -> None:
     reply = "Hi there, nice to meet you. " + " ".join(f"word{i}" for i in range(10))
-    perso_mock.llm_script = LlmScript(rules=[Rule(pattern="hello", reply=reply)], delay=0.05)
+    perso_mock.llm_script = LlmScript(
+        rules=[Rule(pattern="hello", reply=reply), Rule(pattern="bye", reply="Goodbye.")],
+        delay=0.05,
+    )
     term = Terminal(["chat", "--template", TEMPLATE], terminal_env)
     try:
         at = term.wait_for("you> ")
@@ -211,6 +214,10 @@ def test_chat_in_a_terminal_streams_in_place_with_a_status_line(perso_mock, term
         # The status line, under the reply: the LLM streams, then the avatar speaks.
         at = term.wait_for("avatar: LLM", at)
         at = term.wait_for("avatar: speaking", at)
+        # Typed while the avatar speaks: not echoed into the live region, but kept for the
+        # next prompt, where it shows as typed.
+        term.type(b"bye\n")
+        at = term.wait_for("you> bye", at)
         at = term.wait_for("you> ", at)
         term.type(b"\x04")  # Ctrl-D
         code, text = term.finish()
@@ -226,6 +233,8 @@ def test_chat_in_a_terminal_streams_in_place_with_a_status_line(perso_mock, term
         f"session {session_id} (avatar): type a message; Ctrl-C interrupts a reply, Ctrl-D ends",
         "you> hello",
         f"avatar> {reply}",
+        "you> bye",
+        "avatar> Goodbye.",
         "you>",
         f"session {session_id} closed",
     ]

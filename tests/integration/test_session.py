@@ -118,7 +118,7 @@ def test_clear_buffer_mid_speech(perso_mock: Any, open_session: Any) -> None:
     session.clear_buffer()
 
     assert session.chat_states == IDLE
-    assert session.wait_until_idle(timeout=0)
+    assert session.wait_until_idle(timeout=1)
     states.wait_for(lambda calls: calls[-1] == IDLE)
     assert wait_sent(perso_mock, session.session_id, "clear-buffer") == [{}]
 

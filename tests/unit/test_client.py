@@ -893,16 +893,21 @@ def test_create_session_delegates_to_session_open(
     seen: dict[str, Any] = {}
 
     class FakeSession:
+        def stop_session(self) -> None:  # the client closes its sessions when it closes
+            pass
+
         @classmethod
-        def _open(cls, owner: PersoClient, session_id: str, **kwargs: Any) -> str:
+        def _open(cls, owner: PersoClient, session_id: str, **kwargs: Any) -> FakeSession:
             seen.update(owner=owner, session_id=session_id, **kwargs)
-            return "opened"
+            return opened
+
+    opened = FakeSession()
 
     fake_module = types.ModuleType("perso_sync.session")
     fake_module.Session = FakeSession  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "perso_sync.session", fake_module)
     tools = [perso.ChatTool("noop", "Does nothing.", {"type": "object"}, lambda: None)]
-    assert client.create_session(SID, 640, 480, tools, connect_timeout=2.0) == "opened"
+    assert client.create_session(SID, 640, 480, tools, connect_timeout=2.0) is opened
     assert seen == {
         "owner": client,
         "session_id": SID,
@@ -914,6 +919,8 @@ def test_create_session_delegates_to_session_open(
         "heartbeat_interval": 10.0,
         "receive_video": True,
         "voice_chat": False,
+        "llm_timeout": 60.0,
+        "llm_turn_timeout": 300.0,
     }
 
 
