@@ -563,26 +563,45 @@ class _TurnEngine:
         self._reader: AsyncIterator[bytes] | None = None
         self._parser = SseParser()
         self._deadline: float | None = None  # the turn_timeout's, set by the first step
+        self._scope: anyio.CancelScope | None = None  # the running step's
+        self._abort_requested = False
         self.finished = False
 
     async def next_step(self) -> TurnStep | None:
-        """Do the next unit of work; None once the turn is over."""
+        """Do the next unit of work; None once the turn is over, or when :meth:`cancel_step`
+        (an abort) cancelled it."""
         import anyio
 
         if self.finished:
             return None
+        now = anyio.current_time()
         turn_timeout = self._processor._turn_timeout
         if turn_timeout is not None and self._deadline is None:
-            self._deadline = anyio.current_time() + turn_timeout
+            self._deadline = now + turn_timeout
+        turn_deadline = math.inf if self._deadline is None else self._deadline
+        # Idle = no *event* for `timeout` seconds while reading: bytes that complete none
+        # (keep-alive comments, a drip) are no progress, so httpx's per-read timeout alone would
+        # never fire. One cancel scope per step carries both deadlines and the abort (entering
+        # and leaving a scope is most of the loop's work per network read).
+        idle = self._processor._timeout
+        reading = self._pending is None and self._reader is not None
+        idle_deadline = now + idle if reading and idle is not None else math.inf
         step: TurnStep | None = None
-        deadline = math.inf if self._deadline is None else self._deadline
-        with anyio.CancelScope(deadline=deadline) as scope:
+        with anyio.CancelScope(deadline=min(turn_deadline, idle_deadline)) as scope:
+            self._scope = scope
+            if self._abort_requested:
+                scope.cancel()
             step = await self._next()
+        self._scope = None
+        if scope.cancelled_caught and self._abort_requested:
+            return None  # the caller aborts the turn
         if step is None or scope.cancelled_caught:
             await self._close_response()
-            step = self.turn.on_error(
-                LLMError(PersoTimeoutError(f"the LLM turn took longer than {turn_timeout}s"))
-            )
+            if idle_deadline < turn_deadline:
+                error = PersoTimeoutError(f"no LLM stream event within {idle}s (idle timeout)")
+            else:
+                error = PersoTimeoutError(f"the LLM turn took longer than {turn_timeout}s")
+            step = self.turn.on_error(LLMError(error))
         decision = step.decision
         if isinstance(decision, RunTools):
             self._pending = decision
@@ -594,6 +613,12 @@ class _TurnEngine:
         if self.finished:
             await self._close_response()
         return step
+
+    def cancel_step(self) -> None:
+        """Abort: cancel the running step, if any, and every later one (loop thread only)."""
+        self._abort_requested = True
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _next(self) -> TurnStep:
         if self._pending is not None:
@@ -642,31 +667,22 @@ class _TurnEngine:
         return TurnStep()
 
     async def _read(self) -> TurnStep:
-        import anyio
         import httpx
 
         assert self._reader is not None
-        # Idle = no *event*: bytes that complete none (keep-alive comments, a drip) are no
-        # progress, so httpx's per-read timeout alone would never fire.
-        idle = self._processor._timeout
-        with anyio.move_on_after(math.inf if idle is None else idle) as idle_scope:
-            while True:
-                try:
-                    data = await self._reader.__anext__()
-                except StopAsyncIteration:
-                    await self._close_response()
-                    return self.turn.on_stream_end(self._parser.close())
-                except httpx.HTTPError as exc:
-                    await self._close_response()
-                    return self.turn.on_error(LLMError(_map_transport_error(exc)))
-                events = self._parser.feed(data)
-                if events:
-                    return self.turn.on_events(events)
-        assert idle_scope.cancelled_caught
-        await self._close_response()
-        return self.turn.on_error(
-            LLMError(PersoTimeoutError(f"no LLM stream event within {idle}s (idle timeout)"))
-        )
+        # Reads until some event completes; the idle deadline is next_step's cancel scope.
+        while True:
+            try:
+                data = await self._reader.__anext__()
+            except StopAsyncIteration:
+                await self._close_response()
+                return self.turn.on_stream_end(self._parser.close())
+            except httpx.HTTPError as exc:
+                await self._close_response()
+                return self.turn.on_error(LLMError(_map_transport_error(exc)))
+            events = self._parser.feed(data)
+            if events:
+                return self.turn.on_events(events)
 
     async def _run_tools(self, runs: Sequence[ToolRun]) -> dict[str, Any]:
         import anyio
@@ -729,16 +745,12 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
         self._processor = processor
         self._engine = engine
         self._ready: deque[LlmChunk] = deque()
-        self._scope: anyio.CancelScope | None = None
         self._aborted = False
         self._ended = False
         self._state_off_sent = False
         self._unsubscribe: Callable[[], None] | None = None
         self._runtime = get_runtime()
         processor._llm_state(ChatState.LLM, None)
-        # Without an AbortSignal no step is ever cancelled from inside: the per-step cancel
-        # scope (a sizeable share of the loop's work per network read) is skipped.
-        self._abortable = abort is not None
         if abort is not None:
             self._unsubscribe = abort._subscribe(self._abort_from_any_thread)
 
@@ -747,30 +759,21 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
         self._runtime.call_soon_threadsafe(self._cancel_step)
 
     def _cancel_step(self) -> None:
-        if self._scope is not None:
-            self._scope.cancel()
+        self._engine.cancel_step()
 
     def __aiter__(self) -> _ChunkIterator:
         return self
 
     async def __anext__(self) -> LlmChunk:
-        import anyio
-
         while not self._ready:
             if self._ended:
                 raise StopAsyncIteration
             if self._aborted:
                 await self._finish(self._engine.abort())
                 continue
-            if self._abortable:
-                with anyio.CancelScope() as scope:
-                    self._scope = scope
-                    step = await self._engine.next_step()
-                self._scope = None
-                if scope.cancelled_caught:
-                    continue  # aborted: handled at the top of the loop
-            else:
-                step = await self._engine.next_step()
+            step = await self._engine.next_step()
+            if step is None and self._aborted:
+                continue  # the step was cancelled by the abort: handled at the top of the loop
             if step is None:
                 await self._finish(None)
                 continue
