@@ -78,6 +78,48 @@ class MessageChunk:
     type: Literal["message"] = attrs.field(default="message", init=False)
 
 
+class _PiecesSoFar:
+    """What a chunk made by the turn holds in its ``chunks`` slot until first read: the turn's
+    append-only list of pieces and how many of them the chunk carries. Copying every piece so
+    far into each chunk would cost O(n^2) over a turn on the loop thread, and most readers only
+    look at ``message``; the tuple is built (once) when ``chunks`` is read."""
+
+    __slots__ = ("count", "source")
+
+    def __init__(self, source: list[str]) -> None:
+        self.source = source
+        self.count = len(source)
+
+
+class _ChunksField:
+    """``MessageChunk.chunks``: the slot, with a ``_PiecesSoFar`` turned into its tuple when
+    read, so that users, equality, hashing, repr, pickling and ``attrs.asdict`` only ever see
+    a tuple."""
+
+    def __init__(self, slot: Any) -> None:
+        self._slot = slot
+
+    def __get__(self, chunk: object, owner: type | None = None) -> Any:
+        if chunk is None:
+            return self._slot
+        value = self._slot.__get__(chunk, owner)
+        if type(value) is _PiecesSoFar:
+            value = tuple(value.source[: value.count])
+            self._slot.__set__(chunk, value)
+        return value
+
+    def __set__(self, chunk: object, value: Any) -> None:
+        self._slot.__set__(chunk, value)
+
+
+MessageChunk.chunks = _ChunksField(MessageChunk.__dict__["chunks"])  # type: ignore[assignment,misc]
+
+
+def _message_chunk_of(pieces: list[str], message: str, finish: bool) -> MessageChunk:
+    """A chunk carrying the first ``len(pieces)`` pieces (``pieces`` may only grow later)."""
+    return MessageChunk(_PiecesSoFar(pieces), message, finish)  # type: ignore[arg-type]
+
+
 @attrs.frozen
 class ToolCallChunk:
     """The LLM asked for tools (``tool_calls`` as sent: ``id``, ``function.name``,
@@ -448,10 +490,10 @@ class LlmTurn:
         return ToolRun(call_id, name, decoded)
 
     def _message_chunk(self, *, finish: bool) -> MessageChunk:
-        pieces = tuple(self._pieces)
+        pieces = self._pieces
         self._text += "".join(pieces[self._yielded :])
         self._yielded = len(pieces)
-        return MessageChunk(pieces, self._text, finish)
+        return _message_chunk_of(pieces, self._text, finish)
 
     def _flush(self, step: TurnStep) -> None:
         if len(self._pieces) > self._yielded:

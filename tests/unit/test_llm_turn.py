@@ -43,6 +43,41 @@ def test_first_request_sends_prior_history_then_the_user_message() -> None:
     }
 
 
+def test_each_message_chunk_keeps_only_the_pieces_of_its_time_when_read_later() -> None:
+    # Chunks share the turn's growing list of pieces until their ``chunks`` is first read: one
+    # read after the turn went on must still see the pieces of its own time, as a tuple that
+    # compares, hashes, pickles and converts like one made by hand.
+    import pickle
+
+    import attrs
+
+    turn = LlmTurn("Hi", {})
+    turn.request_body([], [])
+    made = [turn.on_events([TextDelta(text)]).chunks[0] for text in ("a", "b", "c")]
+    made += turn.on_stream_end().chunks
+    expected = [
+        MessageChunk(("a",), "a", False),
+        MessageChunk(("a", "b"), "ab", False),
+        MessageChunk(("a", "b", "c"), "abc", False),
+        MessageChunk(("a", "b", "c"), "abc", True),
+    ]
+    assert [hash(chunk) for chunk in made] == [hash(chunk) for chunk in expected]
+    assert made == expected
+    assert all(type(chunk.chunks) is tuple for chunk in made)
+    late = LlmTurn("Hi", {})
+    late.request_body([], [])
+    first = late.on_events([TextDelta("x")]).chunks[0]
+    late.on_events([TextDelta("y")])
+    assert pickle.loads(pickle.dumps(first)) == MessageChunk(("x",), "x", False)
+    second = late.on_events([TextDelta("z")]).chunks[0]
+    assert attrs.asdict(second) == {
+        "chunks": ("x", "y", "z"),
+        "message": "xyz",
+        "finish": False,
+        "type": "message",
+    }
+
+
 def test_plain_reply_batches_deltas_that_arrived_together() -> None:
     turn = LlmTurn("Hi", {})
     turn.request_body([], [])
