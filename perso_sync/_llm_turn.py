@@ -112,7 +112,7 @@ class _ChunksField:
         self._slot.__set__(chunk, value)
 
 
-MessageChunk.chunks = _ChunksField(MessageChunk.__dict__["chunks"])  # type: ignore[assignment,misc]
+MessageChunk.chunks = _ChunksField(MessageChunk.__dict__["chunks"])  # type: ignore[assignment]
 
 
 def _message_chunk_of(pieces: list[str], message: str, finish: bool) -> MessageChunk:

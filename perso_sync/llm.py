@@ -564,7 +564,7 @@ class _TurnEngine:
         self._parser = SseParser()
         self._deadline: float | None = None  # the turn_timeout's, set by the first step
         self._scope: anyio.CancelScope | None = None  # the running step's
-        self._abort_requested = False
+        self.abort_requested = False  # set by cancel_step
         self.finished = False
 
     async def next_step(self) -> TurnStep | None:
@@ -589,11 +589,11 @@ class _TurnEngine:
         step: TurnStep | None = None
         with anyio.CancelScope(deadline=min(turn_deadline, idle_deadline)) as scope:
             self._scope = scope
-            if self._abort_requested:
+            if self.abort_requested:
                 scope.cancel()
             step = await self._next()
         self._scope = None
-        if scope.cancelled_caught and self._abort_requested:
+        if scope.cancelled_caught and self.abort_requested:
             return None  # the caller aborts the turn
         if step is None or scope.cancelled_caught:
             await self._close_response()
@@ -616,7 +616,7 @@ class _TurnEngine:
 
     def cancel_step(self) -> None:
         """Abort: cancel the running step, if any, and every later one (loop thread only)."""
-        self._abort_requested = True
+        self.abort_requested = True
         if self._scope is not None:
             self._scope.cancel()
 
@@ -772,10 +772,10 @@ class _ChunkIterator(AsyncIterator[LlmChunk]):
                 await self._finish(self._engine.abort())
                 continue
             step = await self._engine.next_step()
-            if step is None and self._aborted:
-                continue  # the step was cancelled by the abort: handled at the top of the loop
             if step is None:
-                await self._finish(None)
+                if not self._engine.abort_requested:
+                    await self._finish(None)
+                # else the abort cancelled the step: handled at the top of the loop
                 continue
             self._ready.extend(step.chunks)
             if isinstance(step.decision, Failed):
