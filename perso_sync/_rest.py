@@ -282,6 +282,7 @@ def _close_connection_pools(session: requests.Session) -> None:
 
 _watching = threading.local()  # the _ExchangeWatch of the exchange running on this thread
 _NO_SOCKET_YET_RETRY = 0.05  # seconds: a connection still being set up is checked again
+_PURGE_AT = 256  # finished entries in the deadline heap before it is worth compacting
 
 
 class _ExchangeWatch:
@@ -329,10 +330,16 @@ class _ExchangeWatch:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
         return True
 
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
     def finish(self) -> None:
         """Stop watching: the deadline no longer applies (the watcher drops it when due)."""
         with self._lock:
             self._finished = True
+            self._connection = None  # a finished watch must not keep a pooled connection alive
+        _watcher().forget()
 
 
 class _DeadlineWatcher:
@@ -346,16 +353,28 @@ class _DeadlineWatcher:
     def __init__(self) -> None:
         self._due: list[tuple[float, int, _ExchangeWatch]] = []  # a heap
         self._counter = 0  # ties: never compare two watches
+        self._finished = 0  # entries of finished exchanges still in the heap (about)
         self._wake = threading.Condition()
         thread = threading.Thread(target=self._run, name="perso-http-deadline", daemon=True)
         thread.start()
 
     def watch(self, watch: _ExchangeWatch, deadline: float) -> None:
         with self._wake:
+            if self._finished > _PURGE_AT and self._finished * 2 > len(self._due):
+                # Most entries belong to exchanges that ended long before their deadline (the
+                # usual case): drop them now rather than carry them until they come due.
+                self._due = [entry for entry in self._due if not entry[2].finished]
+                heapq.heapify(self._due)
+                self._finished = 0
             self._counter += 1
             heapq.heappush(self._due, (deadline, self._counter, watch))
             if self._due[0][2] is watch:
                 self._wake.notify()
+
+    def forget(self) -> None:
+        """One more entry in the heap belongs to a finished exchange."""
+        with self._wake:
+            self._finished += 1
 
     def _run(self) -> None:
         while True:
@@ -365,6 +384,9 @@ class _DeadlineWatcher:
                     self._wake.wait(None if not self._due else self._due[0][0] - now)
                     now = time.monotonic()
                 _, _, watch = heapq.heappop(self._due)
+                if watch.finished:
+                    self._finished = max(0, self._finished - 1)
+                    continue
             if not watch.expire():
                 self.watch(watch, time.monotonic() + _NO_SOCKET_YET_RETRY)
 
