@@ -392,20 +392,20 @@ class _DeadlineWatcher:
 
 
 _watcher_lock = threading.Lock()
-_watcher_instance: tuple[int, _DeadlineWatcher] | None = None  # (pid, watcher)
+_watcher_instance: _DeadlineWatcher | None = None
 
 
 def _watcher() -> _DeadlineWatcher:
     global _watcher_instance
     with _watcher_lock:
-        # After fork the child has the object but not its thread: start a new one there.
-        if _watcher_instance is None or _watcher_instance[0] != os.getpid():
-            _watcher_instance = (os.getpid(), _DeadlineWatcher())
-        return _watcher_instance[1]
+        if _watcher_instance is None:
+            _watcher_instance = _DeadlineWatcher()
+        return _watcher_instance
 
 
 def _forget_watcher() -> None:
-    # In a forked child: the lock may have been held by a thread that does not exist there.
+    # In a forked child the watcher's thread does not exist (and the lock may have been held by
+    # a thread that does not either): the first REST call there starts a new one.
     global _watcher_lock, _watcher_instance
     _watcher_lock = threading.Lock()
     _watcher_instance = None
