@@ -42,7 +42,7 @@ async def _bare_ready(client: Any, session_id: str, fetch_ice: bool = False) -> 
     """Seconds from a new peer connection until a track arrived and the channel is open.
 
     With ``fetch_ice``, the ICE servers are fetched first (a plain blocking call) and the peer
-    connection built with them: the bare sequence of PROTOCOL §5 minus the session info.
+    connection built with them: the bare sequence of docs/PROTOCOL.md §5 minus the session info.
     """
     from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 

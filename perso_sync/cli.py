@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from perso_sync.client import PersoClient
+    from perso_sync.llm import ChatTool
     from perso_sync.models import ChatState, SessionParams
     from perso_sync.session import Session
 
@@ -414,7 +415,7 @@ def _open_session(
     *,
     width: int = 320,
     height: int = 240,
-    client_tools: Sequence[Any] = (),
+    client_tools: Sequence[ChatTool] = (),
     receive_video: bool = False,
 ) -> Iterator[Session]:
     # Video is decoded only when a command uses it (record): decoding is most of the CPU.

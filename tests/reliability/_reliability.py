@@ -12,7 +12,10 @@ settle. What may legitimately outlive a test, and why:
   an idle worker exits by itself after 10 s) and ``asyncio_N`` (an asyncio loop's default
   executor, capped at ``min(32, cpus + 4)``: aioice resolves candidates there, the mock probes
   uploaded audio there). They never hold descriptors.
-- The mock server's own thread (``perso-mock-server``), alive for the whole pytest session.
+- The mock server's own thread (``perso-mock-server``), alive for the whole pytest session, and
+  its loop's fixed default executor (``perso-mock-io_N``, capped at ``mock_server.IO_THREADS``).
+- ``perso-http-deadline``: the one thread per process that cuts REST exchanges off at their
+  deadline (``perso_sync/_rest.py``), started by the first REST call.
 - The shared LLM connection pool (one ``httpx.AsyncClient`` per runtime): an idle keep-alive
   connection to the server stays open between turns. The baseline is taken after one warm-up
   turn, so a test that ends with that one pooled connection open is at the baseline; a pool
@@ -42,9 +45,11 @@ from dataclasses import dataclass
 import pytest
 
 #: Threads that exist once per process (or per pytest session) by design.
-LONG_LIVED_THREADS = frozenset({"MainThread", "perso-runtime", "perso-mock-server"})
+LONG_LIVED_THREADS = frozenset(
+    {"MainThread", "perso-runtime", "perso-mock-server", "perso-http-deadline"}
+)
 #: Capped worker pools whose idle threads linger by design (see the module docstring).
-POOL_THREAD_PREFIXES = ("AnyIO worker thread", "asyncio_")
+POOL_THREAD_PREFIXES = ("AnyIO worker thread", "asyncio_", "perso-mock-io_")
 #: How long teardown may take to release threads and descriptors.
 SETTLE_TIMEOUT = 8.0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -160,6 +161,59 @@ def test_the_whole_exchange_deadline_is_settable_apart_from_the_phases(
         with pytest.raises(perso_sync.PersoTimeoutError) as raised:
             client.get_prompts()
     assert "1.5 s" in str(raised.value)
+
+
+def test_concurrent_deadlines_all_fire_from_one_thread(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """Twelve calls at once against a server that never finishes: each ends at its own
+    deadline (a short one is not held up behind a long one), and the deadlines are kept by
+    one thread of the process, not one per call (a busy WSGI app would pile them up)."""
+    server = raw_server(_keep_alives_forever, DRIP_INTERVAL)
+    deadlines = [1.0 + (index % 3) * 0.75 for index in range(12)]  # 1.0, 1.75, 2.5 s
+    ended: dict[int, tuple[BaseException, float]] = {}
+    finish_order: list[int] = []
+    watchers_seen: list[int] = []
+    clients = [
+        perso_sync.PersoClient(
+            api_key="k" * 20,
+            api_server=server.url,
+            timeout=perso_sync.HttpTimeout(connect=5.0, read=30.0, total=total),
+        )
+        for total in deadlines
+    ]
+
+    def call(index: int) -> None:
+        started = time.monotonic()
+        try:
+            clients[index].get_documents()
+        except perso_sync.PersoError as exc:
+            ended[index] = (exc, time.monotonic() - started)
+            finish_order.append(index)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(clients))]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        names = [t.name for t in threading.enumerate()]
+        watchers_seen.append(names.count("perso-http-deadline"))
+        threads[0].join(0.05)
+    for thread in threads:
+        thread.join()
+    for client in clients:
+        client.close()
+
+    assert sorted(ended) == list(range(len(clients)))
+    for index, (error, elapsed) in ended.items():
+        assert isinstance(error, perso_sync.PersoTimeoutError)
+        assert f"{deadlines[index]} s" in str(error)
+        assert elapsed >= deadlines[index]
+    # Each call ended at its own deadline: every 1.0 s call before any 2.5 s one.
+    ranks = [deadlines[index] for index in finish_order]
+    assert max(i for i, d in enumerate(ranks) if d == 1.0) < min(
+        i for i, d in enumerate(ranks) if d == 2.5
+    )
+    assert max(watchers_seen) == 1
 
 
 # -- row 14: a malformed answer is the server's fault ----------------------------------------
