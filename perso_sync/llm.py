@@ -18,6 +18,7 @@ thread). Session-scoped requests carry no API key.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
 import math
@@ -540,6 +541,10 @@ def _check_tools(tools: Sequence[ChatTool]) -> tuple[ChatTool, ...]:
     return checked
 
 
+def _no_clock() -> float:
+    raise AssertionError("the turn's clock is set by its first step")
+
+
 class _TurnEngine:
     """Drives one LlmTurn on the loop: requests, stream reads, tool runs. One step per call."""
 
@@ -564,6 +569,8 @@ class _TurnEngine:
         self._parser = SseParser()
         self._deadline: float | None = None  # the turn_timeout's, set by the first step
         self._scope: anyio.CancelScope | None = None  # the running step's
+        self._new_scope: type[anyio.CancelScope] | None = None  # set by the first step
+        self._clock: Callable[[], float] = _no_clock
         self.abort_requested = False  # set by cancel_step
         self.finished = False
 
@@ -574,7 +581,13 @@ class _TurnEngine:
 
         if self.finished:
             return None
-        now = anyio.current_time()
+        if self._new_scope is None:
+            # The loop's clock and the scope class of the running backend, looked up once per
+            # turn: anyio.current_time() and anyio.CancelScope() each find the backend again on
+            # every call, a measurable share of a step when every network read is one.
+            self._clock = asyncio.get_running_loop().time
+            self._new_scope = type(anyio.CancelScope())
+        now = self._clock()
         turn_timeout = self._processor._turn_timeout
         if turn_timeout is not None and self._deadline is None:
             self._deadline = now + turn_timeout
@@ -587,7 +600,7 @@ class _TurnEngine:
         reading = self._pending is None and self._reader is not None
         idle_deadline = now + idle if reading and idle is not None else math.inf
         step: TurnStep | None = None
-        with anyio.CancelScope(deadline=min(turn_deadline, idle_deadline)) as scope:
+        with self._new_scope(deadline=min(turn_deadline, idle_deadline)) as scope:
             self._scope = scope
             if self.abort_requested:
                 scope.cancel()
