@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CallbackDispatcher",
     "Runtime",
+    "StreamSink",
     "SyncStream",
     "get_runtime",
     "lend_worker_slot",
@@ -337,6 +338,23 @@ class Runtime:
         self._refuse_loop_thread("Runtime.iterate()")
         return SyncStream(self, fn, args, item_timeout=item_timeout, credits=credits)
 
+    def iterate_pushed(
+        self,
+        fn: Callable[..., Awaitable[None]],
+        *args: Any,
+        item_timeout: float | None = None,
+        credits: int = DEFAULT_STREAM_CREDITS,
+    ) -> SyncStream[Any]:
+        """Like :meth:`iterate`, for a producer that pushes: ``await fn(sink, *args)`` runs on
+        the loop and hands items over with ``sink.put(item)``; when that returns True the
+        credits ran out and it must ``await sink.wait_for_room()`` before the next put. Its
+        return ends the stream, its exception travels to the consumer. Same guarantees as
+        :meth:`iterate`; for a producer that keeps state (a cancel scope) across many items,
+        which an async iterator cannot hold across its ``__anext__`` calls.
+        """
+        self._refuse_loop_thread("Runtime.iterate_pushed()")
+        return SyncStream(self, fn, args, item_timeout=item_timeout, credits=credits, pushed=True)
+
 
 async def _logged_task(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -> None:
     try:
@@ -348,6 +366,16 @@ async def _logged_task(fn: Callable[..., Awaitable[object]], args: tuple[Any, ..
 # -- sync iterator over an async stream ----------------------------------------------------
 
 _ITEM, _BATCH, _ERROR, _END = 0, 1, 2, 3
+
+
+class StreamSink(Protocol):
+    """What a producer of :meth:`Runtime.iterate_pushed` hands its items to (loop thread)."""
+
+    def put(self, item: Any) -> bool:
+        """Hand ``item`` over; True when the credits ran out (then ``await wait_for_room()``)."""
+
+    async def wait_for_room(self) -> None:
+        """Wait until the consumer brought the backlog down to the low-water mark."""
 
 
 class _Channel:
@@ -387,14 +415,18 @@ class _Channel:
         # Also ends the consumer's wait when the task was cancelled before it ever ran.
         self.queue.put((_END, None))
 
-    async def produce(self, fn: Callable[..., AsyncIterator[Any]], args: tuple[Any, ...]) -> None:
+    async def produce(self, fn: Callable[..., Any], args: tuple[Any, ...], pushed: bool) -> None:
         import anyio
 
         self.started = True
         try:
+            if pushed:
+                await fn(self, *args)
+                self._flush()
+                return
             source = fn(*args)
             if hasattr(source, "aclose"):
-                async with aclosing(source):  # type: ignore[type-var]
+                async with aclosing(source):
                     await self._pump(source)
             else:
                 await self._pump(source)
@@ -416,25 +448,37 @@ class _Channel:
             self.queue.put((_BATCH, batch) if len(batch) > 1 else (_ITEM, batch[0]))
 
     async def _pump(self, source: AsyncIterator[Any]) -> None:
+        async for item in source:
+            if self.put(item):
+                await self.wait_for_room()
+
+    def put(self, item: Any) -> bool:
+        """Hand ``item`` over (loop thread); True when the credits ran out: the producer must
+        then ``await wait_for_room()`` before its next put."""
+        batch = self._batch
+        assert batch is not None
+        if not batch:  # flushed after whatever else this turn of the loop yields
+            asyncio.get_running_loop().call_soon(self._flush)
+        batch.append(item)
+        self.produced += 1
+        if self.produced - self.consumed >= self.credits:
+            self._flush()
+            return True
+        return False
+
+    async def wait_for_room(self) -> None:
+        """Wait until the consumer brought the backlog down to the low-water mark."""
         import anyio
 
-        loop = asyncio.get_running_loop()
-        async for item in source:
-            batch = self._batch
-            assert batch is not None
-            if not batch:
-                loop.call_soon(self._flush)  # after whatever else this turn of the loop yields
-            batch.append(item)
-            self.produced += 1
-            if self.produced - self.consumed >= self.credits:
-                self._flush()
-                # Publish the event, then look again: a consumer that took items in between
-                # either sees the event (and sets it at the low-water mark) or already brought
-                # the backlog down to it, which we now see.
-                wake = self.wake = anyio.Event()
-                if self.produced - self.consumed > self.low_water:
-                    await wake.wait()
-                self.wake = None
+        # Publish the event, then look again: a consumer that took items in between either
+        # sees the event (and sets it at the low-water mark) or already brought the backlog
+        # down to it, which we now see.
+        wake = self.wake = anyio.Event()
+        try:
+            if self.produced - self.consumed > self.low_water:
+                await wake.wait()
+        finally:
+            self.wake = None
 
     def consumed_one(self) -> None:
         # No lock shared with the loop: the loop thread never waits on the consumer's thread
@@ -461,11 +505,12 @@ class SyncStream(Iterator[T]):
     def __init__(
         self,
         runtime: Runtime,
-        fn: Callable[..., AsyncIterator[T]],
+        fn: Callable[..., Any],
         args: tuple[Any, ...],
         *,
         item_timeout: float | None,
         credits: int,
+        pushed: bool = False,
     ) -> None:
         if credits < 1:
             raise ValueError("credits must be >= 1")
@@ -476,7 +521,7 @@ class SyncStream(Iterator[T]):
         self._done = False
         self._iterating = False
         self._pending: deque[Any] = deque()  # the rest of a batch, consumer side
-        self._future = runtime.spawn(self._channel.produce, fn, args)
+        self._future = runtime.spawn(self._channel.produce, fn, args, pushed)
         self._future.add_done_callback(self._channel.on_task_done)
         self._closed = False
 

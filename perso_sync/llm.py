@@ -23,7 +23,6 @@ import copy
 import inspect
 import math
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -44,7 +43,13 @@ from perso_sync._llm_turn import (
     ToolRun,
     TurnStep,
 )
-from perso_sync._runtime import CallbackDispatcher, SyncStream, get_runtime, run_sync_off_loop
+from perso_sync._runtime import (
+    CallbackDispatcher,
+    StreamSink,
+    SyncStream,
+    get_runtime,
+    run_sync_off_loop,
+)
 from perso_sync._sse import SseParser
 from perso_sync._validate import check_json_text, check_text, check_timeout, json_body
 from perso_sync.errors import (
@@ -359,7 +364,7 @@ class LlmProcessor:
         message = _check_message(message)
         turn_tools = self._client_tools if tools is None else _check_tools(tools)
         runtime = get_runtime()
-        return LlmStream(runtime.iterate(self._chunks, message, turn_tools, abort))
+        return LlmStream(runtime.iterate_pushed(self._push_turn, message, turn_tools, abort))
 
     def process_chat(self, message: str, *, timeout: float | None = None) -> str:
         """Run a turn with the callbacks as its side effects and return the final text.
@@ -451,13 +456,33 @@ class LlmProcessor:
             await engine.aclose()
             on_state(None, ChatState.LLM)
 
-    def _chunks(
-        self, message: str, tools: Sequence[ChatTool], abort: AbortSignal | None
-    ) -> AsyncIterator[LlmChunk]:
-        # Not an async generator: each step runs in a cancel scope entered and left inside
-        # __anext__, so an abort never cancels across a yield.
+    async def _push_turn(
+        self,
+        sink: StreamSink,
+        message: str,
+        tools: Sequence[ChatTool],
+        abort: AbortSignal | None,
+    ) -> None:
+        # The producer of a process_llm stream (Runtime.iterate_pushed): the whole turn runs
+        # here, in one cancel scope, pushing its chunks as they come.
         engine = _TurnEngine(self, message, tools, _error_result, self._history)
-        return _ChunkIterator(self, engine, abort)
+        runtime = get_runtime()
+        unsubscribe: Callable[[], None] | None = None
+
+        def abort_from_any_thread() -> None:
+            engine.abort_requested = True  # seen before the next step, at once
+            runtime.call_soon_threadsafe(engine.cancel_step)  # cancels a step under way
+
+        self._llm_state(ChatState.LLM, None)
+        try:
+            if abort is not None:
+                unsubscribe = abort._subscribe(abort_from_any_thread)
+            await engine.run(sink, lambda error: self._notify("on_error", error))
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+            await engine.aclose()
+            self._llm_state(None, ChatState.LLM)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -546,7 +571,9 @@ def _no_clock() -> float:
 
 
 class _TurnEngine:
-    """Drives one LlmTurn on the loop: requests, stream reads, tool runs. One step per call."""
+    """Drives one LlmTurn on the loop: requests, stream reads, tool runs. ``run()`` does the
+    whole turn (process_llm); ``next_step()`` one step per call (process_chat, whose caller
+    acts between steps)."""
 
     def __init__(
         self,
@@ -571,7 +598,10 @@ class _TurnEngine:
         self._scope: anyio.CancelScope | None = None  # the running step's
         self._new_scope: type[anyio.CancelScope] | None = None  # set by the first step
         self._clock: Callable[[], float] = _no_clock
-        self.abort_requested = False  # set by cancel_step
+        self.abort_requested = False  # set by cancel_step (run(): also from any thread)
+        self._idle_from: float | None = None  # run(): when the current read began
+        self._idle_expired = False
+        self._watchdog: asyncio.TimerHandle | None = None
         self.finished = False
 
     async def next_step(self) -> TurnStep | None:
@@ -615,6 +645,85 @@ class _TurnEngine:
             else:
                 error = PersoTimeoutError(f"the LLM turn took longer than {turn_timeout}s")
             step = self.turn.on_error(LLMError(error))
+        if self._book(step):
+            await self._close_response()
+        return step
+
+    async def run(self, sink: StreamSink, on_failed: Callable[[LLMError], object]) -> None:
+        """The whole turn, its chunks put into ``sink`` as each step makes them (process_llm).
+
+        One cancel scope for the whole turn carries the turn deadline and the abort; the idle
+        deadline is a watchdog timer that only looks at when the current read began, so a
+        network read costs no scope and no timer of its own. The idle clock runs only while
+        reading: not while the consumer lags (parked on the credits), nor during requests and
+        tools (which the httpx timeouts and the turn deadline bound, as in ``next_step``).
+        """
+        import anyio
+
+        loop = asyncio.get_running_loop()
+        self._clock = clock = loop.time
+        turn_timeout = self._processor._turn_timeout
+        idle = self._processor._timeout
+        self._deadline = math.inf if turn_timeout is None else clock() + turn_timeout
+        step: TurnStep | None = None
+        with anyio.CancelScope(deadline=self._deadline) as scope:
+            self._scope = scope
+            while not self.finished and not self.abort_requested:
+                if idle is not None and self._pending is None and self._reader is not None:
+                    self._idle_from = clock()
+                    if self._watchdog is None:
+                        self._watchdog = loop.call_at(self._idle_from + idle, self._idle_check)
+                step = await self._next()
+                self._idle_from = None
+                finished = self._book(step)
+                full = False
+                for chunk in step.chunks:
+                    full = sink.put(chunk) or full
+                if isinstance(step.decision, Failed):
+                    on_failed(step.decision.error)
+                if full and not finished:
+                    await sink.wait_for_room()
+        self._scope = None
+        self._idle_from = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self.finished:
+            return
+        await self._close_response()
+        if self.abort_requested:
+            step = self.abort()
+        elif self._idle_expired:
+            step = self.turn.on_error(
+                LLMError(PersoTimeoutError(f"no LLM stream event within {idle}s (idle timeout)"))
+            )
+        else:
+            step = self.turn.on_error(
+                LLMError(PersoTimeoutError(f"the LLM turn took longer than {turn_timeout}s"))
+            )
+        self.finished = True
+        for chunk in step.chunks:
+            sink.put(chunk)  # the last ones: no need to wait for room
+        if isinstance(step.decision, Failed):
+            on_failed(step.decision.error)
+
+    def _idle_check(self) -> None:
+        # The idle watchdog (run()): cancels the turn when the current read has waited `timeout`
+        # seconds for an event, else looks again when that would be.
+        self._watchdog = None
+        since = self._idle_from
+        idle = self._processor._timeout
+        if since is None or idle is None or self._scope is None:
+            return  # not reading now: the next read re-arms it
+        due = since + idle
+        if self._clock() >= due:
+            self._idle_expired = True
+            self._scope.cancel()
+        else:
+            self._watchdog = asyncio.get_running_loop().call_at(due, self._idle_check)
+
+    def _book(self, step: TurnStep) -> bool:
+        """Take in the step's decision; True when the turn is over."""
         decision = step.decision
         if isinstance(decision, RunTools):
             self._pending = decision
@@ -623,9 +732,7 @@ class _TurnEngine:
             self._history.extend(decision.history)
         elif isinstance(decision, Failed):
             self.finished = True
-        if self.finished:
-            await self._close_response()
-        return step
+        return self.finished
 
     def cancel_step(self) -> None:
         """Abort: cancel the running step, if any, and every later one (loop thread only)."""
@@ -683,7 +790,8 @@ class _TurnEngine:
         import httpx
 
         assert self._reader is not None
-        # Reads until some event completes; the idle deadline is next_step's cancel scope.
+        # Reads until some event completes; the idle deadline is the caller's (next_step's scope,
+        # or run()'s watchdog).
         while True:
             try:
                 data = await self._reader.__anext__()
@@ -746,69 +854,3 @@ async def _read_limited(response: httpx.Response, limit: int) -> bytes:
         if len(body) >= limit:
             break
     return bytes(body[:limit])
-
-
-class _ChunkIterator(AsyncIterator[LlmChunk]):
-    """The async side of ``process_llm``: the engine's steps flattened into chunks, with abort
-    and the processor's callbacks."""
-
-    def __init__(
-        self, processor: LlmProcessor, engine: _TurnEngine, abort: AbortSignal | None
-    ) -> None:
-        self._processor = processor
-        self._engine = engine
-        self._ready: deque[LlmChunk] = deque()
-        self._aborted = False
-        self._ended = False
-        self._state_off_sent = False
-        self._unsubscribe: Callable[[], None] | None = None
-        self._runtime = get_runtime()
-        processor._llm_state(ChatState.LLM, None)
-        if abort is not None:
-            self._unsubscribe = abort._subscribe(self._abort_from_any_thread)
-
-    def _abort_from_any_thread(self) -> None:
-        self._aborted = True
-        self._runtime.call_soon_threadsafe(self._cancel_step)
-
-    def _cancel_step(self) -> None:
-        self._engine.cancel_step()
-
-    def __aiter__(self) -> _ChunkIterator:
-        return self
-
-    async def __anext__(self) -> LlmChunk:
-        while not self._ready:
-            if self._ended:
-                raise StopAsyncIteration
-            if self._aborted:
-                await self._finish(self._engine.abort())
-                continue
-            step = await self._engine.next_step()
-            if step is None:
-                if not self._engine.abort_requested:
-                    await self._finish(None)
-                # else the abort cancelled the step: handled at the top of the loop
-                continue
-            self._ready.extend(step.chunks)
-            if isinstance(step.decision, Failed):
-                self._processor._notify("on_error", step.decision.error)
-            if self._engine.finished:
-                await self._finish(None)
-        return self._ready.popleft()
-
-    async def _finish(self, last: TurnStep | None) -> None:
-        if last is not None:
-            self._ready.extend(last.chunks)
-        if not self._ended:
-            self._ended = True
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        await self._engine.aclose()
-        if not self._state_off_sent:
-            self._state_off_sent = True
-            self._processor._llm_state(None, ChatState.LLM)

@@ -577,3 +577,28 @@ def test_the_blocking_api_inside_an_async_tool_is_refused_not_deadlocked(
     chunks = list(processor.process_llm("weather?"))
     (result,) = [c for c in chunks if isinstance(c, ToolResultChunk)]
     assert "loop thread" in result.result["error"]
+
+
+def test_a_consumer_that_lags_does_not_trip_the_idle_timeout(
+    perso_mock: MockPersoServer, make_processor: Make, llm_session: str
+) -> None:
+    # The stream outruns the consumer: the turn is parked on the stream's credits while the
+    # user's thread is busy for longer than the idle timeout. The idle clock only runs while
+    # the turn waits for the network, so the turn still ends with its whole text.
+    words = [f"w{i}" for i in range(300)]  # one event per word: far more than the credits
+    perso_mock.set_llm_script(
+        llm_session,
+        LlmScript(rules=[Rule(pattern="lag", reply=" ".join(words))], delay=0, words_per_delta=1),
+    )
+    processor = make_processor(timeout=0.2)
+    chunks: list[Any] = []
+    busy = threading.Event()
+    for chunk in processor.process_llm("lag please"):
+        chunks.append(chunk)
+        if len(chunks) == 1:
+            busy.wait(0.6)  # the user's work between two chunks, three idle timeouts long
+    assert not [c for c in chunks if isinstance(c, ErrorChunk)]
+    final = chunks[-1]
+    assert isinstance(final, MessageChunk)
+    assert final.finish
+    assert final.message == " ".join(words)

@@ -19,6 +19,7 @@ from perso_sync._runtime import (
     THREAD_NAME,
     CallbackDispatcher,
     Runtime,
+    StreamSink,
     get_runtime,
     run_sync_off_loop,
 )
@@ -423,3 +424,59 @@ def test_a_failing_background_task_does_not_take_the_loop_down() -> None:
     runtime.start_soon(fail)
     assert runtime.call(add, 2, 2) == 4
     assert runtime.is_running()
+
+
+async def push_numbers(sink: StreamSink, count: int, fail: bool = False) -> None:
+    for i in range(count):
+        if sink.put(i):
+            await sink.wait_for_room()
+    if fail:
+        raise ValueError("broken pusher")
+
+
+def test_iterate_pushed_yields_every_item_in_order_then_the_producers_error() -> None:
+    with get_runtime().iterate_pushed(push_numbers, 500) as stream:
+        assert list(stream) == list(range(500))
+    got: list[int] = []
+    with pytest.raises(ValueError, match="broken pusher"):
+        got.extend(get_runtime().iterate_pushed(push_numbers, 3, True))
+    assert got == [0, 1, 2]
+
+
+def test_a_pushing_producer_is_told_to_wait_at_the_credit_limit_and_woken_at_half() -> None:
+    told_to_wait: list[int] = []
+
+    async def endless(sink: StreamSink) -> None:
+        i = 0
+        while True:
+            if sink.put(i):
+                told_to_wait.append(i)
+                await sink.wait_for_room()
+            i += 1
+
+    runtime = get_runtime()
+    with runtime.iterate_pushed(endless, credits=4) as stream:
+        runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
+        assert told_to_wait == [3]  # the fourth item used the last credit
+        assert [next(stream) for _ in range(2)] == [0, 1]  # down to the low-water mark
+        runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
+        assert told_to_wait == [3, 5]  # woken, it refilled up to the credits again
+        assert [next(stream) for _ in range(4)] == [2, 3, 4, 5]
+
+
+def test_closing_a_pushed_stream_cancels_the_producer_and_waits_for_its_cleanup() -> None:
+    cleaned_up = threading.Event()
+
+    async def ones(sink: StreamSink) -> None:
+        try:
+            while True:
+                if sink.put(1):
+                    await sink.wait_for_room()
+                await anyio.sleep(0)
+        finally:
+            cleaned_up.set()
+
+    stream = get_runtime().iterate_pushed(ones)
+    assert next(stream) == 1
+    stream.close()
+    assert cleaned_up.is_set()
