@@ -666,28 +666,31 @@ class _TurnEngine:
         idle = self._processor._timeout
         self._deadline = math.inf if turn_timeout is None else clock() + turn_timeout
         step: TurnStep | None = None
-        with anyio.CancelScope(deadline=self._deadline) as scope:
-            self._scope = scope
-            while not self.finished and not self.abort_requested:
-                if idle is not None and self._pending is None and self._reader is not None:
-                    self._idle_from = clock()
-                    if self._watchdog is None:
-                        self._watchdog = loop.call_at(self._idle_from + idle, self._idle_check)
-                step = await self._next()
-                self._idle_from = None
-                finished = self._book(step)
-                full = False
-                for chunk in step.chunks:
-                    full = sink.put(chunk) or full
-                if isinstance(step.decision, Failed):
-                    on_failed(step.decision.error)
-                if full and not finished:
-                    await sink.wait_for_room()
-        self._scope = None
-        self._idle_from = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        try:
+            with anyio.CancelScope(deadline=self._deadline) as scope:
+                self._scope = scope
+                while not self.finished and not self.abort_requested:
+                    if idle is not None and self._pending is None and self._reader is not None:
+                        self._idle_from = clock()
+                        if self._watchdog is None:
+                            due = self._idle_from + idle
+                            self._watchdog = loop.call_at(due, self._idle_check)
+                    step = await self._next()
+                    self._idle_from = None
+                    finished = self._book(step)
+                    full = False
+                    for chunk in step.chunks:
+                        full = sink.put(chunk) or full
+                    if isinstance(step.decision, Failed):
+                        on_failed(step.decision.error)
+                    if full and not finished:
+                        await sink.wait_for_room()
+        finally:  # also when the stream is closed under us: no timer outlives the turn
+            self._scope = None
+            self._idle_from = None
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
         if self.finished:
             return
         await self._close_response()
