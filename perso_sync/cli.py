@@ -1038,9 +1038,11 @@ def cmd_chat(args: argparse.Namespace, io: Streams) -> int:
             try:
                 _chat_turn(session, line.strip(), view, speak)
             except KeyboardInterrupt:
+                # Said first: clear_buffer's idle state comes from another thread and must show
+                # after it, as the consequence it is.
+                view.note("interrupted", style="yellow")
                 with contextlib.suppress(PersoError):
                     session.clear_buffer()  # the avatar stops too, not only the stream
-                view.note("interrupted", style="yellow")
             except (LLMError, STTError, TTSError, ApiError) as exc:
                 view.note(f"error: {describe_error(exc)}", style="bold red")
             finally:

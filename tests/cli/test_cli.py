@@ -389,8 +389,16 @@ class _Terminal:
 
 def test_chat_streams_shows_tools_and_states_and_obeys_ctrl_c_and_ctrl_d(perso_mock) -> None:
     story = " ".join(f"word{i}" for i in range(60))
+    # Spoken for many seconds (the mock times speech by its length): a Ctrl-C sent once
+    # "speaking" shows lands while the avatar speaks, however loaded the machine is.
+    long_answer = "Ok, " + " ".join(f"minute{i}" for i in range(25)) + "."
     perso_mock.llm_script = LlmScript(
         rules=[
+            Rule(
+                pattern="again",
+                tool_calls=[ToolCall(name="get_current_time")],
+                follow_up=long_answer,
+            ),
             Rule(pattern="time", tool_calls=[ToolCall(name="get_current_time")], follow_up="Ok."),
             Rule(pattern="story", reply=story),
         ],
@@ -426,7 +434,7 @@ def test_chat_streams_shows_tools_and_states_and_obeys_ctrl_c_and_ctrl_d(perso_m
         # Ctrl-C while the avatar speaks: it is told to stop (clear-buffer) and goes idle.
         proc.stdin.write(b"the time again\n")
         proc.stdin.flush()
-        at = term.wait_for("avatar> Ok.\n", at)
+        at = term.wait_for(f"avatar> {long_answer}\n", at)
         at = term.wait_for("[avatar: speaking]", at)
         proc.send_signal(signal.SIGINT)
         at = term.wait_for("[interrupted]", at)
