@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 
 from bench._mock_process import MockProcess
 from bench._report import Row, format_table
@@ -56,20 +57,30 @@ def _bare(http: object, url: str, session_id: str) -> float:
     assert isinstance(http, requests.Session)
     body = {"messages": [{"role": "user", "content": "go"}], "tools": []}
     start = time.perf_counter()
-    count = 0
     with http.post(
         f"{url}/api/v1/session/{session_id}/llm/v2/", json=body, stream=True, timeout=30
     ) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
-            if line.startswith(b"data: "):
-                event = json.loads(line[6:])
-                if event.get("type") == "message":
-                    count += 1
+        count = _message_events(response.iter_lines())
     elapsed = time.perf_counter() - start
-    if count != EVENTS:
-        raise RuntimeError(f"the bare reader saw {count} message events, expected {EVENTS}")
+    _check_count("the bare reader", count)
     return elapsed
+
+
+def _message_events(lines: Iterable[bytes]) -> int:
+    """The baselines' whole per-line work: json.loads of each ``data:`` line, counting messages."""
+    count = 0
+    for line in lines:
+        if line.startswith(b"data: "):
+            event = json.loads(line[6:])
+            if event.get("type") == "message":
+                count += 1
+    return count
+
+
+def _check_count(reader: str, count: int) -> None:
+    if count != EVENTS:
+        raise RuntimeError(f"{reader} saw {count} message events, expected {EVENTS}")
 
 
 async def _bare_httpx_turn(http: object, url: str, session_id: str) -> float:
@@ -86,14 +97,9 @@ async def _bare_httpx_turn(http: object, url: str, session_id: str) -> float:
         async for data in response.aiter_bytes():
             pending += data
             *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if line.startswith(b"data: "):
-                    event = json.loads(line[6:])
-                    if event.get("type") == "message":
-                        count += 1
+            count += _message_events(lines)
     elapsed = time.perf_counter() - start
-    if count != EVENTS:
-        raise RuntimeError(f"the bare httpx reader saw {count} message events, expected {EVENTS}")
+    _check_count("the bare httpx reader", count)
     return elapsed
 
 
