@@ -389,9 +389,9 @@ class Session:
         if not isinstance(session_id, str) or not session_id.strip():
             raise InvalidInputError("session_id must be a non-empty string")
         _check_size(width, height)
-        _check_positive("connect_timeout", connect_timeout)
-        _check_positive("ping_timeout", ping_timeout)
-        _check_positive("heartbeat_interval", heartbeat_interval)
+        check_seconds("connect_timeout", connect_timeout)
+        check_seconds("ping_timeout", ping_timeout)
+        check_seconds("heartbeat_interval", heartbeat_interval)
         if not isinstance(voice_chat, bool):
             raise InvalidInputError(f"voice_chat must be True or False, not {voice_chat!r}")
         check_timeout("llm_timeout", llm_timeout)
@@ -1752,10 +1752,6 @@ def _check_size(width: object, height: object) -> None:
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
-
-
-def _check_positive(name: str, value: object) -> None:
-    check_seconds(name, value)
 
 
 def _resample_or_keep(audio: bytes) -> bytes:
