@@ -115,6 +115,33 @@ class CloseStatus:
     reason: str | None = None
 
 
+_Callback = TypeVar("_Callback", bound=Callable[..., object])
+
+
+class _ReplaceableCallback(Generic[_Callback]):
+    """One callback that a new one replaces (the error handler, the STT result callback).
+
+    ``set`` returns a remover that clears the slot only while it still holds that callback, so
+    removing an old handler never drops a newer one. Guarded by the session's lock; ``current``
+    is read under that lock by the caller.
+    """
+
+    def __init__(self, lock: contextlib.AbstractContextManager[object]) -> None:
+        self._lock = lock
+        self.current: _Callback | None = None
+
+    def set(self, callback: _Callback) -> Callable[[], None]:
+        with self._lock:
+            self.current = callback
+
+        def remove() -> None:
+            with self._lock:
+                if self.current is callback:
+                    self.current = None
+
+        return remove
+
+
 class MediaRecording:
     """A running recording of the avatar's media, returned by :meth:`Session.record`.
 
@@ -302,8 +329,12 @@ class Session:
         self._state_subscribers: dict[int, Callable[[frozenset[ChatState]], object]] = {}
         self._log_subscribers: dict[int, Callable[[list[Chat]], object]] = {}
         self._close_callbacks: dict[int, Callable[[bool], object]] = {}
-        self._error_handler: Callable[[BaseException], object] | None = None
-        self._stt_callback: Callable[[str], object] | None = None
+        self._error_handler: _ReplaceableCallback[Callable[[BaseException], object]] = (
+            _ReplaceableCallback(self._lock)
+        )
+        self._stt_callback: _ReplaceableCallback[Callable[[str], object]] = _ReplaceableCallback(
+            self._lock
+        )
         self._message_callbacks: dict[int, tuple[str, Callable[[dict[str, Any]], object]]] = {}
         self._dispatcher: CallbackDispatcher = CallbackDispatcher(on_error=self._on_callback_error)
 
@@ -763,29 +794,13 @@ class Session:
         STT / STF failures; those are raised to the caller too). Replaces the previous handler;
         returns a function removing it (only if it is still the current one)."""
         self._ensure_open()
-        with self._lock:
-            self._error_handler = callback
-
-        def remove() -> None:
-            with self._lock:
-                if self._error_handler is callback:
-                    self._error_handler = None
-
-        return remove
+        return self._error_handler.set(callback)
 
     def set_stt_result_callback(self, callback: Callable[[str], object]) -> Callable[[], None]:
         """Legacy voice chat: receive the server's ``stt`` text instead of it going to
         :meth:`process_chat`. Returns a function removing the callback."""
         self._ensure_open()
-        with self._lock:
-            self._stt_callback = callback
-
-        def remove() -> None:
-            with self._lock:
-                if self._stt_callback is callback:
-                    self._stt_callback = None
-
-        return remove
+        return self._stt_callback.set(callback)
 
     # ------------------------------------------------------------------ low-level channel
 
@@ -1467,7 +1482,7 @@ class Session:
             text = data.get("text")
             text = text if isinstance(text, str) else ""
             with self._lock:
-                callback = self._stt_callback
+                callback = self._stt_callback.current
             if callback is not None:
                 self._dispatcher.submit(callback, text)
             elif text.strip():
@@ -1706,7 +1721,7 @@ class Session:
     def _report_error(self, error: BaseException, *, raised: bool = False) -> None:
         # ``raised``: the caller gets the error too, so without a handler it is not news.
         with self._lock:
-            handler = self._error_handler
+            handler = self._error_handler.current
         if handler is None:
             level = logging.DEBUG if raised else logging.WARNING
             _log.log(level, "session %s: %s", self._session_id, error)
@@ -1716,7 +1731,7 @@ class Session:
     def _on_callback_error(self, error: BaseException) -> None:
         # Runs in the dispatcher's worker thread; the dispatcher logs a raising handler.
         with self._lock:
-            handler = self._error_handler
+            handler = self._error_handler.current
         if handler is None:
             _log.error("a callback of session %s raised", self._session_id, exc_info=error)
             return

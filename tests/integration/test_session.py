@@ -432,6 +432,29 @@ def test_a_raising_message_callback_goes_to_the_error_handler(
     assert "cannot handle Hi" in str(errors.calls[0])
 
 
+def test_removing_a_replaced_error_handler_keeps_the_newer_one(
+    perso_mock: Any, open_session: Any
+) -> None:
+    session = open_session()
+    old, new = Recorder(), Recorder()
+    remove_old = session.set_error_handler(old)
+    remove_new = session.set_error_handler(new)  # replaces the old one
+    remove_old()  # a stale remover must not drop the handler that replaced it
+
+    def broken(data: dict[str, Any]) -> None:
+        raise RuntimeError(f"cannot handle {data['message']}")
+
+    session.on_message("stf", broken)
+    session.process_ttstf("Hi")
+    new.wait_count(1)
+    assert old.calls == []
+
+    remove_new()  # now the slot is empty: errors are logged, nobody is called
+    session.process_ttstf("Again")
+    session.wait_until_idle(timeout=10)
+    assert len(new.calls) == 1
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
