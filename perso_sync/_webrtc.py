@@ -23,10 +23,8 @@ cheap.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -34,6 +32,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from perso_sync._webrtc_media import ReceivedMedia, Signal
 from perso_sync.errors import (
     InvalidInputError,
     InvalidResponseError,
@@ -54,7 +53,6 @@ if TYPE_CHECKING:
         RTCPeerConnection,
         RTCSessionDescription,
     )
-    from aiortc.contrib.media import MediaRecorder
 
 __all__ = ["CoreHooks", "CoreOptions", "WebRtcCore"]
 
@@ -69,9 +67,6 @@ STF_BUFFERED_HIGH = 512 * 1024
 STF_BUFFERED_LOW = 256 * 1024
 LOST_CODE = 408
 LOST_REASON = "Request Timeout"
-# How many frames a recorder may lag behind before the oldest are dropped (about 2 s of video).
-_RECORDER_BUFFER = 64
-_RECORDER_FLUSH_TIMEOUT = 2.0
 # Reads per worker-thread hop during an upload: read-ahead is at most 8 x 64 KiB = 512 KiB.
 _READ_BATCH = 8
 
@@ -189,93 +184,6 @@ async def _wait_first(*events: anyio.Event) -> None:
             tg.start_soon(wait_one, event)
 
 
-class _Signal:
-    """A re-armable wake-up for one waiter at a time (state lives with the owner)."""
-
-    def __init__(self) -> None:
-        self._event = anyio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = anyio.Event()
-
-
-class _FrameBuffer:
-    """Bounded frame buffer between a track drain and one consumer: drops the oldest frame when
-    full, so a slow consumer never grows memory."""
-
-    def __init__(self, max_frames: int) -> None:
-        self._frames: collections.deque[Any] = collections.deque(maxlen=max_frames)
-        self._signal = _Signal()
-        self.ended = False
-        self.dropped = 0
-
-    def push(self, frame: Any) -> None:
-        if len(self._frames) == self._frames.maxlen:
-            self.dropped += 1
-        self._frames.append(frame)
-        self._signal.fire()
-
-    def end(self) -> None:
-        self.ended = True
-        self._signal.fire()
-
-    async def get(self) -> Any | None:
-        """The next frame, or None once ended and empty."""
-        while not self._frames:
-            if self.ended:
-                return None
-            await self._signal.wait()
-        return self._frames.popleft()
-
-
-class _RelayTrack:
-    """What aiortc's MediaRecorder reads from: frames pushed by the core's track drain.
-
-    MediaRecorder only needs ``kind`` and ``recv()`` (ending with aiortc's MediaStreamError), so
-    the remote track itself is never read by two consumers.
-    """
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.buffer = _FrameBuffer(_RECORDER_BUFFER)
-        self.delivered = False
-        self.finished = anyio.Event()
-
-    async def recv(self) -> Any:
-        from aiortc.mediastreams import MediaStreamError
-
-        frame = await self.buffer.get()
-        if frame is None:
-            self.finished.set()
-            raise MediaStreamError
-        self.delivered = True
-        return frame
-
-
-@attrs.define
-class _Recording:
-    recorder: MediaRecorder
-    relays: list[_RelayTrack]
-    path: str
-
-    def accepts(self, kind: str) -> bool:
-        """Whether a frame of ``kind`` may go to the recorder now.
-
-        MediaRecorder sizes its video stream from the first video frame, but the container
-        header (which fixes every codec's parameters) is written at the first muxed packet of
-        any stream. So audio is held back until the video relay has handed out its first
-        frame; otherwise the video stream fails with "Cannot change width after codec is
-        open" and the file has no video.
-        """
-        if kind == "audio":
-            return all(relay.delivered for relay in self.relays if relay.kind == "video")
-        return True
-
-
 class _FileTransfer:
     """Loop-side state of one STF upload channel, fed by aiortc's event callbacks."""
 
@@ -284,7 +192,7 @@ class _FileTransfer:
         self.server_ready = False
         self.file_ref: str | None = None
         self.closed = False
-        self.changed = _Signal()
+        self.changed = Signal()
         channel.bufferedAmountLowThreshold = STF_BUFFERED_LOW
         channel.on("message", self._on_message)
         channel.on("close", self._on_close)
@@ -339,9 +247,7 @@ class WebRtcCore:
         self._audio_track: MediaStreamTrack | None = None
         self._video_track: MediaStreamTrack | None = None
         self._video_transceiver: Any = None
-        self._latest_frame: av.VideoFrame | None = None
-        self._subscribers: set[_FrameBuffer] = set()
-        self._recording: _Recording | None = None
+        self._media = ReceivedMedia(options.close_timeout)
         self._ready = anyio.Event()
         self._lost = anyio.Event()
         self._last_server_ping = 0.0
@@ -613,21 +519,12 @@ class WebRtcCore:
                     frame = await track.recv()
                 except MediaStreamError:
                     return
-                if is_video:
-                    if track is not self._video_track:
-                        continue  # receive_video=False or an extra track: discard
-                    self._latest_frame = frame  # type: ignore[assignment]  # video: VideoFrame
-                    for subscriber in self._subscribers:
-                        subscriber.push(frame)
-                recording = self._recording
-                if recording is not None and recording.accepts(track.kind):
-                    for relay in recording.relays:
-                        if relay.kind == track.kind:
-                            relay.buffer.push(frame)
+                if is_video and track is not self._video_track:
+                    continue  # receive_video=False or an extra track: discard
+                self._media.push(track.kind, frame)
         finally:
             if is_video and track is self._video_track:
-                for subscriber in self._subscribers:
-                    subscriber.end()
+                self._media.end_video()
 
     # ------------------------------------------------------------------------ messages
 
@@ -764,11 +661,10 @@ class WebRtcCore:
         with anyio.CancelScope(shield=True):
             try:
                 try:
-                    await self._finish_recording()
+                    await self._media.finish_recording()
                 except RecordingError:
                     logger.warning("recording could not be finalized", exc_info=True)
-                for subscriber in self._subscribers:
-                    subscriber.end()
+                self._media.end_video()
                 if self._jobs is not None:
                     self._jobs.cancel_scope.cancel()
                 for channel in [*self._file_channels, self._channel]:
@@ -826,7 +722,7 @@ class WebRtcCore:
 
     def latest_video_frame(self) -> av.VideoFrame | None:
         """The most recent decoded video frame, or None before the first one."""
-        return self._latest_frame
+        return self._media.latest_video_frame
 
     def subscribe_video_frames(self, max_buffer: int = 2) -> AsyncIterator[av.VideoFrame]:
         """Async iterator of decoded video frames from now on.
@@ -839,21 +735,7 @@ class WebRtcCore:
         """
         if self._close_started:
             raise SessionClosedError("the session is closed")
-        buffer = _FrameBuffer(max(1, max_buffer))
-        if self._video_track is None:
-            buffer.end()
-        self._subscribers.add(buffer)
-        return self._iterate_frames(buffer)
-
-    async def _iterate_frames(self, buffer: _FrameBuffer) -> AsyncIterator[av.VideoFrame]:
-        try:
-            while True:
-                frame = await buffer.get()
-                if frame is None:
-                    return
-                yield frame
-        finally:
-            self._subscribers.discard(buffer)
+        return self._media.subscribe_video_frames(max_buffer, self._video_track is not None)
 
     async def start_recording(self, path: str) -> None:
         """Record the avatar's media to ``path`` with aiortc's ``MediaRecorder``.
@@ -864,68 +746,13 @@ class WebRtcCore:
         cannot be opened, :class:`perso_sync.errors.SessionClosedError` when closed. The
         recording stops (and the file is finalized) at :meth:`stop_recording` or at close.
         """
-        from aiortc.contrib.media import MediaRecorder
-
         if self._close_started:
             raise SessionClosedError("the session is closed")
-        if self._recording is not None:
-            raise RecordingError(f"already recording to {self._recording.path!r}")
-        audio_only = os.path.splitext(path)[1].lower() == ".wav"
-        kinds = []
-        if self._audio_track is not None:
-            kinds.append("audio")
-        if self._video_track is not None and not audio_only:
-            kinds.append("video")
-        if not kinds:
-            raise RecordingError("nothing to record: the session has no remote media")
-        _check_recording_path(path)
-        try:
-            recorder = MediaRecorder(path)
-        except Exception as exc:  # av.FFmpegError, OSError, ValueError for unknown formats
-            raise RecordingError(f"cannot record to {path!r}: {exc}") from exc
-        relays = [_RelayTrack(kind) for kind in kinds]
-        for relay in relays:
-            recorder.addTrack(relay)  # type: ignore[arg-type]  # duck-typed track
-        self._recording = _Recording(recorder=recorder, relays=relays, path=path)
-        await recorder.start()
+        await self._media.start_recording(
+            path, has_audio=self._audio_track is not None, has_video=self._video_track is not None
+        )
 
     async def stop_recording(self) -> None:
         """Stop recording and finalize the file. No-op when not recording. Raises
         :class:`perso_sync.errors.RecordingError` when the file cannot be finalized."""
-        await self._finish_recording()
-
-    async def _finish_recording(self) -> None:
-        recording = self._recording
-        if recording is None:
-            return
-        self._recording = None
-        with anyio.CancelScope(shield=True):
-            for relay in recording.relays:
-                relay.buffer.end()
-            # Let the recorder encode what is still buffered before it is stopped (bounded:
-            # a recorder task that died never reads its end marker).
-            with anyio.move_on_after(min(self._options.close_timeout, _RECORDER_FLUSH_TIMEOUT)):
-                for relay in recording.relays:
-                    await relay.finished.wait()
-            try:
-                await recording.recorder.stop()
-            except Exception as exc:
-                raise RecordingError(f"could not finalize {recording.path!r}: {exc}") from exc
-
-
-def _check_recording_path(path: str) -> None:
-    """Raise ``RecordingError`` now when ``path`` cannot be written.
-
-    The container library opens the file lazily, at the first encoded frame, so without this a
-    recording to a missing directory looks active and fails only at ``stop()``.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise RecordingError(f"cannot record to {path!r}: it is a directory")
-    if not os.path.isdir(directory):
-        raise RecordingError(
-            f"cannot record to {path!r}: the directory {directory!r} does not exist"
-        )
-    writable = os.access(path, os.W_OK) if os.path.exists(path) else os.access(directory, os.W_OK)
-    if not writable:
-        raise RecordingError(f"cannot record to {path!r}: permission denied")
+        await self._media.finish_recording()
