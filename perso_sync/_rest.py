@@ -9,8 +9,8 @@ One ``RestTransport`` per client owns one ``requests.Session`` (connection reuse
   one byte at a time, or sends a body of keep-alive whitespace that never ends, is cut off at
   the deadline with ``PersoTimeoutError``, since a per-read timeout alone would never fire. The
   deadline is kept by the connection pools of the client's own ``requests.Session`` (the one
-  deadline thread of ``_deadlines`` shuts the socket of an exchange that outlives it); a session you pass in keeps its own
-  adapters and only the connect/read timeouts apply to it;
+  deadline thread of ``_deadlines`` shuts the socket of an exchange that outlives it); a
+  session you pass in keeps its own adapters and only the connect/read timeouts apply to it;
 - the mapping of every failure to our errors, most specific first, ``raise ... from exc``:
   timeouts → ``PersoTimeoutError``, refused/reset/DNS/cut-off bodies → ``PersoConnectionError``,
   a non-2xx answer → ``ApiError`` (``_error_map``), a 2xx body that is not JSON →
