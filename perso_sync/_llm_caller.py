@@ -163,6 +163,9 @@ class CallerStream(Iterator[LlmChunk]):
         # in a plain for-loop) collects it at once, and the generator's `finally` cleans up.
         self._chunks = _turn(processor, progress, self._watch, abort)
         self._iterating = False
+        # Held while the generator runs: close() from another thread then cuts the turn instead
+        # (a generator cannot be closed while it runs).
+        self._running = threading.Lock()
 
     def __iter__(self) -> CallerStream:
         if self._iterating:
@@ -171,12 +174,16 @@ class CallerStream(Iterator[LlmChunk]):
         return self
 
     def __next__(self) -> LlmChunk:
-        return next(self._chunks)
+        with self._running:
+            return next(self._chunks)
 
     def close(self) -> None:
-        try:
-            self._chunks.close()
-        except ValueError:  # "generator already executing": another thread is reading it
+        if self._running.acquire(blocking=False):
+            try:
+                self._chunks.close()
+            finally:
+                self._running.release()
+        else:  # another thread is reading: it ends the turn when woken
             self._watch.cut(_CLOSED)
 
 
