@@ -162,10 +162,9 @@ class CallerStream(Iterator[LlmChunk]):
         # The generator holds the turn's state, not this object: dropping the stream (a `break`
         # in a plain for-loop) collects it at once, and the generator's `finally` cleans up.
         self._chunks = _turn(processor, progress, self._watch, abort)
+        self.next_chunk = self._chunks.__next__  # the hot path: no frame of ours per chunk
+        self.closing = False  # close() was called (maybe from another thread)
         self._iterating = False
-        # Held while the generator runs: close() from another thread then cuts the turn instead
-        # (a generator cannot be closed while it runs).
-        self._running = threading.Lock()
 
     def __iter__(self) -> CallerStream:
         if self._iterating:
@@ -174,17 +173,20 @@ class CallerStream(Iterator[LlmChunk]):
         return self
 
     def __next__(self) -> LlmChunk:
-        with self._running:
-            return next(self._chunks)
+        return self.next_chunk()
 
     def close(self) -> None:
-        if self._running.acquire(blocking=False):
+        self.closing = True
+        chunks = self._chunks
+        if not chunks.gi_running:  # type: ignore[attr-defined]
             try:
-                self._chunks.close()
-            finally:
-                self._running.release()
-        else:  # another thread is reading: it ends the turn when woken
-            self._watch.cut(_CLOSED)
+                chunks.close()
+                return
+            except ValueError:  # "generator already executing": it began in between
+                pass
+        # Another thread is reading: the turn ends when its read is woken (a generator cannot
+        # be closed while it runs).
+        self._watch.cut(_CLOSED)
 
 
 def _turn(
@@ -312,15 +314,22 @@ def _stream_round(
         feed, on_events, clock = parser.feed, turn.on_events, time.monotonic
         step: TurnStep | None
         try:
+            # As it arrives; decoded when the server compressed it (else the raw bytes, one
+            # layer less per read).
+            encoded = "content-encoding" in response.headers
             watch.reading_since = clock()
-            for data in response.iter_bytes():  # decoded (gzip), as it arrives
+            for data in response.iter_bytes() if encoded else response.iter_raw():
                 events = feed(data)
                 if events:
                     watch.reading_since = None  # the user holds the chunks: no idle clock
                     step = on_events(events)
                     if step.decision is not None and progress.book(step):
                         return step  # the stream failed
-                    yield from step.chunks
+                    chunks = step.chunks
+                    if len(chunks) == 1:  # the usual case: no iterator to make
+                        yield chunks[0]
+                    else:
+                        yield from chunks
                     if watch.ended is not None:
                         return None
                     watch.reading_since = clock()

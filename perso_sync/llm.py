@@ -190,13 +190,19 @@ class LlmStream(Iterator[LlmChunk]):
 
     def __init__(self, stream: CallerStream) -> None:
         self._stream = stream
+        self._next = stream.next_chunk
 
     def __iter__(self) -> LlmStream:
         iter(self._stream)
         return self
 
     def __next__(self) -> LlmChunk:
-        return next(self._stream)
+        try:
+            return self._next()
+        except ValueError:
+            if self._stream.closing:  # closed by another thread just as this one went on
+                raise StopIteration from None
+            raise
 
     def close(self) -> None:
         """Cancel the turn if it still runs and close its HTTP stream. Idempotent."""
