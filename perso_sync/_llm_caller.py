@@ -33,8 +33,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from perso_sync import _deadlines
 from perso_sync._llm_common import (
@@ -314,11 +314,15 @@ def _stream_round(
         feed, on_events, clock = parser.feed, turn.on_events, time.monotonic
         step: TurnStep | None
         try:
-            # As it arrives; decoded when the server compressed it (else the raw bytes, one
-            # layer less per read).
-            encoded = "content-encoding" in response.headers
+            # As it arrives: decoded when the server compressed it, else straight from the
+            # transport's stream (iter_raw() would add a generator and a list per read; the
+            # response is closed below either way).
+            if "content-encoding" in response.headers:
+                reader: Iterable[bytes] = response.iter_bytes()
+            else:
+                reader = cast("Iterable[bytes]", response.stream)
             watch.reading_since = clock()
-            for data in response.iter_bytes() if encoded else response.iter_raw():
+            for data in reader:
                 events = feed(data)
                 if events:
                     watch.reading_since = None  # the user holds the chunks: no idle clock
