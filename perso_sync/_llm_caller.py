@@ -42,13 +42,14 @@ from perso_sync._llm_common import (
     REQUEST_HEADERS,
     TurnProgress,
     api_error,
+    check_transport_side,
     map_transport_error,
     request_timeout,
 )
 from perso_sync._llm_turn import Failed, LlmChunk, TurnStep
 from perso_sync._sse import SseParser
 from perso_sync._validate import refuse_loop_thread
-from perso_sync.errors import InvalidInputError, LLMError, RuntimeUsageError
+from perso_sync.errors import LLMError, RuntimeUsageError
 from perso_sync.models import ChatState
 
 if TYPE_CHECKING:
@@ -381,12 +382,7 @@ def sync_client(transport: object | None) -> httpx.Client:
 
     global _shared_client
     if transport is not None:
-        if not hasattr(transport, "handle_request"):
-            raise InvalidInputError(
-                "this LlmProcessor's http_transport has no sync side (an httpx.BaseTransport's "
-                "handle_request), which the process_llm iterator reads with; pass one that has "
-                "both sides (e.g. httpx.MockTransport), or use process_chat"
-            )
+        check_transport_side(transport, sync=True)
         return httpx.Client(transport=transport)  # type: ignore[arg-type]
     shared = _shared_client
     pid = os.getpid()

@@ -19,6 +19,7 @@ from perso_sync._llm_turn import Done, Failed, LlmTurn, RunTools, TurnStep
 from perso_sync._validate import json_body
 from perso_sync.errors import (
     ApiError,
+    InvalidInputError,
     LLMError,
     PersoConnectionError,
     PersoError,
@@ -37,6 +38,7 @@ __all__ = [
     "MessageHistory",
     "TurnProgress",
     "api_error",
+    "check_transport_side",
     "error_result",
     "map_transport_error",
     "request_timeout",
@@ -65,6 +67,22 @@ def api_error(status: int, body: bytes, content_type: str | None) -> ApiError:
     from perso_sync._error_map import api_error_from_response
 
     return api_error_from_response(status, body, content_type)
+
+
+def check_transport_side(transport: object, sync: bool) -> None:
+    """:class:`InvalidInputError` when a custom ``http_transport`` lacks the side a turn reads
+    with: sync for the ``process_llm`` iterator, async for ``process_chat``."""
+    method, base, turn, other = (
+        ("handle_request", "httpx.BaseTransport", "the process_llm iterator", "process_chat")
+        if sync
+        else ("handle_async_request", "httpx.AsyncBaseTransport", "process_chat", "process_llm")
+    )
+    if not hasattr(transport, method):
+        raise InvalidInputError(
+            f"this LlmProcessor's http_transport has no {'sync' if sync else 'async'} side (a "
+            f"{base}'s {method}), which {turn} reads with; pass one that has both sides (e.g. "
+            f"httpx.MockTransport), or use {other}"
+        )
 
 
 def error_result(exc: BaseException) -> dict[str, Any]:

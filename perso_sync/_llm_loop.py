@@ -23,13 +23,14 @@ from perso_sync._llm_common import (
     MessageHistory,
     TurnProgress,
     api_error,
+    check_transport_side,
     map_transport_error,
     request_timeout,
 )
 from perso_sync._llm_turn import LlmTurn, ToolRun, TurnStep
 from perso_sync._runtime import get_runtime, run_sync_off_loop
 from perso_sync._sse import SseParser
-from perso_sync.errors import InvalidInputError, LLMError
+from perso_sync.errors import LLMError
 
 if TYPE_CHECKING:
     import anyio
@@ -60,12 +61,7 @@ def async_client(transport: object | None) -> httpx.AsyncClient:
         if shared is None or shared[0] is not runtime:
             shared = _shared_client = (runtime, httpx.AsyncClient())
         return shared[1]
-    if not hasattr(transport, "handle_async_request"):
-        raise InvalidInputError(
-            "this LlmProcessor's http_transport has no async side (an httpx.AsyncBaseTransport's "
-            "handle_async_request), which process_chat needs; pass one that has both sides "
-            "(e.g. httpx.MockTransport), or use process_llm"
-        )
+    check_transport_side(transport, sync=False)
     return httpx.AsyncClient(transport=transport)  # type: ignore[arg-type]
 
 

@@ -35,7 +35,12 @@ import attrs
 
 from perso_sync import _endpoints
 from perso_sync._llm_caller import CallerStream, sync_client
-from perso_sync._llm_common import CLOSE_TIMEOUT, TurnProgress, error_result
+from perso_sync._llm_common import (
+    CLOSE_TIMEOUT,
+    TurnProgress,
+    check_transport_side,
+    error_result,
+)
 from perso_sync._llm_common import MessageHistory as MessageHistory  # the session's import
 from perso_sync._llm_loop import TurnEngine, async_client
 from perso_sync._llm_turn import (
@@ -320,8 +325,8 @@ class LlmProcessor:
         message = _check_message(message)
         turn_tools = self._client_tools if tools is None else _check_tools(tools)
         refuse_loop_thread("process_llm()")
-        if self._transport is not None and not hasattr(self._transport, "handle_request"):
-            sync_client(self._transport)  # raises the InvalidInputError that says why
+        if self._transport is not None:
+            check_transport_side(self._transport, sync=True)
         progress = TurnProgress(message, turn_tools, self._history, error_result)
         return LlmStream(CallerStream(self, progress, abort))
 
