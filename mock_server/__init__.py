@@ -156,7 +156,7 @@ class MockPersoServer:
         port: int = 0,
         catalog: Catalog | dict[str, Any] | str | os.PathLike[str] | None = None,
     ) -> None:
-        from mock_server.app import MockContext
+        from mock_server.context import MockContext
 
         self.host = host
         self._requested_port = port
@@ -351,7 +351,7 @@ class MockPersoServer:
         style, the first prompt) and, unless given, the organization's first LLM/TTS/STT types.
         Raises :class:`~mock_server.app.SessionParamsError` like the endpoint would.
         """
-        from mock_server.app import new_session
+        from mock_server.routes_session import new_session
 
         catalog = self.catalog
         org = catalog.organization

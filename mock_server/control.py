@@ -43,7 +43,7 @@ from mock_server.faults import Fault
 from mock_server.llm_script import LlmScript, Rule, ToolCall, default_rules
 
 if TYPE_CHECKING:
-    from mock_server.app import MockContext
+    from mock_server.context import MockContext
 
 _FAULT_FIELDS = {f.name for f in attrs.fields(Fault)} - {"endpoint", "hits"}
 _RULE_FIELDS = {
@@ -65,7 +65,7 @@ def _bad(detail: str) -> web.Response:
 
 
 async def _json(request: web.Request) -> Any:
-    from mock_server.app import RAW_KEY
+    from mock_server.context import RAW_KEY
 
     raw: bytes = request.get(RAW_KEY) or await request.read()
 
