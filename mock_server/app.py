@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from mock_server.context import CTX_KEY, ROUTES_KEY, MockContext, Route
+from mock_server.control import add_control_routes
 from mock_server.errors import error_body
 from mock_server.llm_script import Rule, ToolCall
-from mock_server.middleware import _add_cors, mock_middleware
+from mock_server.middleware import add_cors_headers, mock_middleware
 from mock_server.routes_llm import llm
 from mock_server.routes_session import (
     create_event,
@@ -32,7 +33,7 @@ from mock_server.routes_session import (
 )
 from mock_server.routes_settings import (
     CSV_BLOB_PATH,
-    _list_handler,
+    list_handler,
     model_styles,
     session_template,
     session_templates,
@@ -43,28 +44,28 @@ from mock_server.routes_speech import stt, tts
 from mock_server.validation import SessionParamsError, parse_multipart
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/api/v1/settings/llm_type/", "llm_types", "account", _list_handler("llm_types")),
-    Route("GET", "/api/v1/settings/tts_type/", "tts_types", "account", _list_handler("tts_types")),
-    Route("GET", "/api/v1/settings/stt_type/", "stt_types", "account", _list_handler("stt_types")),
+    Route("GET", "/api/v1/settings/llm_type/", "llm_types", "account", list_handler("llm_types")),
+    Route("GET", "/api/v1/settings/tts_type/", "tts_types", "account", list_handler("tts_types")),
+    Route("GET", "/api/v1/settings/stt_type/", "stt_types", "account", list_handler("stt_types")),
     Route("GET", "/api/v1/settings/modelstyle/", "model_styles", "account", model_styles),
     Route(
         "GET",
         "/api/v1/background_image/",
         "background_images",
         "account",
-        _list_handler("background_images"),
+        list_handler("background_images"),
     ),
-    Route("GET", "/api/v1/prompt/", "prompts", "account", _list_handler("prompts")),
-    Route("GET", "/api/v1/document/", "documents", "account", _list_handler("documents")),
+    Route("GET", "/api/v1/prompt/", "prompts", "account", list_handler("prompts")),
+    Route("GET", "/api/v1/document/", "documents", "account", list_handler("documents")),
     Route(
-        "GET", "/api/v1/settings/mcp_type/", "mcp_servers", "account", _list_handler("mcp_servers")
+        "GET", "/api/v1/settings/mcp_type/", "mcp_servers", "account", list_handler("mcp_servers")
     ),
     Route(
         "GET",
         "/api/v1/settings/text_normalization_config/",
         "text_normalizations",
         "account",
-        _list_handler("text_normalizations"),
+        list_handler("text_normalizations"),
     ),
     Route(
         "GET",
@@ -109,15 +110,13 @@ def _bind(route: Route, ctx: MockContext) -> Callable[[web.Request], Awaitable[w
 
 def build_app(ctx: MockContext) -> web.Application:
     """The aiohttp application serving ``ctx`` (routes, control API, shutdown of peers)."""
-    from mock_server.control import add_control_routes
-
     app = web.Application(middlewares=[mock_middleware], client_max_size=64 * 1024 * 1024)
     app[CTX_KEY] = ctx
     app[ROUTES_KEY] = _ROUTES_BY_NAME
     for route in ROUTES:
         app.router.add_route(route.method, route.path, _bind(route, ctx), name=route.name)
-    add_control_routes(app, ctx)
-    app.on_response_prepare.append(_add_cors)
+    add_control_routes(app, ctx, endpoints=[route.name for route in ROUTES])
+    app.on_response_prepare.append(add_cors_headers)
 
     async def close_peers(_: web.Application) -> None:
         with contextlib.suppress(Exception):

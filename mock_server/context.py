@@ -13,11 +13,11 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from mock_server import speech
 from mock_server.catalog import Catalog
 from mock_server.faults import Fault, FaultRegistry
 from mock_server.journal import Journal
 from mock_server.llm_script import LlmScript
+from mock_server.speech import match_uplink
 from mock_server.state import (
     GRACEFUL_TERMINATION,
     SESSION_LOST_AFTER_CONNECTION,
@@ -69,11 +69,11 @@ class MockContext:
         self.llm_script = LlmScript()
 
     def session(self, session_id: str) -> MockSession | None:
-        self.sessions.expiry_sec = _as_float(self.catalog.settings.get("session_expiry_sec"))
+        self.sessions.expiry_sec = as_float(self.catalog.settings.get("session_expiry_sec"))
         return self.sessions.get(session_id)
 
     def active_sessions(self) -> list[MockSession]:
-        self.sessions.expiry_sec = _as_float(self.catalog.settings.get("session_expiry_sec"))
+        self.sessions.expiry_sec = as_float(self.catalog.settings.get("session_expiry_sec"))
         return self.sessions.active()
 
     # -- callbacks of the WebRTC answerer (mock_server.webrtc.Answerer) -----------------------
@@ -100,7 +100,7 @@ class MockContext:
         session = self.sessions.get(session_id)
         if session is None:
             return None
-        matched = speech.match_uplink(voiced_seconds, list(reversed(session.speeches)))
+        matched = match_uplink(voiced_seconds, list(reversed(session.speeches)))
         return None if matched is None else str(matched.text)
 
     def get_answerer(self) -> Any:
@@ -144,7 +144,7 @@ CLIENT_GONE_KEY = _request_key("mock_client_gone", bool)
 CLIENT_CLOSED_REQUEST = 499
 
 
-def _as_float(value: Any) -> float | None:
+def as_float(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -158,6 +158,9 @@ Handler = Callable[[web.Request, MockContext], Awaitable[web.StreamResponse]]
 
 @attrs.frozen
 class Route:
+    """One row of the route table (``mock_server.app.ROUTES``); ``name`` is the endpoint name
+    faults and the journal use."""
+
     method: str
     path: str
     name: str

@@ -1,6 +1,4 @@
-"""The platform's standardized error bodies (docs/PROTOCOL.md §2), and the refusals several
-routes share.
-"""
+"""The platform's standardized error bodies (docs/PROTOCOL.md §2)."""
 
 from __future__ import annotations
 
@@ -8,9 +6,6 @@ import math
 from typing import Any
 
 from aiohttp import web
-
-from mock_server.context import MockContext
-from mock_server.state import MockSession
 
 
 def error_body(kind: str, code: str, detail: str, attr: str | None = None) -> dict[str, Any]:
@@ -48,13 +43,5 @@ def standard_error_for(status: int, retry_after: float | None = None) -> dict[st
     return error_body("client_error", "invalid", "Invalid request.")
 
 
-def _not_found() -> web.Response:
+def not_found() -> web.Response:
     return error_response(404, "client_error", "not_found", "Not found.")
-
-
-def _capability_refusal(session: MockSession, ctx: MockContext, cap: str) -> web.Response | None:
-    if ctx.catalog.settings.get("strict_capabilities") and cap not in session.capability:
-        return error_response(
-            400, "client_error", "invalid", f"{cap} is not enabled for this session."
-        )
-    return None

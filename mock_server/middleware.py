@@ -25,14 +25,14 @@ from mock_server.context import (
     MockContext,
     Route,
 )
-from mock_server.errors import _not_found, error_response, standard_error_for
+from mock_server.errors import error_response, not_found, standard_error_for
 from mock_server.faults import Fault
 from mock_server.validation import MAX_JSON_DEPTH, json_nesting_too_deep, summarize_body
 
 API_KEY_HEADER = "PersoLive-APIKey"
 
 
-def _abort(request: web.Request) -> None:
+def abort_connection(request: web.Request) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
@@ -72,7 +72,7 @@ async def _send_partial(
     await response.prepare(request)
     if body[: len(body) // 2]:
         await response.write(body[: len(body) // 2])
-    _abort(request)
+    abort_connection(request)
     return response
 
 
@@ -149,7 +149,7 @@ async def _dispatch(
     if route.scope == "session":
         session = ctx.session(session_id or "")
         if session is None:
-            return _not_found()
+            return not_found()
         request[SESSION_KEY] = session
     if json_nesting_too_deep(request[RAW_KEY]):
         return error_response(
@@ -175,7 +175,7 @@ async def _dispatch(
     return await handler(request)
 
 
-async def _add_cors(request: web.Request, response: web.StreamResponse) -> None:
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("Access-Control-Allow-Origin", "*")
     response.headers.setdefault("Access-Control-Allow-Headers", "*")
     response.headers.setdefault("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")

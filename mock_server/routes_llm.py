@@ -11,13 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
-from mock_server.context import CLIENT_GONE_KEY, FAULT_KEY, SESSION_KEY, MockContext, _as_float
-from mock_server.errors import _capability_refusal, error_response
+from mock_server.context import CLIENT_GONE_KEY, FAULT_KEY, MockContext, as_float
+from mock_server.errors import error_response
 from mock_server.faults import Fault
 from mock_server.llm_script import DONE_EVENT
-from mock_server.middleware import _abort
-from mock_server.state import MockSession
-from mock_server.validation import _json_body, tool_definition_problem
+from mock_server.middleware import abort_connection
+from mock_server.validation import capability_json_request, tool_definition_problem
 
 log = logging.getLogger("mock_server")
 
@@ -35,13 +34,10 @@ def sse_frame(event: dict[str, Any], framing: str) -> bytes:
 
 
 async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    session: MockSession = request[SESSION_KEY]
-    refusal = _capability_refusal(session, ctx, "LLM")
-    if refusal is not None:
-        return refusal
-    ok, body = _json_body(request)
-    if not ok or not isinstance(body, dict):
-        return error_response(400, "client_error", "parse_error", "JSON parse error.")
+    checked = capability_json_request(request, ctx, "LLM")
+    if isinstance(checked, web.Response):
+        return checked
+    session, body = checked
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return error_response(
@@ -66,7 +62,7 @@ async def llm(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     )
     settings = ctx.catalog.settings
     framing = script.framing or str(settings.get("llm_framing") or "platform")
-    delay = script.delay if script.delay is not None else _as_float(settings.get("llm_delay"))
+    delay = script.delay if script.delay is not None else as_float(settings.get("llm_delay"))
     fault: Fault | None = request.get(FAULT_KEY)
     response = web.StreamResponse(
         status=200,
@@ -112,7 +108,7 @@ async def _stream_events(
             return
         if fault is not None and fault.drop and index == cut_at:
             await response.write(frame[: len(frame) // 2])
-            _abort(request)
+            abort_connection(request)
             return
         if fault is not None and fault.sse == "split":
             # Two writes per event, cut inside a multi-byte character when there is one.

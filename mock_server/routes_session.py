@@ -12,15 +12,11 @@ from aiohttp import web
 from mock_server.catalog import CAPABILITY_DESCRIPTIONS
 from mock_server.context import RAW_KEY, SESSION_KEY, MockContext
 from mock_server.errors import error_body, error_response
-from mock_server.state import (
-    GRACEFUL_TERMINATION,
-    MockSession,
-    iso_now,
-)
+from mock_server.state import GRACEFUL_TERMINATION, MockSession, iso_now
 from mock_server.validation import (
     SessionParamsError,
-    _json_body,
     derive_capability,
+    json_body,
     validate_session_params,
 )
 
@@ -60,7 +56,7 @@ def new_session(ctx: MockContext, body: Any) -> MockSession:
 
 
 async def create_session(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    ok, body = _json_body(request)
+    ok, body = json_body(request)
     try:
         session = new_session(ctx, body if ok else None)
     except SessionParamsError as exc:
@@ -135,7 +131,7 @@ async def get_ice_servers(request: web.Request, ctx: MockContext) -> web.StreamR
 
 async def exchange(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     session: MockSession = request[SESSION_KEY]
-    ok, body = _json_body(request)
+    ok, body = json_body(request)
     offer = body.get("client_sdp") if ok and isinstance(body, dict) else None
     if not (
         isinstance(offer, dict)
@@ -179,7 +175,7 @@ async def exchange(request: web.Request, ctx: MockContext) -> web.StreamResponse
 
 async def create_event(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     session: MockSession = request[SESSION_KEY]
-    ok, body = _json_body(request)
+    ok, body = json_body(request)
     record: dict[str, Any]
     if ok and isinstance(body, dict):
         record = {"event": body.get("event"), "detail": body.get("detail")}

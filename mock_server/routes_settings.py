@@ -9,12 +9,12 @@ import hashlib
 from aiohttp import web
 
 from mock_server.context import Handler, MockContext
-from mock_server.errors import _not_found
+from mock_server.errors import not_found
 
 CSV_BLOB_PATH = "/_mock/blob/text-normalization/{config_id}/rules.csv"
 
 
-def _list_handler(kind: str) -> Handler:
+def list_handler(kind: str) -> Handler:
     async def handle(request: web.Request, ctx: MockContext) -> web.StreamResponse:
         return web.json_response(list(getattr(ctx.catalog, kind)))
 
@@ -29,10 +29,10 @@ async def text_normalization_download(request: web.Request, ctx: MockContext) ->
     config_id = request.match_info["config_id"]
     config = ctx.catalog.find("text_normalizations", config_id)
     if config is None or config_id not in ctx.catalog.text_normalization_files:
-        return _not_found()
+        return not_found()
     path = CSV_BLOB_PATH.format(config_id=config_id)
     # Shaped like a pre-signed blob URL (query signature), served by the mock itself.
-    file_url = f"{_origin(request)}{path}?sv=2024-08-04&se=2099-01-01T00%3A00%3A00Z&sig=mock"
+    file_url = f"{request_origin(request)}{path}?sv=2024-08-04&se=2099-01-01T00%3A00%3A00Z&sig=mock"
     return web.json_response(
         {"config_id": config_id, "config_name": config.get("name", ""), "file_url": file_url}
     )
@@ -69,9 +69,9 @@ async def session_templates(request: web.Request, ctx: MockContext) -> web.Strea
 async def session_template(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     found = ctx.catalog.find("session_templates", request.match_info["template_id"])
     if found is None:
-        return _not_found()
+        return not_found()
     return web.json_response(ctx.catalog.expand_template(found))
 
 
-def _origin(request: web.Request) -> str:
+def request_origin(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"

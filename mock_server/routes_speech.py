@@ -9,34 +9,35 @@ import base64
 
 from aiohttp import web
 
-from mock_server import speech
 from mock_server.catalog import normalize_text
-from mock_server.context import RAW_KEY, SESSION_KEY, MockContext, _as_float
-from mock_server.errors import _capability_refusal, error_response
-from mock_server.state import (
-    MockSession,
-    SynthesizedSpeech,
+from mock_server.context import RAW_KEY, SESSION_KEY, MockContext, as_float
+from mock_server.errors import error_response
+from mock_server.speech import (
+    NotAudioError,
+    inspect_audio,
+    match_by_duration,
+    speech_duration,
+    synthesize_mp3,
+    synthesize_wav,
 )
-from mock_server.validation import _json_body, parse_multipart
+from mock_server.state import MockSession, SynthesizedSpeech
+from mock_server.validation import capability_json_request, capability_refusal, parse_multipart
 
 #: The longest TTS text when the catalog setting ``tts_max_chars`` is absent.
 DEFAULT_TTS_MAX_CHARS = 5000
 
 
 async def tts(request: web.Request, ctx: MockContext) -> web.StreamResponse:
-    session: MockSession = request[SESSION_KEY]
-    refusal = _capability_refusal(session, ctx, "TTS")
-    if refusal is not None:
-        return refusal
-    ok, body = _json_body(request)
-    if not ok or not isinstance(body, dict):
-        return error_response(400, "client_error", "parse_error", "JSON parse error.")
+    checked = capability_json_request(request, ctx, "TTS")
+    if isinstance(checked, web.Response):
+        return checked
+    session, body = checked
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         return error_response(
             400, "validation_error", "required", "This field is required.", "text"
         )
-    limit = _as_float(ctx.catalog.settings.get("tts_max_chars"))
+    limit = as_float(ctx.catalog.settings.get("tts_max_chars"))
     max_chars = int(limit) if limit is not None else DEFAULT_TTS_MAX_CHARS
     if len(text) > max_chars:
         # Synthesis grows with the text (about 4 KB of WAV per character): refused up front.
@@ -59,18 +60,18 @@ async def tts(request: web.Request, ctx: MockContext) -> web.StreamResponse:
             f'"{output_format}" is not a valid choice.',
             "output_format",
         )
-    make = speech.synthesize_mp3 if output_format.lower() == "mp3" else speech.synthesize_wav
+    make = synthesize_mp3 if output_format.lower() == "mp3" else synthesize_wav
     # Encoding is CPU work: off the loop, so pings and media of other sessions keep flowing.
     audio = await asyncio.get_running_loop().run_in_executor(None, make, text, locale)
     session.remember_speech(
-        SynthesizedSpeech(text=text, locale=locale, duration=speech.speech_duration(text))
+        SynthesizedSpeech(text=text, locale=locale, duration=speech_duration(text))
     )
     return web.json_response({"audio": base64.b64encode(audio).decode("ascii")})
 
 
 async def stt(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     session: MockSession = request[SESSION_KEY]
-    refusal = _capability_refusal(session, ctx, "STT")
+    refusal = capability_refusal(session, ctx, "STT")
     if refusal is not None:
         return refusal
     form = parse_multipart(request.headers.get("Content-Type", ""), request[RAW_KEY])
@@ -82,15 +83,13 @@ async def stt(request: web.Request, ctx: MockContext) -> web.StreamResponse:
     language_part = form.get("language") if form is not None else None
     language = language_part.text() if language_part is not None else None
     try:
-        info = await asyncio.get_running_loop().run_in_executor(
-            None, speech.inspect_audio, audio.data
-        )
-    except speech.NotAudioError as exc:
+        info = await asyncio.get_running_loop().run_in_executor(None, inspect_audio, audio.data)
+    except NotAudioError as exc:
         return error_response(400, "client_error", "invalid_audio", str(exc), "audio")
     text = info.text
     locale = info.locale
     if text is None:
-        matched = speech.match_by_duration(info.duration, list(reversed(session.speeches)))
+        matched = match_by_duration(info.duration, list(reversed(session.speeches)))
         if matched is not None:
             text, locale = matched.text, matched.locale
     if text is None:

@@ -1,7 +1,7 @@
 """What the mock checks in a request before it acts, and how it reads a body: session-creation
 params (like the platform), capability derivation, ``llm/v2`` tool definitions, JSON nesting,
 multipart forms, and the summary of a body the journal keeps. Pure functions over the
-request's raw bytes, but for ``_json_body`` which takes them from the request.
+request's raw bytes, but for ``json_body`` which takes them from the request.
 """
 
 from __future__ import annotations
@@ -13,14 +13,10 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from mock_server.catalog import (
-    CAPABILITY_DESCRIPTIONS,
-    ID_KEYS,
-    REFERENCE_KINDS,
-    Catalog,
-)
-from mock_server.context import RAW_KEY
-from mock_server.errors import error_body
+from mock_server.catalog import CAPABILITY_DESCRIPTIONS, ID_KEYS, REFERENCE_KINDS, Catalog
+from mock_server.context import RAW_KEY, SESSION_KEY, MockContext
+from mock_server.errors import error_body, error_response
+from mock_server.state import MockSession
 
 CAPABILITIES = frozenset(CAPABILITY_DESCRIPTIONS)
 #: A JSON request body nested deeper than this is refused with the standard 400 ``parse_error``
@@ -216,7 +212,7 @@ def tool_definition_problem(tools: list[Any]) -> str | None:
     return None
 
 
-def _json_body(request: web.Request) -> tuple[bool, Any]:
+def json_body(request: web.Request) -> tuple[bool, Any]:
     raw: bytes = request[RAW_KEY]
     if not raw or json_nesting_too_deep(raw):
         return False, None
@@ -224,6 +220,30 @@ def _json_body(request: web.Request) -> tuple[bool, Any]:
         return True, json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # bad UTF-8 is a ValueError too
         return False, None
+
+
+def capability_refusal(session: MockSession, ctx: MockContext, cap: str) -> web.Response | None:
+    """The platform's 400 when ``strict_capabilities`` is on and ``cap`` is not the session's."""
+    if ctx.catalog.settings.get("strict_capabilities") and cap not in session.capability:
+        return error_response(
+            400, "client_error", "invalid", f"{cap} is not enabled for this session."
+        )
+    return None
+
+
+def capability_json_request(
+    request: web.Request, ctx: MockContext, cap: str
+) -> tuple[MockSession, dict[str, Any]] | web.Response:
+    """The session and JSON-object body of a route that needs capability ``cap`` (TTS, LLM),
+    or the 400 the platform answers instead."""
+    session: MockSession = request[SESSION_KEY]
+    refusal = capability_refusal(session, ctx, cap)
+    if refusal is not None:
+        return refusal
+    ok, body = json_body(request)
+    if not ok or not isinstance(body, dict):
+        return error_response(400, "client_error", "parse_error", "JSON parse error.")
+    return session, body
 
 
 def json_nesting_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
