@@ -11,18 +11,26 @@ import io
 import logging
 import uuid
 import wave
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import attrs
 import av
 from aiortc import RTCDataChannel
 
-if TYPE_CHECKING:
-    from mock_server.webrtc import Peer
-
 logger = logging.getLogger("mock_server.webrtc")
 
 FILE_LABEL = "file"
+
+#: ``journal(channel label, direction, payload)``: the peer's journal callback.
+JournalCallback = Callable[[str, str, Any], None]
+
+
+class UploadSettings(Protocol):
+    """The knobs of a peer's config an upload reads (live: a change applies at once)."""
+
+    max_file_size: int
+    stall_file_channel: bool
 
 
 @attrs.define
@@ -54,12 +62,26 @@ class FileInfo:
         return None
 
 
-class _Upload:
-    """One transfer on a ``file`` channel: ready → binary chunks → empty EOF → file_ref."""
+class Upload:
+    """One transfer on a ``file`` channel: ready → binary chunks → empty EOF → file_ref.
 
-    def __init__(self, peer: Peer, channel: RTCDataChannel) -> None:
-        self._peer = peer
+    A completed file lands in ``files`` (the peer's ``file_ref`` → :class:`FileInfo`).
+    """
+
+    def __init__(
+        self,
+        channel: RTCDataChannel,
+        *,
+        session_id: str,
+        settings: UploadSettings,
+        files: dict[str, FileInfo],
+        journal: JournalCallback,
+    ) -> None:
         self._channel = channel
+        self._session_id = session_id
+        self._settings = settings
+        self._files = files
+        self._journal = journal
         self._chunks: list[bytes] = []
         self._digest = hashlib.sha256()
         self._size = 0
@@ -68,7 +90,7 @@ class _Upload:
 
     def ready(self) -> None:
         self._channel.send("")
-        self._peer._journal(FILE_LABEL, "out", "")
+        self._journal(FILE_LABEL, "out", "")
 
     def receive(self, raw: str | bytes) -> None:
         if self._rejected:
@@ -79,8 +101,8 @@ class _Upload:
             self._reject("text message where binary data was expected")
         elif raw:
             self._size += len(raw)
-            if self._size > self._peer.config.max_file_size:
-                self._reject(f"file larger than {self._peer.config.max_file_size} bytes")
+            if self._size > self._settings.max_file_size:
+                self._reject(f"file larger than {self._settings.max_file_size} bytes")
                 return
             self._chunks.append(raw)
             self._digest.update(raw)
@@ -98,21 +120,21 @@ class _Upload:
             data=b"".join(self._chunks),
         )
         self._chunks.clear()
-        self._peer.files[info.file_ref] = info
-        self._peer._journal(
+        self._files[info.file_ref] = info
+        self._journal(
             FILE_LABEL, "in", {"file_ref": info.file_ref, "size": info.size, "sha256": info.sha256}
         )
-        if self._peer.config.stall_file_channel:
-            logger.info("session %s: stalling upload %s", self._peer.session_id, info.file_ref)
+        if self._settings.stall_file_channel:
+            logger.info("session %s: stalling upload %s", self._session_id, info.file_ref)
             return
         if self._channel.readyState == "open":
             self._channel.send(info.file_ref)
-            self._peer._journal(FILE_LABEL, "out", info.file_ref)
+            self._journal(FILE_LABEL, "out", info.file_ref)
 
     def _reject(self, reason: str) -> None:
         self._done = self._rejected = True
         self._chunks.clear()
-        self._peer._journal(FILE_LABEL, "in", {"error": reason, "size": self._size})
-        logger.info("session %s: upload rejected: %s", self._peer.session_id, reason)
+        self._journal(FILE_LABEL, "in", {"error": reason, "size": self._size})
+        logger.info("session %s: upload rejected: %s", self._session_id, reason)
         if self._channel.readyState in ("connecting", "open"):
             self._channel.close()

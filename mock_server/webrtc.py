@@ -16,7 +16,8 @@ What a peer does (docs/PROTOCOL.md §5, §7, §8):
   latency, see ``_Take``), and answers the transcript ``on_speech`` finds for its
   voiced length, else ``PeerConfig.stt_text``;
 * on each ``file`` channel: empty "ready" text, binary chunks, empty binary EOF, one text
-  answer with a new ``file_ref`` (size limit and malformed transfers close the channel).
+  answer with a new ``file_ref`` (size limit and malformed transfers close the channel; see
+  ``mock_server.file_channel``).
 
 Speech: utterances play one after another (the avatar's timeline); each ``stf`` reply is sent
 ``speech_delay`` after its request, in order. ``clear-buffer`` drops requests not answered yet;
@@ -59,7 +60,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
 from mock_server._loopback import ensure_loopback_candidates
-from mock_server.file_channel import FILE_LABEL, FileInfo, _Upload
+from mock_server.file_channel import FILE_LABEL, FileInfo, Upload
 from mock_server.media import Avatar, AvatarAudioTrack, AvatarVideoTrack, SpeechTimeline
 from mock_server.speech import voiced_duration
 
@@ -601,7 +602,13 @@ class Peer:
     # -- file channel ----------------------------------------------------------------------
 
     def _attach_file_channel(self, channel: RTCDataChannel) -> None:
-        upload = _Upload(self, channel)
+        upload = Upload(
+            channel,
+            session_id=self.session_id,
+            settings=self.config,
+            files=self.files,
+            journal=self._journal,
+        )
 
         @channel.on("message")
         def on_message(raw: str | bytes) -> None:
