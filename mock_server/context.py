@@ -145,6 +145,7 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 def as_float(value: Any) -> float | None:
+    """A catalog setting as seconds or a count: None when unset or not a number (a bool too)."""
     if value is None or isinstance(value, bool):
         return None
     try:
