@@ -68,7 +68,7 @@ done=True, times=None)`` plus ``default_reply``, ``follow_up``, ``delay``, ``fra
 
 ``server.create_session_id(**params)``: a session without HTTP (defaults: a WebRTC session with
 the first webrtc model style, the first prompt and the organization's first LLM/TTS/STT types);
-raises :class:`~mock_server.app.SessionParamsError` like the endpoint would.
+raises :class:`~mock_server.validation.SessionParamsError` like the endpoint would.
 
 ``server.wait_for_status(session_id, status, timeout=5)``, ``server.peer(session_id)`` (the
 WebRTC answerer's peer or None), ``server.call(fn, *args, timeout=5)`` (run a function or
@@ -156,7 +156,7 @@ class MockPersoServer:
         port: int = 0,
         catalog: Catalog | dict[str, Any] | str | os.PathLike[str] | None = None,
     ) -> None:
-        from mock_server.app import MockContext
+        from mock_server.context import MockContext
 
         self.host = host
         self._requested_port = port
@@ -224,7 +224,7 @@ class MockPersoServer:
 
     @property
     def context(self) -> Any:
-        """The :class:`~mock_server.app.MockContext` the routes share."""
+        """The :class:`~mock_server.context.MockContext` the routes share."""
         return self._ctx
 
     def __repr__(self) -> str:
@@ -349,9 +349,9 @@ class MockPersoServer:
 
         Missing required params get defaults (``using_stf_webrtc=True``, the first webrtc model
         style, the first prompt) and, unless given, the organization's first LLM/TTS/STT types.
-        Raises :class:`~mock_server.app.SessionParamsError` like the endpoint would.
+        Raises :class:`~mock_server.validation.SessionParamsError` like the endpoint would.
         """
-        from mock_server.app import new_session
+        from mock_server.routes_session import new_session
 
         catalog = self.catalog
         org = catalog.organization

@@ -33,17 +33,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import Any
 
 import attrs
 from aiohttp import web
 
 from mock_server.catalog import Catalog, CatalogError
+from mock_server.context import RAW_KEY, MockContext
 from mock_server.faults import Fault
 from mock_server.llm_script import LlmScript, Rule, ToolCall, default_rules
-
-if TYPE_CHECKING:
-    from mock_server.app import MockContext
 
 _FAULT_FIELDS = {f.name for f in attrs.fields(Fault)} - {"endpoint", "hits"}
 _RULE_FIELDS = {
@@ -65,8 +64,6 @@ def _bad(detail: str) -> web.Response:
 
 
 async def _json(request: web.Request) -> Any:
-    from mock_server.app import RAW_KEY
-
     raw: bytes = request.get(RAW_KEY) or await request.read()
 
     try:
@@ -146,7 +143,11 @@ def script_from_json(data: dict[str, Any]) -> LlmScript:
     return LlmScript(rules=rules, **options)
 
 
-def add_control_routes(app: web.Application, ctx: MockContext) -> None:
+def add_control_routes(app: web.Application, ctx: MockContext, endpoints: Collection[str]) -> None:
+    """Serve the control API of ``ctx`` under ``/_mock/`` in ``app``; ``endpoints`` are the
+    route names a fault may target (the application's route table, given by ``build_app``)."""
+    known = sorted(endpoints)
+
     async def get_journal(request: web.Request) -> web.StreamResponse:
         return web.json_response(ctx.journal.to_list())
 
@@ -183,12 +184,9 @@ def add_control_routes(app: web.Application, ctx: MockContext) -> None:
         return web.json_response({"status": session.status})
 
     async def add_fault(request: web.Request) -> web.StreamResponse:
-        from mock_server.app import ROUTES
-
         body = await _json(request)
         if not isinstance(body, dict) or not isinstance(body.get("endpoint"), str):
             return _bad("a fault needs a string 'endpoint'")
-        known = sorted(route.name for route in ROUTES)
         if body["endpoint"] not in (*known, "*"):
             return _bad(f"unknown endpoint {body['endpoint']!r}; known: '*', {', '.join(known)}")
         unknown = set(body) - _FAULT_FIELDS - {"endpoint"}

@@ -16,7 +16,8 @@ What a peer does (docs/PROTOCOL.md §5, §7, §8):
   latency, see ``_Take``), and answers the transcript ``on_speech`` finds for its
   voiced length, else ``PeerConfig.stt_text``;
 * on each ``file`` channel: empty "ready" text, binary chunks, empty binary EOF, one text
-  answer with a new ``file_ref`` (size limit and malformed transfers close the channel).
+  answer with a new ``file_ref`` (size limit and malformed transfers close the channel; see
+  ``mock_server.file_channel``).
 
 Speech: utterances play one after another (the avatar's timeline); each ``stf`` reply is sent
 ``speech_delay`` after its request, in order. ``clear-buffer`` drops requests not answered yet;
@@ -46,28 +47,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
 import json
 import logging
-import uuid
-import wave
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, ClassVar, TypeGuard
 
 import attrs
 import av
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.exceptions import (
-    InternalError,
-    InvalidAccessError,
-    InvalidStateError,
-    OperationError,
-)
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
 from mock_server._loopback import ensure_loopback_candidates
+from mock_server.file_channel import FILE_LABEL, FileInfo, Upload
 from mock_server.media import Avatar, AvatarAudioTrack, AvatarVideoTrack, SpeechTimeline
 from mock_server.speech import voiced_duration
 
@@ -87,7 +80,6 @@ __all__ = [
 logger = logging.getLogger("mock_server.webrtc")
 
 MESSAGE_LABEL = "message"
-FILE_LABEL = "file"
 #: Bound on answering one offer (gathering host candidates is local, so this is generous).
 ANSWER_TIMEOUT = 10.0
 #: Bound on closing one peer connection; close_all waits at most this long in total.
@@ -157,35 +149,6 @@ class PeerConfig:
     because the client vanished (ICE consent expired), so it is "lost", not "closed". A live
     client sends RTCP reports and pings every second or so; a graceful close comes from a
     client that was still talking."""
-
-
-@attrs.define
-class FileInfo:
-    """One completed upload on a ``file`` channel."""
-
-    file_ref: str
-    size: int
-    sha256: str
-    data: bytes = attrs.field(repr=False)
-    format: str | None = None
-    """The format hint of the ``stf`` that used the file (unknown until then)."""
-
-    def audio_duration_ms(self) -> float | None:
-        """The audio's length in ms if the file is a WAV or a format PyAV can read, else None."""
-        try:
-            with wave.open(io.BytesIO(self.data)) as reader:
-                rate = reader.getframerate()
-                if rate > 0:
-                    return 1000.0 * float(reader.getnframes()) / float(rate)
-        except (wave.Error, EOFError):
-            pass
-        try:
-            with av.open(io.BytesIO(self.data)) as container:
-                if container.duration:
-                    return float(container.duration) / 1000.0  # AV_TIME_BASE: microseconds
-        except (av.FFmpegError, ValueError, OSError):
-            pass
-        return None
 
 
 @attrs.define
@@ -639,7 +602,13 @@ class Peer:
     # -- file channel ----------------------------------------------------------------------
 
     def _attach_file_channel(self, channel: RTCDataChannel) -> None:
-        upload = _Upload(self, channel)
+        upload = Upload(
+            channel,
+            session_id=self.session_id,
+            settings=self.config,
+            files=self.files,
+            journal=self._journal,
+        )
 
         @channel.on("message")
         def on_message(raw: str | bytes) -> None:
@@ -731,70 +700,6 @@ class Peer:
 
 def _is_dimension(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_DIMENSION
-
-
-class _Upload:
-    """One transfer on a ``file`` channel: ready → binary chunks → empty EOF → file_ref."""
-
-    def __init__(self, peer: Peer, channel: RTCDataChannel) -> None:
-        self._peer = peer
-        self._channel = channel
-        self._chunks: list[bytes] = []
-        self._digest = hashlib.sha256()
-        self._size = 0
-        self._done = False
-        self._rejected = False
-
-    def ready(self) -> None:
-        self._channel.send("")
-        self._peer._journal(FILE_LABEL, "out", "")
-
-    def receive(self, raw: str | bytes) -> None:
-        if self._rejected:
-            return  # still in flight while the channel closes
-        if self._done:
-            self._reject("message after end of file")
-        elif isinstance(raw, str):
-            self._reject("text message where binary data was expected")
-        elif raw:
-            self._size += len(raw)
-            if self._size > self._peer.config.max_file_size:
-                self._reject(f"file larger than {self._peer.config.max_file_size} bytes")
-                return
-            self._chunks.append(raw)
-            self._digest.update(raw)
-        elif self._size == 0:
-            self._reject("empty file")
-        else:
-            self._complete()
-
-    def _complete(self) -> None:
-        self._done = True
-        info = FileInfo(
-            file_ref=f"file-{uuid.uuid4().hex}",
-            size=self._size,
-            sha256=self._digest.hexdigest(),
-            data=b"".join(self._chunks),
-        )
-        self._chunks.clear()
-        self._peer.files[info.file_ref] = info
-        self._peer._journal(
-            FILE_LABEL, "in", {"file_ref": info.file_ref, "size": info.size, "sha256": info.sha256}
-        )
-        if self._peer.config.stall_file_channel:
-            logger.info("session %s: stalling upload %s", self._peer.session_id, info.file_ref)
-            return
-        if self._channel.readyState == "open":
-            self._channel.send(info.file_ref)
-            self._peer._journal(FILE_LABEL, "out", info.file_ref)
-
-    def _reject(self, reason: str) -> None:
-        self._done = self._rejected = True
-        self._chunks.clear()
-        self._peer._journal(FILE_LABEL, "in", {"error": reason, "size": self._size})
-        logger.info("session %s: upload rejected: %s", self._peer.session_id, reason)
-        if self._channel.readyState in ("connecting", "open"):
-            self._channel.close()
 
 
 class Answerer:

@@ -1,4 +1,5 @@
-"""The mock's pure pieces under hypothesis: deltas, multipart parsing, speech files, scripts."""
+"""The mock's pure pieces under hypothesis: deltas, speech files, scripts (multipart parsing:
+``test_http_validation.py``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,8 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from urllib3 import encode_multipart_formdata
 
 from mock_server import speech
-from mock_server.app import parse_multipart
 from mock_server.llm_script import DONE_EVENT, LlmScript, split_deltas
 from mock_server.state import SynthesizedSpeech
 
@@ -23,28 +22,6 @@ def test_deltas_rebuild_the_text_and_are_several(text: str, words: int) -> None:
     assert "".join(pieces) == text
     if len(text) >= 3:
         assert len(pieces) >= 3
-
-
-@FAST
-@given(
-    audio=st.binary(max_size=3000),
-    language=st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=12),
-)
-def test_multipart_parts_come_back_byte_exact(audio: bytes, language: str) -> None:
-    body, content_type = encode_multipart_formdata(
-        {"audio": ("audio.wav", audio, "audio/wav"), "language": language}
-    )
-    parts = parse_multipart(content_type, body)
-    assert parts is not None
-    assert parts["audio"].data == audio
-    assert parts["audio"].filename == "audio.wav"
-    assert parts["audio"].content_type == "audio/wav"
-    assert parts["language"].text() == language
-
-
-def test_not_multipart_is_none() -> None:
-    assert parse_multipart("application/json", b"{}") is None
-    assert parse_multipart("multipart/form-data", b"--x--") is None
 
 
 @settings(max_examples=15, deadline=None)

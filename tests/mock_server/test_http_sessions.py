@@ -9,7 +9,7 @@ import requests
 from _http_helpers import FULL_PARAMS, TIMEOUT, create, first_error, get, post
 
 from mock_server import MockPersoServer
-from mock_server.app import SessionParamsError
+from mock_server.validation import SessionParamsError
 
 
 def info(server: MockPersoServer, session_id: str) -> dict[str, Any]:
