@@ -409,6 +409,15 @@ class LlmTurn:
     def on_events(self, events: Sequence[LlmEvent]) -> TurnStep:
         """Events that arrived together (one network read): their deltas are batched into one
         ``message`` chunk, flushed before each non-message event and at the end of the batch."""
+        if len(events) == 1 and type(events[0]) is TextDelta and not self.finished:
+            # The usual read: one text delta. The same as the loop below, without its branches.
+            text = remove_emoji(events[0].text)
+            pieces = self._pieces
+            pieces.append(text)
+            if text:
+                self._contents.append(text)
+            self._yielded = len(pieces)
+            return TurnStep([_message_chunk_of(pieces, False)], [text])
         step = TurnStep()
         if self.finished:
             return step
