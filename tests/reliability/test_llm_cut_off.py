@@ -40,9 +40,27 @@ def _drip_one_byte_at_a_time(conn: socket.socket, stop: threading.Event) -> None
         conn.sendall(b"a")
 
 
+def _silence(conn: socket.socket, stop: threading.Event) -> None:
+    conn.settimeout(PACE)  # to look at `stop` now and then
+    while not stop.is_set():
+        try:
+            if not conn.recv(1024):
+                return  # the client hung up
+        except TimeoutError:
+            continue
+
+
 @pytest.fixture
 def server(request: pytest.FixtureRequest, no_leaks: Any) -> Iterator[HostileLlmServer]:
     hostile = HostileLlmServer(getattr(request, "param", _one_delta_then_keep_alive))
+    yield hostile
+    hostile.close()
+
+
+@pytest.fixture
+def headless_server(no_leaks: Any) -> Iterator[HostileLlmServer]:
+    """Takes the request and never answers, not even the status line."""
+    hostile = HostileLlmServer(_silence, head=b"")
     yield hostile
     hostile.close()
 
@@ -204,3 +222,24 @@ def test_the_stream_flows_while_the_runtime_loop_is_busy(
         assert final.message.endswith("You said: hello while busy")
     finally:
         release.set()
+
+
+def test_abort_while_waiting_for_the_response_headers(headless_server: HostileLlmServer) -> None:
+    signal_ = perso_sync.AbortSignal()
+    with _processor(headless_server.url) as processor:
+        aborter = _in_a_thread_once(lambda: headless_server.requests == 1, signal_.abort)
+        assert list(processor.process_llm("hi", abort=signal_)) == []  # no text: no chunk
+        aborter.join(5)
+    wait_until(lambda: headless_server.open_connections == 0, what="the connection closed")
+
+
+def test_the_turn_timeout_while_waiting_for_the_response_headers(
+    headless_server: HostileLlmServer,
+) -> None:
+    # No idle timeout, so nothing but the turn deadline bounds the wait for the status line.
+    with _processor(headless_server.url, turn_timeout=1.0) as processor:
+        chunks = list(processor.process_llm("hi"))
+    assert len(chunks) == 1
+    assert isinstance(chunks[0], ErrorChunk)
+    assert "turn took longer" in str(chunks[0].error)
+    wait_until(lambda: headless_server.open_connections == 0, what="the connection closed")

@@ -50,8 +50,9 @@ class HostileLlmServer:
     """Accepts connections on loopback; reads each request, answers with ``HEAD``, then runs
     ``behaviour`` until the client hangs up or the server stops."""
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, head: bytes = HEAD) -> None:
         self._behaviour = behaviour
+        self._head = head  # b"": the answer never even begins
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._stop = threading.Event()
         self.requests = 0
@@ -81,7 +82,7 @@ class HostileLlmServer:
                 self.requests += 1
                 self.open_connections += 1
             try:
-                conn.sendall(HEAD)
+                conn.sendall(self._head)
                 self._behaviour(conn, self._stop)
             except OSError:  # the client hung up: what we are waiting for
                 pass
