@@ -1,6 +1,6 @@
 """Audio the caller hands over, on the caller's thread: PyAV decoding and resampling
 (:class:`PcmAudio`, :func:`read_wav`, :func:`resample_wav`, :func:`to_stt_wav`), reading an
-input (:func:`read_audio_input`) and the STF upload source (:func:`_open_upload_source`).
+input (:func:`read_audio_input`) and the STF upload source (:func:`open_upload_source`).
 
 PyAV is imported inside the functions that need it, so importing this module never loads FFmpeg.
 Public names are re-exported by :mod:`perso_sync.audio`.
@@ -19,8 +19,10 @@ import attrs
 from perso_sync._wav import (
     TTS_TARGET_SAMPLE_RATE,
     WavInfo,
+    check_sample_rate,
     encode_wav,
     get_wav_sample_rate,
+    is_riff_wave,
     read_wav_info,
 )
 from perso_sync.errors import AudioFormatError, InvalidInputError, STFError
@@ -61,7 +63,7 @@ class PcmAudio:
         return encode_wav(self.pcm, self.sample_rate, self.channels, 2)
 
 
-def _import_av() -> Any:
+def import_av() -> Any:
     try:
         import av
     except ImportError as exc:  # aiortc depends on av, so this means a broken install
@@ -71,8 +73,8 @@ def _import_av() -> Any:
     return av
 
 
-def _av_errors() -> tuple[type[BaseException], ...]:
-    av = _import_av()
+def av_errors() -> tuple[type[BaseException], ...]:
+    av = import_av()
     # InvalidDataError & co. derive from FFmpegError; PyAV raises ValueError for frames that do
     # not fit a resampler or a plane.
     return (av.FFmpegError, ValueError)
@@ -84,8 +86,8 @@ def _layout_name(channels: int) -> str:
     return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
 
 
-def _frame_from_pcm(pcm: bytes, sample_format: str, channels: int, rate: int) -> av.AudioFrame:
-    av = _import_av()
+def frame_from_pcm(pcm: bytes, sample_format: str, channels: int, rate: int) -> av.AudioFrame:
+    av = import_av()
     bytes_per_sample = av.AudioFormat(sample_format).bytes
     samples = len(pcm) // (bytes_per_sample * channels)
     frame = av.AudioFrame(format=sample_format, layout=_layout_name(channels), samples=samples)
@@ -100,7 +102,7 @@ def _packed_bytes(frame: av.AudioFrame, channels: int) -> bytes:
     return memoryview(frame.planes[0])[:size].tobytes()
 
 
-class _PcmSink:
+class PcmSink:
     """Turns any sequence of ``av.AudioFrame`` into s16 interleaved PCM at one rate and layout.
 
     A frame whose format, layout or rate differs from the previous one gets a fresh resampler
@@ -115,7 +117,7 @@ class _PcmSink:
         self._key: tuple[str, str, int] | None = None
 
     def push(self, frame: av.AudioFrame) -> bytes:
-        av = _import_av()
+        av = import_av()
         if not frame.sample_rate:
             raise AudioFormatError("an audio frame without a sample rate cannot be converted")
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -168,7 +170,7 @@ def _wav_frames(info: WavInfo, data: bytes | bytearray | memoryview) -> Iterator
             pcm = bytes(wide)
         else:
             pcm = chunk.tobytes()
-        yield _frame_from_pcm(pcm, sample_format, info.channels, info.sample_rate)
+        yield frame_from_pcm(pcm, sample_format, info.channels, info.sample_rate)
 
 
 def read_wav(data: bytes | bytearray | memoryview) -> PcmAudio:
@@ -189,17 +191,17 @@ def _wav_to_mono_pcm(
     info: WavInfo, data: bytes | bytearray | memoryview, rate: int, doing: str
 ) -> bytes:
     """Every sample of a PCM/float WAV as 16-bit mono PCM at ``rate`` (PyAV mixes/resamples)."""
-    sink = _PcmSink(rate, 1)
+    sink = PcmSink(rate, 1)
     try:
         return b"".join(sink.push(frame) for frame in _wav_frames(info, data)) + sink.flush()
-    except _av_errors() as exc:
+    except av_errors() as exc:
         raise AudioFormatError(f"cannot {doing} the WAV samples: {exc}") from exc
 
 
 def _decode_with_av(source: Any, rate: int | None, channels: int) -> PcmAudio:
     """Decode the first audio stream of anything FFmpeg reads (bytes-like wrapped, path, file)."""
-    av = _import_av()
-    errors = _av_errors()
+    av = import_av()
+    errors = av_errors()
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(bytes(source))
     try:
@@ -211,7 +213,7 @@ def _decode_with_av(source: Any, rate: int | None, channels: int) -> PcmAudio:
             raise AudioFormatError(
                 f"no audio stream in the data (FFmpeg sees format {container.format.name!r})"
             )
-        sink = _PcmSink(rate, channels)
+        sink = PcmSink(rate, channels)
         parts = [sink.push(frame) for frame in container.decode(container.streams.audio[0])]
         parts.append(sink.flush())
     except errors as exc:
@@ -224,17 +226,6 @@ def _decode_with_av(source: Any, rate: int | None, channels: int) -> PcmAudio:
     return PcmAudio(pcm, sink.rate, channels)
 
 
-def _is_riff_wave(data: bytes | bytearray | memoryview) -> bool:
-    head = bytes(memoryview(data).cast("B")[:12])
-    return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
-
-
-def _check_rate(rate: int) -> int:
-    if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
-        raise InvalidInputError(f"sample rate must be a positive int, not {rate!r}")
-    return rate
-
-
 def resample_wav(data: bytes | bytearray | memoryview, rate: int = TTS_TARGET_SAMPLE_RATE) -> bytes:
     """Convert WAV or MP3 (or anything FFmpeg decodes) to a 16-bit mono PCM WAV at ``rate`` Hz.
 
@@ -243,8 +234,8 @@ def resample_wav(data: bytes | bytearray | memoryview, rate: int = TTS_TARGET_SA
     the duration is kept to within a few samples. Raises :class:`AudioFormatError` when the data
     cannot be decoded (``process_tts`` then keeps the original bytes).
     """
-    _check_rate(rate)
-    if _is_riff_wave(data):
+    check_sample_rate(rate)
+    if is_riff_wave(data):
         info = read_wav_info(data)
         if info.encoding != "other":
             return encode_wav(_wav_to_mono_pcm(info, data, rate, "resample"), rate)
@@ -258,7 +249,7 @@ def to_stt_wav(data: bytes | bytearray | memoryview) -> bytes:
     decode — MP3, OGG/Opus/Vorbis, FLAC, AAC, ... — becomes a 16 kHz mono 16-bit WAV. Data that is
     not audio raises :class:`AudioFormatError`, before any request is made.
     """
-    if _is_riff_wave(data):
+    if is_riff_wave(data):
         get_wav_sample_rate(data)  # a clear error now beats a 400 from the server
         return bytes(data)
     if not len(data):
@@ -333,7 +324,7 @@ def _empty_stf_file(message: str) -> STFError:
 
 
 @contextlib.contextmanager
-def _open_upload_source(
+def open_upload_source(
     file: bytes | str | os.PathLike[str] | BinaryIO,
 ) -> Iterator[tuple[BinaryIO, bytes, int | None]]:
     """(reader, first bytes, total size or None) of an STF upload source; closes what it

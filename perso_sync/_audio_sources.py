@@ -1,6 +1,12 @@
-"""Audio sources for recording and the voice-chat uplink: the microphone, files, PCM
-iterables and aiortc tracks, pumped by a task on the runtime loop (blocking iterators in worker
-threads). Public names are re-exported by :mod:`perso_sync.audio`.
+"""What can be recorded (:class:`perso_sync.audio.WavRecorder`) or played on the voice-chat
+uplink (:class:`perso_sync.audio.UplinkAudio`): the microphone, audio files, iterables of PCM
+frames and aiortc tracks, each behind the :class:`PcmSource` protocol.
+
+Threads: :func:`open_source` / :func:`open_audio_source` run on the caller's thread (they open
+the device or the file, so a bad source fails at once); ``pump`` and ``close`` run in a task on
+the runtime loop, which reads an aiortc track itself and sends a blocking iterator (a file
+being decoded, a user's generator) to worker threads (``pull``); ``close_at_exit`` may run on
+any thread. Public names are re-exported by :mod:`perso_sync.audio`.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeAlias, Uni
 
 import attrs
 
-from perso_sync._audio_input import _av_errors, _frame_from_pcm, _import_av, _PcmSink
+from perso_sync._audio_input import PcmSink, av_errors, frame_from_pcm, import_av
 from perso_sync._wav import TTS_TARGET_SAMPLE_RATE
 from perso_sync.errors import AudioFormatError, InvalidInputError, RecordingError
 
@@ -71,10 +77,10 @@ AudioSource: TypeAlias = Union[
 ]
 
 
-class _PcmTarget(Protocol):
+class PcmTarget(Protocol):
     """Where a source's converted PCM goes: a recording's take, or the voice-chat uplink."""
 
-    sink: _PcmSink
+    sink: PcmSink
 
     def add(self, pcm: bytes) -> bool:
         """Keep ``pcm``; False when no more is wanted (the source should stop)."""
@@ -83,8 +89,10 @@ class _PcmTarget(Protocol):
         """Return once more audio may be added (a fast source waits here for a slow reader)."""
 
 
-class _Source(Protocol):
-    async def pump(self, take: _PcmTarget) -> None:
+class PcmSource(Protocol):
+    """An opened source: what :func:`open_source` returns and a take or the uplink pumps."""
+
+    async def pump(self, take: PcmTarget) -> None:
         """Feed converted audio to ``take.add`` until the source ends or ``add`` says stop."""
 
     async def close(self) -> None:
@@ -102,10 +110,10 @@ class _TrackSource:
         self._player = player
         self._lock = threading.Lock()
 
-    async def pump(self, take: _PcmTarget) -> None:
+    async def pump(self, take: PcmTarget) -> None:
         from aiortc.mediastreams import MediaStreamError
 
-        frame_type = _import_av().AudioFrame
+        frame_type = import_av().AudioFrame
         while True:
             try:
                 frame = await self._track.recv()
@@ -163,7 +171,7 @@ class _BlockingSource:
         self._lock = threading.Lock()
 
     def _to_frame(self, item: object) -> av.AudioFrame | None:
-        if isinstance(item, _import_av().AudioFrame):
+        if isinstance(item, import_av().AudioFrame):
             return cast("av.AudioFrame", item)
         if isinstance(item, (bytes, bytearray, memoryview)):
             data = self._carry + bytes(item)
@@ -172,13 +180,13 @@ class _BlockingSource:
             self._carry = data[whole:]
             if not whole:
                 return None
-            return _frame_from_pcm(data[:whole], "s16", self._pcm_channels, self._pcm_rate)
+            return frame_from_pcm(data[:whole], "s16", self._pcm_channels, self._pcm_rate)
         raise RecordingError(
             f"the audio source yielded {type(item).__name__}; expected bytes (16-bit PCM) "
             "or av.AudioFrame"
         )
 
-    def pull(self, sink: _PcmSink) -> tuple[bytes, bool]:
+    def pull(self, sink: PcmSink) -> tuple[bytes, bool]:
         """Up to ``batch`` items as PCM, and whether more may follow. Runs in a worker."""
         with self._lock:
             parts: list[bytes] = []
@@ -195,7 +203,7 @@ class _BlockingSource:
                     parts.append(sink.push(frame))
             return b"".join(parts), True
 
-    async def pump(self, take: _PcmTarget) -> None:
+    async def pump(self, take: PcmTarget) -> None:
         from perso_sync._runtime import run_sync_off_loop
 
         while True:
@@ -225,7 +233,7 @@ class _BlockingSource:
 
 
 def _open_microphone(mic: Microphone) -> _TrackSource:
-    av = _import_av()
+    av = import_av()
     try:
         from aiortc.contrib.media import MediaPlayer
     except ImportError as exc:
@@ -238,7 +246,7 @@ def _open_microphone(mic: Microphone) -> _TrackSource:
             "format='dshow')"
         )
     failures: list[str] = []
-    open_errors: tuple[type[BaseException], ...] = (*_av_errors(), OSError)
+    open_errors: tuple[type[BaseException], ...] = (*av_errors(), OSError)
     for device, input_format in attempts:
         label = f"{input_format or 'auto'}:{device}"
         if input_format is not None and input_format not in av.formats_available:
@@ -268,7 +276,7 @@ def _open_microphone(mic: Microphone) -> _TrackSource:
 
 
 def _open_file(source: Any, pcm_rate: int, pcm_channels: int) -> _BlockingSource:
-    av = _import_av()
+    av = import_av()
     if isinstance(source, (str, os.PathLike)):
         target: Any = os.fspath(source)
         if not os.path.isfile(target):
@@ -280,7 +288,7 @@ def _open_file(source: Any, pcm_rate: int, pcm_channels: int) -> _BlockingSource
         target, label = source, "the audio file object"
     try:
         container = av.open(target, mode="r")
-    except _av_errors() as exc:
+    except av_errors() as exc:
         raise AudioFormatError(f"cannot read {label} as audio: {exc}") from exc
     if not container.streams.audio:
         container.close()
@@ -295,7 +303,9 @@ def _open_file(source: Any, pcm_rate: int, pcm_channels: int) -> _BlockingSource
     )
 
 
-def _open_source(source: object, pcm_rate: int, pcm_channels: int) -> _Source:
+def open_source(source: object, pcm_rate: int, pcm_channels: int) -> PcmSource:
+    """Open ``source`` (see :data:`AudioSource`; ``None`` is the default microphone). ``bytes``
+    items of an iterable are PCM at ``pcm_rate`` Hz with ``pcm_channels`` channels."""
     if source is None:
         return _open_microphone(Microphone())
     if isinstance(source, Microphone):
@@ -317,8 +327,8 @@ def _open_source(source: object, pcm_rate: int, pcm_channels: int) -> _Source:
     )
 
 
-def open_audio_source(source: AudioSource | None) -> _Source:
+def open_audio_source(source: AudioSource | None) -> PcmSource:
     """Open ``source`` as :meth:`WavRecorder.start` does (``None`` = the system microphone), for
     :meth:`UplinkAudio.play`. Raises like ``start``: :class:`RecordingError`,
     :class:`InvalidInputError`, :class:`AudioFormatError`."""
-    return _open_source(source, TTS_TARGET_SAMPLE_RATE, 1)
+    return open_source(source, TTS_TARGET_SAMPLE_RATE, 1)

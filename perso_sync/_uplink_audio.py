@@ -1,6 +1,6 @@
-"""The outgoing audio of legacy voice chat (:class:`UplinkAudio`), loop side: the aiortc track
-and the feed of the playing source run on the runtime loop. Re-exported by
-:mod:`perso_sync.audio`.
+"""The outgoing audio of legacy voice chat (:class:`UplinkAudio`), loop side: the aiortc track,
+the feed of the playing source and its pump all run on the runtime loop; only
+:meth:`UplinkAudio.wait_played` is for other threads. Re-exported by :mod:`perso_sync.audio`.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from perso_sync._audio_input import _import_av, _PcmSink
-from perso_sync._audio_sources import _Source
+from perso_sync._audio_input import PcmSink, import_av
+from perso_sync._audio_sources import PcmSource
 
 if TYPE_CHECKING:
     from aiortc import MediaStreamTrack
@@ -25,9 +25,9 @@ _UPLINK_AHEAD_SECONDS: Final = 1.0
 class _UplinkFeed:
     """One source being played on the uplink. Loop-side, except :attr:`played`."""
 
-    def __init__(self, source: _Source) -> None:
+    def __init__(self, source: PcmSource) -> None:
         self.source = source
-        self.sink = _PcmSink(UPLINK_SAMPLE_RATE, 1)
+        self.sink = PcmSink(UPLINK_SAMPLE_RATE, 1)
         self.played = threading.Event()  # the source ended and every sample went out (or stop)
         self.error: BaseException | None = None
         self._buffer = bytearray()
@@ -132,7 +132,7 @@ class UplinkAudio:
         chunk = None if feed is None else feed.take(size)
         return bytes(size) if chunk is None else chunk
 
-    def play(self, source: _Source) -> _UplinkFeed:
+    def play(self, source: PcmSource) -> _UplinkFeed:
         """Play ``source`` from now on, replacing what played before. The caller runs the
         returned feed's ``run()`` in a task (cancelling it stops the playback); until then, and
         once it ran out, the track sends silence. A finished feed stays until replaced."""
@@ -180,7 +180,7 @@ def _make_uplink_track_class() -> Any:
     from aiortc import MediaStreamTrack
     from aiortc.mediastreams import MediaStreamError
 
-    av = _import_av()
+    av = import_av()
     rate = UPLINK_SAMPLE_RATE
     samples = _UPLINK_FRAME_SAMPLES
     time_base = fractions.Fraction(1, rate)

@@ -70,9 +70,22 @@ def _check_riff(data: bytes | bytearray | memoryview) -> memoryview:
             f"WAV data is too small ({len(view)} bytes): a WAV file starts with a 12-byte "
             "RIFF/WAVE header"
         )
-    if bytes(view[0:4]) != b"RIFF" or bytes(view[8:12]) != b"WAVE":
+    if not is_riff_wave(view):
         raise AudioFormatError("not a WAV file: the RIFF/WAVE header is missing")
     return view
+
+
+def is_riff_wave(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` starts with a RIFF/WAVE header (says nothing about the chunks)."""
+    head = bytes(memoryview(data).cast("B")[:12])
+    return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+
+
+def check_sample_rate(rate: int, name: str = "sample rate") -> int:
+    """``rate`` if it is a positive int (not a bool), else :class:`InvalidInputError` naming it."""
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+        raise InvalidInputError(f"{name} must be a positive int, not {rate!r}")
+    return rate
 
 
 def _chunks(view: memoryview) -> Iterator[tuple[bytes, int, int]]:
@@ -169,8 +182,7 @@ def encode_wav(pcm: bytes, sample_rate: int, channels: int = 1, sample_width: in
     :class:`InvalidInputError` for a non-positive rate or channel count, an unsupported width, or
     PCM that is not a whole number of sample frames.
     """
-    if not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise InvalidInputError(f"sample_rate must be a positive int, not {sample_rate!r}")
+    check_sample_rate(sample_rate, "sample_rate")
     if not isinstance(channels, int) or channels <= 0:
         raise InvalidInputError(f"channels must be a positive int, not {channels!r}")
     if sample_width not in (1, 2, 3, 4):

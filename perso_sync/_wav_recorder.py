@@ -9,9 +9,9 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from perso_sync._audio_input import _check_rate, _PcmSink
-from perso_sync._audio_sources import AudioSource, _open_source, _Source
-from perso_sync._wav import TTS_TARGET_SAMPLE_RATE, encode_wav
+from perso_sync._audio_input import PcmSink
+from perso_sync._audio_sources import AudioSource, PcmSource, open_source
+from perso_sync._wav import TTS_TARGET_SAMPLE_RATE, check_sample_rate, encode_wav
 from perso_sync.errors import InvalidInputError, RecordingError, RuntimeUsageError
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class _Take:
     """One recording: the capture task's state, shared between the loop and user threads."""
 
     def __init__(
-        self, source: _Source, sink: _PcmSink, channels: int, max_seconds: float | None
+        self, source: PcmSource, sink: PcmSink, channels: int, max_seconds: float | None
     ) -> None:
         self.source = source
         self.sink = sink
@@ -150,7 +150,7 @@ class WavRecorder:
         if channels not in (1, 2) or isinstance(channels, bool):
             raise InvalidInputError(f"channels must be 1 or 2, not {channels!r}")
         if target_sample_rate is not None:
-            _check_rate(target_sample_rate)
+            check_sample_rate(target_sample_rate)
         self.channels = channels
         self.target_sample_rate = target_sample_rate
         self._lock = threading.Lock()
@@ -212,7 +212,7 @@ class WavRecorder:
             raise InvalidInputError(
                 f"timeout must be a positive number of seconds, not {timeout!r}"
             )
-        _check_rate(pcm_sample_rate)
+        check_sample_rate(pcm_sample_rate)
         if pcm_channels not in (1, 2) or isinstance(pcm_channels, bool):
             raise InvalidInputError(f"pcm_channels must be 1 or 2, not {pcm_channels!r}")
         runtime = self._runtime_off_loop("start")
@@ -221,9 +221,9 @@ class WavRecorder:
                 raise RecordingError("WavRecorder is already recording; call stop() first")
             self._starting = True
         try:
-            opened = _open_source(source, pcm_sample_rate, pcm_channels)
+            opened = open_source(source, pcm_sample_rate, pcm_channels)
             take = _Take(
-                opened, _PcmSink(self.target_sample_rate, self.channels), self.channels, timeout
+                opened, PcmSink(self.target_sample_rate, self.channels), self.channels, timeout
             )
             from perso_sync._runtime import register_closable
 

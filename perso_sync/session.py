@@ -1216,7 +1216,7 @@ class Session:
         wrong argument (a path that cannot be opened, a text-mode file object, a non-positive
         ``timeout``); :class:`SessionClosedError` when the session is or gets closed.
         """
-        from perso_sync._audio_input import _open_upload_source
+        from perso_sync._audio_input import open_upload_source
         from perso_sync.audio import normalize_audio_format, sniff_audio_format
 
         self._ensure_blocking_call("process_stf")
@@ -1225,7 +1225,7 @@ class Session:
         if self._core is None:
             raise STFError("processSTF requires WebRTC (STF mode)")
         try:
-            with _open_upload_source(file) as (reader, head, total):
+            with open_upload_source(file) as (reader, head, total):
                 fallback = sniff_audio_format(head) if head else None
                 audio_format = normalize_audio_format(format, fallback)
                 progress_hook = self._progress_hook(progress)

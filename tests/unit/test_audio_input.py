@@ -1,9 +1,12 @@
-"""perso_sync._audio_input: PyAV conversions, read_audio_input, the STF upload source."""
+"""perso_sync._audio_input: PyAV conversions, read_audio_input, the STF upload source
+(``Session.process_stf`` reads its file through it)."""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pytest
 from _audio_samples import (
@@ -16,6 +19,7 @@ from _audio_samples import (
     sine_pcm,
 )
 
+from perso_sync._audio_input import open_upload_source
 from perso_sync.audio import (
     encode_wav,
     read_audio_input,
@@ -24,7 +28,7 @@ from perso_sync.audio import (
     sniff_audio_format,
     to_stt_wav,
 )
-from perso_sync.errors import AudioFormatError, InvalidInputError
+from perso_sync.errors import AudioFormatError, InvalidInputError, STFError
 
 # --------------------------------------------------------------------------- conversions
 
@@ -128,3 +132,80 @@ def test_read_audio_input_errors(tmp_path: Path) -> None:
         read_audio_input(file)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="not int"):
         read_audio_input(42)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------- the STF upload source
+
+
+class _Pipe(io.RawIOBase):
+    """A binary stream that cannot seek and hands out at most 5 bytes a read (like a socket)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        part, self._data = self._data[:5], self._data[5:]
+        buffer[: len(part)] = part
+        return len(part)
+
+
+def _read_all(reader: BinaryIO, size: int) -> bytes:
+    parts = []
+    while part := reader.read(size):
+        parts.append(part)
+    return b"".join(parts)
+
+
+def test_upload_source_of_bytes_and_paths_gives_head_size_and_content(tmp_path: Path) -> None:
+    payload = encode_wav(bytes(range(200)), 8000)
+    path = tmp_path / "speech.wav"
+    path.write_bytes(payload)
+    for source in (payload, bytearray(payload), path, str(path)):
+        with open_upload_source(source) as (reader, head, total):
+            assert head == payload[:16]
+            assert total == len(payload)
+            assert _read_all(reader, 7) == payload
+    with open_upload_source(path) as (reader, _, _):
+        pass
+    assert reader.closed  # the file it opened is closed with the block
+
+
+def test_upload_source_of_a_seekable_file_starts_where_the_file_is() -> None:
+    file = io.BytesIO(b"skip me|" + b"ID3 the rest of the mp3")
+    file.seek(8)
+    with open_upload_source(file) as (reader, head, total):
+        assert head == b"ID3 the rest of "
+        assert total == len(b"ID3 the rest of the mp3")
+        assert reader.read() == b"ID3 the rest of the mp3"  # sniffing did not consume anything
+    assert not file.closed  # the caller's file stays the caller's
+
+
+def test_upload_source_of_a_stream_replays_the_sniffed_head() -> None:
+    payload = b"RIFF" + bytes(range(100))
+    with open_upload_source(cast(BinaryIO, _Pipe(payload))) as (reader, head, total):
+        assert head  # what one read gave: a pipe may give fewer than the 16 bytes asked
+        assert payload.startswith(head)
+        assert total is None  # unknown until the stream ends
+        assert _read_all(reader, 3) == payload
+    with open_upload_source(cast(BinaryIO, _Pipe(payload))) as (reader, _, _):
+        assert reader.read() == payload
+
+
+def test_upload_source_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    for source in (b"", empty):
+        with pytest.raises(STFError, match="empty") as raised, open_upload_source(source):
+            pass
+        assert isinstance(raised.value.underlying_error, AudioFormatError)
+    bad: list[tuple[Any, str]] = [
+        (tmp_path / "nowhere.wav", "cannot open the STF file"),
+        (io.StringIO("text"), "binary mode"),
+        (42, "not int"),
+    ]
+    for source, message in bad:
+        with pytest.raises(InvalidInputError, match=message), open_upload_source(source):
+            pass

@@ -193,8 +193,9 @@ def test_encode_wav_round_trip_and_validation() -> None:
     assert wav[info.data_offset :] == pcm
     with pytest.raises(InvalidInputError, match="whole number"):
         encode_wav(b"\0\0\0", 8000)
-    with pytest.raises(InvalidInputError, match="sample_rate"):
-        encode_wav(b"", 0)
+    for bad_rate in (0, -8000, True, 16000.0):  # True is an int to Python, not a rate
+        with pytest.raises(InvalidInputError, match="sample_rate must be a positive int"):
+            encode_wav(b"", bad_rate)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="sample_width"):
         encode_wav(b"", 8000, sample_width=5)
 
