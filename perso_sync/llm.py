@@ -54,7 +54,7 @@ from perso_sync._llm_turn import (
 )
 from perso_sync._runtime import CallbackDispatcher, get_runtime
 from perso_sync._validate import check_json_text, check_text, check_timeout, refuse_loop_thread
-from perso_sync.errors import InvalidInputError, LLMError
+from perso_sync.errors import InvalidInputError, LLMError, RuntimeUsageError
 from perso_sync.models import ChatState
 
 if TYPE_CHECKING:
@@ -447,7 +447,10 @@ class LlmProcessor:
                     finally:
                         ran.set()
 
-                runtime.call_soon_threadsafe(on_loop)
+                try:
+                    runtime.call_soon_threadsafe(on_loop)
+                except RuntimeUsageError:  # the runtime stopped (exit): its sessions with it
+                    ran.set()
                 if wait:
                     ran.wait(CLOSE_TIMEOUT)
         self._notify("on_chat_state_change", add, remove)
