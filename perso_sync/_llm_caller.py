@@ -23,7 +23,10 @@ response (so its connection) and ends the turn.
 
 Clients: one process-wide ``httpx.Client`` for processors without a custom transport (rebuilt in
 a forked child: the parent's connections are not ours), whose connections hand their socket to
-the turn writing a request on them, so that even the wait for the response headers can be cut.
+the turn writing a request on them, so that even the wait for the response headers can be cut;
+a processor with a custom transport has its own client over the transport's sync side (a mock
+transport has no socket: a cut is then seen after the read under way returns). The session's
+LLM state listener still runs on the runtime loop (posted there at the turn's start and end).
 """
 
 from __future__ import annotations
