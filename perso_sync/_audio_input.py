@@ -365,7 +365,22 @@ def open_upload_source(
             raise InvalidInputError("file must be opened in binary mode")
         yield file, bytes(head), max(0, end - start)
         return
-    head = read(_SNIFF_BYTES)
-    if not isinstance(head, (bytes, bytearray)):
-        raise InvalidInputError("file must be opened in binary mode")
-    yield cast(BinaryIO, _PrefixedReader(bytes(head), file)), bytes(head), None
+    head = _read_head(read)
+    yield cast(BinaryIO, _PrefixedReader(head, file)), head, None
+
+
+def _read_head(read: Any) -> bytes:
+    """The first ``_SNIFF_BYTES`` of a stream that cannot seek (fewer only at its end).
+
+    A pipe or socket may hand out a byte or two per read; sniffing the format from a short head
+    would label an MP3 as WAV (its frame sync needs two bytes).
+    """
+    head = b""
+    while len(head) < _SNIFF_BYTES:
+        part = read(_SNIFF_BYTES - len(head))
+        if not isinstance(part, (bytes, bytearray)):
+            raise InvalidInputError("file must be opened in binary mode")
+        if not part:
+            break
+        head += part
+    return head

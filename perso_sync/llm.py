@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from perso_sync import _endpoints
+from perso_sync._callbacks import CallbackDispatcher
 from perso_sync._llm_caller import CallerStream, sync_client
 from perso_sync._llm_common import (
     CLOSE_TIMEOUT,
@@ -52,7 +53,7 @@ from perso_sync._llm_turn import (
     ToolCallChunk,
     ToolResultChunk,
 )
-from perso_sync._runtime import CallbackDispatcher, get_runtime
+from perso_sync._runtime import get_runtime
 from perso_sync._validate import check_json_text, check_text, check_timeout, refuse_loop_thread
 from perso_sync.errors import InvalidInputError, LLMError, RuntimeUsageError
 from perso_sync.models import ChatState

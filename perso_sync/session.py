@@ -13,7 +13,7 @@ Everything here is a thin, blocking layer: REST calls run in the caller's thread
 fetches the ICE servers in a worker thread, alongside the session info), async work is handed to
 the runtime loop (:func:`perso_sync._runtime.get_runtime`), chat states come from the
 pure :class:`perso_sync._chat_state.ChatStateMachine`, and user callbacks go through one
-:class:`perso_sync._runtime.CallbackDispatcher` per session (in order, off the loop thread).
+:class:`perso_sync._callbacks.CallbackDispatcher` per session (in order, off the loop thread).
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ if TYPE_CHECKING:
     import anyio
     import av
 
+    from perso_sync._callbacks import CallbackDispatcher
     from perso_sync._chat_state import ChatStateMachine
-    from perso_sync._runtime import CallbackDispatcher, Runtime, SyncStream
+    from perso_sync._runtime import Runtime, SyncStream
     from perso_sync._webrtc import CoreOptions, WebRtcCore
     from perso_sync.audio import AudioSource, UplinkAudio, WavRecorder
     from perso_sync.client import PersoClient
@@ -304,8 +305,9 @@ class Session:
         llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> None:
         """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
+        from perso_sync._callbacks import CallbackDispatcher
         from perso_sync._chat_state import ChatStateMachine
-        from perso_sync._runtime import CallbackDispatcher, get_runtime
+        from perso_sync._runtime import get_runtime
         from perso_sync.llm import LlmProcessor, MessageHistory
 
         # A forked child inherits this object but not the runtime thread behind it.
