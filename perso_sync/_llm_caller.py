@@ -32,12 +32,13 @@ LLM state listener still runs on the runtime loop (posted there at the turn's st
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import math
 import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from perso_sync import _deadlines
 from perso_sync._llm_common import (
@@ -46,17 +47,20 @@ from perso_sync._llm_common import (
     TurnProgress,
     api_error,
     check_transport_side,
+    connect_timeout,
+    map_requests_error,
     map_transport_error,
     request_timeout,
 )
 from perso_sync._llm_turn import Failed, LlmChunk, TurnStep
 from perso_sync._sse import SseParser
 from perso_sync._validate import refuse_loop_thread
-from perso_sync.errors import LLMError, RuntimeUsageError
+from perso_sync.errors import LLMError, PersoError, RuntimeUsageError
 from perso_sync.models import ChatState
 
 if TYPE_CHECKING:
     import httpx
+    import requests
 
     from perso_sync.llm import AbortSignal, LlmProcessor
 
@@ -65,7 +69,7 @@ __all__ = ["CallerStream", "sync_client"]
 # Why a turn was cut off from another thread.
 _ABORTED, _CLOSED, _IDLE, _TURN = "aborted", "closed", "idle", "turn"
 
-_writing = threading.local()  # .watch: the _TurnWatch of the request being sent on this thread
+_NO_SOCKET_YET_RETRY = 0.05  # seconds: a cut connection still connecting is looked at again
 
 
 class _TurnWatch:
@@ -79,6 +83,7 @@ class _TurnWatch:
         self._turn_deadline = math.inf
         self._lock = threading.Lock()
         self._sock: object = None
+        self._connection: Any = None  # urllib3's: its socket exists once it connected
         self._tools: concurrent.futures.Future[Any] | None = None
         self._watched = False
         self._finished = False
@@ -103,7 +108,7 @@ class _TurnWatch:
             if self._finished:
                 return False
             self._finished = True
-            self._sock = self._tools = None
+            self._sock = self._connection = self._tools = None
         if self._watched:
             _deadlines.forget()
         return True
@@ -113,6 +118,8 @@ class _TurnWatch:
         # no read is under way, or one began since, look again when it could be due.
         if self._finished:
             return None
+        if self.ended is not None:  # cut while its connection was still connecting
+            return None if self._shut() else now + _NO_SOCKET_YET_RETRY
         if now >= self._turn_deadline:
             self.cut(_TURN)
             return None
@@ -130,11 +137,24 @@ class _TurnWatch:
             if self.ended is not None or self._finished:
                 return
             self.ended = why
-            sock, tools = self._sock, self._tools
-        if sock is not None:
-            _deadlines.shut_socket(sock)
+            tools = self._tools
+        if not self._shut():
+            # The connection is not connected yet: look again shortly (the deadline thread).
+            _deadlines.watch(self, time.monotonic() + _NO_SOCKET_YET_RETRY)
         if tools is not None:
             tools.cancel()
+
+    def _shut(self) -> bool:
+        """Shut the turn's socket down; False while its connection has none yet."""
+        with self._lock:
+            sock, connection = self._sock, self._connection
+        if sock is None and connection is not None:
+            sock = getattr(connection, "sock", None)
+            if sock is None:
+                return False
+        if sock is not None:
+            _deadlines.shut_socket(sock)
+        return True
 
     def attach_socket(self, sock: object) -> None:
         """The socket the turn now reads from (None: none to cut, e.g. a mock transport)."""
@@ -143,6 +163,20 @@ class _TurnWatch:
             cut = self.ended is not None
         if cut and sock is not None:
             _deadlines.shut_socket(sock)
+
+    def attach(self, connection: Any) -> None:
+        """The pooled connection (urllib3's) the turn's request now goes out on: its socket is
+        shut by a cut (see ``_rest.connection_watched``); connected or not yet."""
+        with self._lock:
+            self._connection = connection
+            cut = self.ended is not None
+        if cut and not self._shut():
+            _deadlines.watch(self, time.monotonic() + _NO_SOCKET_YET_RETRY)
+
+    def detach(self) -> None:
+        """The response is done with: nothing of it to shut any more."""
+        with self._lock:
+            self._sock = self._connection = None
 
     def attach_tools(self, future: concurrent.futures.Future[Any] | None) -> None:
         """The tool round the turn now waits for (None once it is over)."""
@@ -282,51 +316,29 @@ def _tool_round(progress: TurnProgress, watch: _TurnWatch) -> TurnStep | None:
 
 
 def _stream_round(
-    client: httpx.Client,
+    client: httpx.Client | None,
     processor: LlmProcessor,
     progress: TurnProgress,
     watch: _TurnWatch,
 ) -> Generator[LlmChunk, None, TurnStep | None]:
     """One request and its stream: yields the chunks of the events as they come and returns the
     round's last step (booked), or None when the turn was cut off."""
-    import httpx
-
     turn = progress.turn
-    request = client.build_request(
-        "POST",
-        processor._url,
-        content=progress.request_content(),
-        headers=REQUEST_HEADERS,
-        timeout=request_timeout(processor._timeout),
-    )
-    _writing.watch = watch
     try:
-        response = client.send(request, stream=True)
-    except httpx.HTTPError as exc:
-        return None if watch.ended is not None else progress.fail(map_transport_error(exc))
-    finally:
-        _writing.watch = None
+        reader = _open(client, processor, progress.request_content(), watch)
+    except _OpenFailed as failed:
+        return None if watch.ended is not None else progress.fail(failed.error)
     try:
-        network = response.extensions.get("network_stream")
-        if network is not None:
-            watch.attach_socket(network.get_extra_info("socket"))
-        if not response.is_success:
-            body = _read_limited(response, ERROR_BODY_LIMIT)
-            error = api_error(response.status_code, body, response.headers.get("content-type"))
+        if not 200 <= reader.status < 300:
+            body = _read_limited(reader, ERROR_BODY_LIMIT)
+            error = api_error(reader.status, body, reader.content_type)
             return None if watch.ended is not None else progress.fail(error)
         parser = SseParser()
         feed, on_events, clock = parser.feed, turn.on_events, time.monotonic
         step: TurnStep | None
         try:
-            # As it arrives: decoded when the server compressed it, else straight from the
-            # transport's stream (iter_raw() would add a generator and a list per read; the
-            # response is closed below either way).
-            if "content-encoding" in response.headers:
-                reader: Iterable[bytes] = response.iter_bytes()
-            else:
-                reader = cast("Iterable[bytes]", response.stream)
             watch.reading_since = clock()
-            for data in reader:
+            for data in iter(reader.read, b""):  # as it arrives; b"": the end
                 events = feed(data)
                 if events:
                     watch.reading_since = None  # the user holds the chunks: no idle clock
@@ -345,113 +357,215 @@ def _stream_round(
                     return None
             # The end, or the socket shut by a cut (a read then ends as at the end).
             step = None if watch.ended is not None else turn.on_stream_end(parser.close())
-        except httpx.HTTPError as exc:
+        except reader.failures as exc:
             if watch.ended is not None:
                 return None
-            step = turn.on_error(LLMError(map_transport_error(exc)))
+            step = turn.on_error(LLMError(reader.map_failure(exc)))
         finally:
             watch.reading_since = None
         if step is not None:
             progress.book(step)
         return step
     finally:
-        watch.attach_socket(None)
-        response.close()
+        watch.detach()
+        reader.close()
 
 
-def _read_limited(response: httpx.Response, limit: int) -> bytes:
-    import httpx
+# -- the response, whichever transport reads it ----------------------------------------------
 
+
+class _Reader(Protocol):
+    """One response to the turn's request: what the turn needs of it, whichever client made it
+    (``requests`` by default, httpx over a custom transport)."""
+
+    status: int
+    content_type: str | None
+    failures: tuple[type[BaseException], ...]
+
+    def read(self) -> bytes:
+        """The next bytes of the body as they arrive (decoded when the server compressed
+        them); ``b""`` at the end. Raises one of :attr:`failures` when the transport fails."""
+
+    def map_failure(self, exc: BaseException) -> PersoError:
+        """One of :attr:`failures` as our error."""
+
+    def close(self) -> None:
+        """Close the response (its connection too unless the body was read to its end)."""
+
+
+class _OpenFailed(Exception):
+    """The request failed before a response came; ``error`` says why, as our error."""
+
+    def __init__(self, error: PersoError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _open(
+    client: httpx.Client | None, processor: LlmProcessor, content: bytes, watch: _TurnWatch
+) -> _Reader:
+    """Send the turn's request; the response once its headers came. The watch learns the
+    connection's socket as soon as there is one, so a cut wakes even the wait for the headers."""
+    if client is None:
+        return _RequestsReader.open(processor, content, watch)
+    return _HttpxReader.open(client, processor, content, watch)
+
+
+_READ_SIZE = 64 * 1024
+
+
+class _RequestsReader:
+    """A ``requests`` response read with urllib3's ``read1``: whatever has arrived, at once
+    (http.client undoes the chunked framing in C), decoded when compressed."""
+
+    def __init__(self, response: requests.Response) -> None:
+        import urllib3.exceptions
+
+        self._response = response
+        self.status = response.status_code
+        self.content_type: str | None = response.headers.get("content-type")
+        # The hot path: no frame of ours per read.
+        self.read: Callable[[], bytes] = functools.partial(
+            response.raw.read1, _READ_SIZE, decode_content=True
+        )
+        # urllib3 wraps socket and protocol failures in its HTTPError.
+        self.failures: tuple[type[BaseException], ...] = (urllib3.exceptions.HTTPError, OSError)
+
+    @classmethod
+    def open(cls, processor: LlmProcessor, content: bytes, watch: _TurnWatch) -> _RequestsReader:
+        import requests
+
+        from perso_sync._rest import connection_watched
+
+        idle = processor._timeout
+        try:
+            # The session's pools hand the connection to the watch as soon as they give it out.
+            with connection_watched(watch):
+                response = _llm_session().post(
+                    processor._url,
+                    data=content,
+                    headers=REQUEST_HEADERS,
+                    stream=True,
+                    timeout=(connect_timeout(idle), idle),
+                    allow_redirects=False,
+                )
+        except requests.RequestException as exc:
+            raise _OpenFailed(map_requests_error(exc)) from None
+        return cls(response)
+
+    @staticmethod
+    def map_failure(exc: BaseException) -> PersoError:
+        return map_requests_error(exc)
+
+    def close(self) -> None:
+        # Read to its end, the connection went back to the pool already; else it is closed.
+        self._response.close()
+
+
+class _HttpxReader:
+    """An httpx response (a processor's custom ``http_transport``, e.g. a mock)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        import httpx
+
+        self._response = response
+        self.status = response.status_code
+        self.content_type: str | None = response.headers.get("content-type")
+        if "content-encoding" in response.headers:
+            self._chunks: Iterator[bytes] = response.iter_bytes()
+        else:  # straight from the transport's stream (the response is closed either way)
+            self._chunks = iter(cast("Iterable[bytes]", response.stream))
+        self.failures: tuple[type[BaseException], ...] = (httpx.HTTPError,)
+
+    @classmethod
+    def open(
+        cls, client: httpx.Client, processor: LlmProcessor, content: bytes, watch: _TurnWatch
+    ) -> _HttpxReader:
+        import httpx
+
+        request = client.build_request(
+            "POST",
+            processor._url,
+            content=content,
+            headers=REQUEST_HEADERS,
+            timeout=request_timeout(processor._timeout),
+        )
+        try:
+            response = client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _OpenFailed(map_transport_error(exc)) from None
+        network = response.extensions.get("network_stream")
+        if network is not None:  # a real socket under the custom transport
+            watch.attach_socket(network.get_extra_info("socket"))
+        return cls(response)
+
+    def read(self) -> bytes:
+        for data in self._chunks:
+            if data:  # a transport may hand over an empty chunk: b"" means the end here
+                return data
+        return b""
+
+    @staticmethod
+    def map_failure(exc: BaseException) -> PersoError:
+        assert isinstance(exc, Exception)
+        return map_transport_error(exc)
+
+    def close(self) -> None:
+        self._response.close()
+
+
+def _read_limited(reader: _Reader, limit: int) -> bytes:
     body = bytearray()
     try:
-        for data in response.iter_bytes():
-            body += data
-            if len(body) >= limit:
+        while len(body) < limit:
+            data = reader.read()
+            if not data:
                 break
-    except httpx.HTTPError:
+            body += data
+    except reader.failures:
         pass  # the status says enough
     return bytes(body[:limit])
 
 
-# -- the process-wide sync client ----------------------------------------------------------
+# -- the clients -----------------------------------------------------------------------------
 
-_client_lock = threading.Lock()
-_shared_client: tuple[int, httpx.Client] | None = None  # (pid, client)
+_session_lock = threading.Lock()
+_shared_session: tuple[int, requests.Session] | None = None  # (pid, session)
+_POOL_SIZE = 20  # kept-alive connections per host, as many as httpx keeps by default
 
 
-def sync_client(transport: object | None) -> httpx.Client:
-    """The process-wide client (``transport`` None), or a new one over ``transport``."""
-    import httpx
-
-    global _shared_client
-    if transport is not None:
-        check_transport_side(transport, sync=True)
-        return httpx.Client(transport=transport)  # type: ignore[arg-type]
-    shared = _shared_client
+def _llm_session() -> requests.Session:
+    """The process-wide ``requests.Session`` of the ``process_llm`` streams (rebuilt in a forked
+    child: the parent's connections are not ours), with ``_rest``'s watched pools."""
+    global _shared_session
+    shared = _shared_session
     pid = os.getpid()
     if shared is None or shared[0] != pid:
-        with _client_lock:
-            shared = _shared_client
+        with _session_lock:
+            shared = _shared_session
             if shared is None or shared[0] != pid:
-                shared = _shared_client = (pid, httpx.Client(transport=_watching_transport()))
+                import requests
+
+                from perso_sync._rest import mount_deadline_adapters
+
+                session = mount_deadline_adapters(requests.Session(), pool_maxsize=_POOL_SIZE)
+                shared = _shared_session = (pid, session)
     return shared[1]
 
 
-def _watching_transport() -> httpx.HTTPTransport:
+def sync_client(transport: object) -> httpx.Client:
+    """A client over a processor's custom ``transport`` (its sync side)."""
     import httpx
 
-    transport = httpx.HTTPTransport()
-    # httpcore's pool makes its connections with this backend; ours hands each connection's
-    # socket to the turn sending a request on it. Without it (another httpx), the socket is
-    # known once the response headers came, so only the wait for them cannot be cut short.
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if backend is not None:
-        pool._network_backend = _WatchingBackend(backend)  # type: ignore[union-attr]
-    return transport
+    check_transport_side(transport, sync=True)
+    return httpx.Client(transport=transport)  # type: ignore[arg-type]
 
 
-class _WatchingBackend:
-    """An httpcore network backend around another: its streams report their socket."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def connect_tcp(self, *args: Any, **kwargs: Any) -> _WatchingStream:
-        return _WatchingStream(self._inner.connect_tcp(*args, **kwargs))
-
-    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> _WatchingStream:
-        return _WatchingStream(self._inner.connect_unix_socket(*args, **kwargs))
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
+def _forget_session_in_child() -> None:
+    # The parent's connections are shared with it: the child makes its own session.
+    global _session_lock, _shared_session
+    _session_lock = threading.Lock()
+    _shared_session = None
 
 
-class _WatchingStream:
-    """An httpcore network stream that, when a request is written on it, hands its socket to
-    the turn sending it (``_writing.watch``). Reads go straight to the wrapped stream."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.read = inner.read  # the hot path: no frame of ours per read
-        self.close = inner.close
-        self.get_extra_info = inner.get_extra_info
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        watch: _TurnWatch | None = getattr(_writing, "watch", None)
-        if watch is not None:
-            watch.attach_socket(self._inner.get_extra_info("socket"))
-        self._inner.write(buffer, timeout)
-
-    def start_tls(self, *args: Any, **kwargs: Any) -> _WatchingStream:
-        return _WatchingStream(self._inner.start_tls(*args, **kwargs))
-
-
-def _forget_client_in_child() -> None:
-    # The parent's connections are shared with it: the child makes its own client.
-    global _client_lock, _shared_client
-    _client_lock = threading.Lock()
-    _shared_client = None
-
-
-os.register_at_fork(after_in_child=_forget_client_in_child)
+os.register_at_fork(after_in_child=_forget_session_in_child)

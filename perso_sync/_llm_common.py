@@ -2,10 +2,10 @@
 the deadlines' errors, the error mapping and the processor's history.
 
 Two engines drive a turn (docs/PROTOCOL.md §6): ``_llm_loop`` on the runtime loop (httpx async;
-``process_chat``, the avatar's turns) and ``_llm_caller`` on the caller's thread (httpx sync; the
-``process_llm`` iterator). They differ only in how they wait; what a step means, which request
-to send, which error a deadline or a transport failure gives and what a tool round yields is
-decided here, once.
+``process_chat``, the avatar's turns) and ``_llm_caller`` on the caller's thread (``requests``,
+or sync httpx over a custom transport; the ``process_llm`` iterator). They differ only in how
+they wait; what a step means, which request to send, which error a deadline or a transport
+failure gives and what a tool round yields is decided here, once.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ __all__ = [
     "TurnProgress",
     "api_error",
     "check_transport_side",
+    "connect_timeout",
     "error_result",
+    "map_requests_error",
     "map_transport_error",
     "request_timeout",
 ]
@@ -60,6 +62,56 @@ def map_transport_error(exc: Exception) -> PersoError:
     if isinstance(exc, httpx.TimeoutException):
         return PersoTimeoutError(f"LLM request timed out: {type(exc).__name__}")
     return PersoConnectionError(f"LLM request failed: {type(exc).__name__}: {exc}")
+
+
+def map_requests_error(exc: BaseException) -> PersoError:
+    """A ``requests`` / urllib3 failure (the ``process_llm`` iterator's default transport) as
+    our error, worded as :func:`map_transport_error` words httpx's (same kinds of failure, same
+    names), so a turn fails alike whichever transport read it."""
+    import requests
+    import urllib3.exceptions
+
+    chain = _causes(exc)
+    root = chain[-1]
+    if any(
+        isinstance(e, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError))
+        for e in chain
+    ):
+        return PersoTimeoutError("LLM request timed out: ConnectTimeout")
+    if any(
+        isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError))
+        for e in chain
+    ):
+        return PersoTimeoutError("LLM request timed out: ReadTimeout")
+    if any(
+        isinstance(e, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError))
+        for e in chain
+    ):
+        kind = "ConnectError"
+    elif any(isinstance(e, urllib3.exceptions.DecodeError) for e in chain):
+        kind = "DecodingError"
+    elif isinstance(root, OSError):
+        kind = "ReadError"
+    else:  # the answer broke off mid-message (IncompleteRead, RemoteDisconnected)
+        kind = "RemoteProtocolError"
+    return PersoConnectionError(f"LLM request failed: {kind}: {root}")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps, outermost first: requests wraps urllib3's error (``args[0]``),
+    urllib3 its reason (``reason``, ``args[1]``) or the socket error (``__cause__``)."""
+    chain = [exc]
+    while len(chain) < 8:
+        current = chain[-1]
+        inner = getattr(current, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in current.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            inner = current.__cause__
+        if inner is None or inner in chain:
+            break
+        chain.append(inner)
+    return chain
 
 
 def api_error(status: int, body: bytes, content_type: str | None) -> ApiError:
@@ -90,13 +142,16 @@ def error_result(exc: BaseException) -> dict[str, Any]:
     return {"error": str(exc) or type(exc).__name__}
 
 
+def connect_timeout(idle: float | None) -> float:
+    """The bound on connecting: the idle timeout, capped."""
+    return CONNECT_TIMEOUT if idle is None else min(idle, CONNECT_TIMEOUT)
+
+
 def request_timeout(idle: float | None) -> httpx.Timeout:
     """httpx's per-request timeouts: connect (capped), and each read bounded by the idle one."""
     import httpx
 
-    return httpx.Timeout(
-        idle, connect=CONNECT_TIMEOUT if idle is None else min(idle, CONNECT_TIMEOUT)
-    )
+    return httpx.Timeout(idle, connect=connect_timeout(idle))
 
 
 class MessageHistory:

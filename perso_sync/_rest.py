@@ -41,7 +41,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import attrs
 import requests
@@ -70,9 +70,11 @@ __all__ = [
     "API_KEY_ENV",
     "DEFAULT_MAX_RETRIES",
     "RETRY_AFTER_CAP",
+    "ConnectionWatch",
     "HttpTimeout",
     "RestTransport",
     "SecretStr",
+    "connection_watched",
     "mask_headers",
     "mount_deadline_adapters",
     "parse_retry_after",
@@ -337,12 +339,19 @@ class _ExchangeWatch:
         _deadlines.forget()
 
 
+class ConnectionWatch(Protocol):
+    """What learns the connection an exchange got from the pool (:func:`connection_watched`)."""
+
+    def attach(self, connection: Any) -> None:
+        """``connection`` (urllib3's, maybe not connected yet) now carries the exchange."""
+
+
 class _DeadlinePoolMixin:
     """Tells the exchange running on this thread which connection it got from the pool."""
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         connection = super()._get_conn(timeout)  # type: ignore[misc]
-        watch: _ExchangeWatch | None = getattr(_watching, "current", None)
+        watch: ConnectionWatch | None = getattr(_watching, "current", None)
         if watch is not None:
             watch.attach(connection)
         return connection
@@ -375,22 +384,35 @@ class _DeadlineAdapter(HTTPAdapter):
         return manager
 
 
-def mount_deadline_adapters(session: requests.Session) -> requests.Session:
-    """Make ``session`` keep the whole-exchange deadline (its http/https adapters replaced)."""
-    session.mount("http://", _DeadlineAdapter())
-    session.mount("https://", _DeadlineAdapter())
+def mount_deadline_adapters(
+    session: requests.Session, pool_maxsize: int = requests.adapters.DEFAULT_POOLSIZE
+) -> requests.Session:
+    """Make ``session`` keep the whole-exchange deadline (its http/https adapters replaced):
+    its pools tell the :func:`connection_watched` watch which connection a request took."""
+    session.mount("http://", _DeadlineAdapter(pool_maxsize=pool_maxsize))
+    session.mount("https://", _DeadlineAdapter(pool_maxsize=pool_maxsize))
     return session
+
+
+@contextlib.contextmanager
+def connection_watched(watch: ConnectionWatch) -> Iterator[None]:
+    """Within the block, a session with :func:`mount_deadline_adapters` hands ``watch`` the
+    connection each request made on this thread takes from the pool."""
+    previous = getattr(_watching, "current", None)
+    _watching.current = watch
+    try:
+        yield
+    finally:
+        _watching.current = previous
 
 
 @contextlib.contextmanager
 def _watched(seconds: float) -> Iterator[_ExchangeWatch]:
     watch = _ExchangeWatch(seconds)
-    previous = getattr(_watching, "current", None)
-    _watching.current = watch
     try:
-        yield watch
+        with connection_watched(watch):
+            yield watch
     finally:
-        _watching.current = previous
         watch.finish()
 
 

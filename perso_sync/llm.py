@@ -472,11 +472,11 @@ class LlmProcessor:
             self._client_owner = runtime
         return self._client
 
-    def _sync_client(self) -> httpx.Client:
-        """The caller side's client (any thread): the process-wide one, or ours over the custom
-        transport (rebuilt in a forked child)."""
+    def _sync_client(self) -> httpx.Client | None:
+        """The caller side's httpx client over the custom transport (any thread; rebuilt in a
+        forked child), or None: the turn reads with the process-wide ``requests`` session."""
         if self._transport is None:
-            return sync_client(None)
+            return None
         with self._sync_lock:
             if self._sync is None or self._sync[0] != os.getpid():
                 self._sync = (os.getpid(), sync_client(self._transport))
