@@ -451,6 +451,14 @@ class _RequestsReader:
                 )
         except requests.RequestException as exc:
             raise _OpenFailed(map_requests_error(exc)) from None
+        # The socket the body comes on: a connection not kept alive ("Connection: close") gave
+        # it up to the response already; urllib3's response keeps its shutdown method.
+        shutdown = getattr(response.raw, "_sock_shutdown", None)
+        sock = getattr(shutdown, "__self__", None)
+        if sock is None:
+            sock = getattr(response.raw.connection, "sock", None)
+        if sock is not None:
+            watch.attach_socket(sock)
         return cls(response)
 
     @staticmethod

@@ -68,32 +68,30 @@ def map_requests_error(exc: BaseException) -> PersoError:
     """A ``requests`` / urllib3 failure (the ``process_llm`` iterator's default transport) as
     our error, worded as :func:`map_transport_error` words httpx's (same kinds of failure, same
     names), so a turn fails alike whichever transport read it."""
+    import http.client
+
     import requests
-    import urllib3.exceptions
+    import urllib3.exceptions as u3
 
     chain = _causes(exc)
     root = chain[-1]
-    if any(
-        isinstance(e, (requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError))
-        for e in chain
-    ):
+
+    def has(*kinds: type[BaseException]) -> bool:
+        return any(isinstance(e, kinds) for e in chain)
+
+    # urllib3 makes NewConnectionError (refused, unreachable) a ConnectTimeoutError too.
+    if not has(u3.NewConnectionError) and has(requests.ConnectTimeout, u3.ConnectTimeoutError):
         return PersoTimeoutError("LLM request timed out: ConnectTimeout")
-    if any(
-        isinstance(e, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError))
-        for e in chain
-    ):
+    if has(requests.ReadTimeout, u3.ReadTimeoutError, TimeoutError):
         return PersoTimeoutError("LLM request timed out: ReadTimeout")
-    if any(
-        isinstance(e, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.SSLError))
-        for e in chain
-    ):
+    if has(u3.NewConnectionError, u3.SSLError):
         kind = "ConnectError"
-    elif any(isinstance(e, urllib3.exceptions.DecodeError) for e in chain):
+    elif has(u3.DecodeError):
         kind = "DecodingError"
-    elif isinstance(root, OSError):
-        kind = "ReadError"
-    else:  # the answer broke off mid-message (IncompleteRead, RemoteDisconnected)
+    elif has(http.client.HTTPException):  # cut off mid-answer (IncompleteRead, RemoteDisconnected)
         kind = "RemoteProtocolError"
+    else:  # the socket failed (reset, ...)
+        kind = "ReadError"
     return PersoConnectionError(f"LLM request failed: {kind}: {root}")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _reliability import main_thread_blocked_in
 from _wait import wait_until
 from test_llm_deadlines import PACE, HostileLlmServer
 
@@ -32,6 +33,11 @@ def _one_delta_then_keep_alive(conn: socket.socket, stop: threading.Event) -> No
     conn.sendall(FIRST)
     while not stop.wait(PACE):
         conn.sendall(b": keep-alive\n\n")
+
+
+def _one_delta_then_silence(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(FIRST)
+    _silence(conn, stop)
 
 
 def _drip_one_byte_at_a_time(conn: socket.socket, stop: threading.Event) -> None:
@@ -97,6 +103,25 @@ def test_abort_from_another_thread_while_blocked_in_the_read(server: HostileLlmS
     assert final.finish
     assert final.message == "first "
     assert processor.get_history() == []
+    wait_until(lambda: server.open_connections == 0, what="the connection closed")
+
+
+@pytest.mark.parametrize("server", [_one_delta_then_silence], indirect=True)
+def test_abort_wakes_a_read_of_a_silent_stream_whose_connection_is_not_kept(
+    server: HostileLlmServer,
+) -> None:
+    # "Connection: close": the pool lets go of the connection once the headers came, so the
+    # socket to shut must be known from the response; nothing else would wake this read.
+    signal_ = perso_sync.AbortSignal()
+    with _processor(server.url) as processor, processor.process_llm("hi", abort=signal_) as stream:
+        assert next(stream).type == "message"
+        reading = "test_abort_wakes_a_read_of_a_silent_stream_whose_connection_is_not_kept"
+        aborter = _in_a_thread_once(
+            lambda: main_thread_blocked_in("readinto", reading), signal_.abort
+        )
+        rest = list(stream)
+        aborter.join(5)
+    assert [chunk.finish for chunk in rest] == [True]
     wait_until(lambda: server.open_connections == 0, what="the connection closed")
 
 
