@@ -1,5 +1,6 @@
 """The caller-side LLM engine's pieces that need no server: the turn watch's decisions (times
-passed in) and which transport serves which kind of turn."""
+passed in, or the real deadline thread where a socket comes late) and which transport serves
+which kind of turn."""
 
 from __future__ import annotations
 
@@ -95,6 +96,40 @@ def test_a_cut_before_the_socket_is_known_shuts_it_when_it_is(
         watch.cut("aborted")
         watch.attach_socket(left)
         assert left.recv(10) == b""
+
+
+class _Connecting:
+    """urllib3's connection as the pool hands it out: no socket until it has connected."""
+
+    sock: socket.socket | None = None
+
+
+def test_a_cut_while_the_connection_still_connects_shuts_its_socket_once_it_has_one() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        watch = _TurnWatch(idle=None, turn_timeout=None)
+        connection = _Connecting()
+        watch.attach(connection)
+        watch.cut("aborted")  # nothing to shut yet: the deadline thread looks again
+        connection.sock = left  # connected after the cut
+        left.settimeout(10)  # bounded: the shutdown comes within a look or two
+        try:
+            assert left.recv(10) == b""  # shut: woken as at the end of the stream
+        finally:
+            watch.finish()
+
+
+def test_a_socket_known_from_the_response_wins_over_the_connection_that_gave_it_up() -> None:
+    # A "Connection: close" answer: the pooled connection no longer has the socket.
+    left, right = socket.socketpair()
+    with left, right:
+        watch = _TurnWatch(idle=None, turn_timeout=None)
+        watch.attach(_Connecting())
+        watch.attach_socket(left)
+        watch.cut("aborted")
+        left.settimeout(10)
+        assert left.recv(10) == b""
+        watch.finish()
 
 
 def _handler(request: httpx.Request) -> httpx.Response:
