@@ -1,5 +1,5 @@
 """The caller-side LLM turn engine: the ``process_llm`` iterator reads its stream ON the caller's
-thread, with a sync httpx ``Client``.
+thread, with ``requests`` (sync httpx over a processor's custom ``http_transport``).
 
 A turn is a generator run by the thread that iterates the stream: it sends the request, reads
 the response (one blocking read per network chunk), feeds ``_sse.SseParser`` and
@@ -21,12 +21,20 @@ holds a chunk. Ctrl-C in the reading thread interrupts the read itself; ``break`
 the ``with`` block and garbage collection close the generator, whose ``finally`` closes the
 response (so its connection) and ends the turn.
 
-Clients: one process-wide ``httpx.Client`` for processors without a custom transport (rebuilt in
-a forked child: the parent's connections are not ours), whose connections hand their socket to
-the turn writing a request on them, so that even the wait for the response headers can be cut;
-a processor with a custom transport has its own client over the transport's sync side (a mock
-transport has no socket: a cut is then seen after the read under way returns). The session's
-LLM state listener still runs on the runtime loop (posted there at the turn's start and end).
+Readers: the turn sees its response through one small interface (:class:`_Reader`: status and
+content type, ``read()`` as bytes arrive, the failures it raises, ``close()``), so the turn's
+logic exists once. By default (:class:`_RequestsReader`) one process-wide ``requests.Session``
+(rebuilt in a forked child: the parent's connections are not ours) sends the request and the
+body is read with urllib3's ``read1``, which hands over whatever has arrived (no waiting for a
+full buffer; gzip decoded) while http.client undoes the chunked framing in C: a sync httpx
+reader cost more per HTTP chunk (h11, httpcore, httpx) than the whole turn's parsing. The
+session's pools (``_rest.connection_watched``) hand the turn's watch the connection as soon as
+the pool gives it out, so even the wait for the response headers can be cut, and the socket the
+body comes on is taken from the response (a connection not kept alive gives it up there). A
+processor with a custom transport reads with its own sync httpx client over it
+(:class:`_HttpxReader`; a mock transport has no socket: a cut is then seen after the read under
+way returns). The session's LLM state listener still runs on the runtime loop (posted there at
+the turn's start and end).
 """
 
 from __future__ import annotations
