@@ -22,20 +22,15 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
-import copy
-import datetime as _dt
 import io
-import itertools
 import json
 import logging
-import math
 import os
 import threading
-import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import attrs
 
@@ -54,7 +49,6 @@ from perso_sync.errors import (
     PersoConnectionError,
     PersoError,
     PersoTimeoutError,
-    RecordingError,
     SessionClosedError,
     STFError,
     STTError,
@@ -64,13 +58,10 @@ from perso_sync.errors import (
 from perso_sync.models import Chat, ChatState, SessionEvent
 
 if TYPE_CHECKING:
-    import anyio
     import av
 
-    from perso_sync._chat_state import ChatStateMachine
-    from perso_sync._runtime import CallbackDispatcher, Runtime, SyncStream
-    from perso_sync._webrtc import CoreOptions, WebRtcCore
-    from perso_sync.audio import AudioSource, UplinkAudio, WavRecorder
+    from perso_sync._runtime import Runtime, SyncStream
+    from perso_sync.audio import AudioSource
     from perso_sync.client import PersoClient
     from perso_sync.llm import AbortSignal, ChatTool, LlmProcessor, LlmStream
     from perso_sync.models import SessionInfo, STTResponse
@@ -96,7 +87,6 @@ _SNIFF_BYTES = 16
 LLM_IDLE_TIMEOUT = 60.0
 LLM_TURN_TIMEOUT = 300.0
 
-_LOST = (408, "Request Timeout")
 _MANUAL = (200, "OK")
 _SPEECH_END = (".", "?", "!")
 
@@ -113,33 +103,6 @@ class CloseStatus:
     live: bool
     code: int | None = None
     reason: str | None = None
-
-
-_Callback = TypeVar("_Callback", bound=Callable[..., object])
-
-
-class _ReplaceableCallback(Generic[_Callback]):
-    """One callback that a new one replaces (the error handler, the STT result callback).
-
-    ``set`` returns a remover that clears the slot only while it still holds that callback, so
-    removing an old handler never drops a newer one. Guarded by the session's lock; ``current``
-    is read under that lock by the caller.
-    """
-
-    def __init__(self, lock: contextlib.AbstractContextManager[object]) -> None:
-        self._lock = lock
-        self.current: _Callback | None = None
-
-    def set(self, callback: _Callback) -> Callable[[], None]:
-        with self._lock:
-            self.current = callback
-
-        def remove() -> None:
-            with self._lock:
-                if self.current is callback:
-                    self.current = None
-
-        return remove
 
 
 class MediaRecording:
@@ -187,63 +150,6 @@ class MediaRecording:
 
     def __repr__(self) -> str:
         return f"MediaRecording(path={self._path!r}, active={self.active})"
-
-
-_T = TypeVar("_T")
-
-
-class _RestOnly(Exception):
-    """The session info says REST-only: the exchange must not be sent (internal signal)."""
-
-
-class _Outcome(Generic[_T]):
-    """The value or the error of one awaitable run as a task, for whoever awaits it.
-
-    Loop-side only. Errors are kept as values so that several tasks can look at one outcome
-    and the opening code decides which error the caller sees.
-    """
-
-    def __init__(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> None:
-        import anyio
-
-        self._fn = fn
-        self._args = args
-        self.done = anyio.Event()
-        self._value: _T | None = None
-        self.error: Exception | None = None
-
-    async def run(self) -> None:
-        try:
-            self._value = await self._fn(*self._args)
-        except Exception as exc:  # noqa: BLE001 -- handed to whoever awaits the outcome
-            self.error = exc
-        self.done.set()
-
-    def get(self) -> _T:
-        """The value, or the error raised; only once ``done`` is set."""
-        if self.error is not None:
-            raise self.error
-        return cast("_T", self._value)
-
-    async def wait(self) -> _T:
-        await self.done.wait()
-        return self.get()
-
-
-class _Hooks:
-    """Loop-side hooks of the WebRTC core; forwards to the session (never blocks)."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
-        self._session._on_server_message(msg_type, data)
-
-    def on_bad_message(self, error: InvalidResponseError) -> None:
-        self._session._report_error(error)
-
-    def on_closed(self, manual: bool, code: int, reason: str) -> None:
-        self._session._finish_close(manual, code, reason)
 
 
 class Session:
@@ -307,37 +213,23 @@ class Session:
         llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> None:
         """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
-        from perso_sync._chat_state import ChatStateMachine
-        from perso_sync._runtime import CallbackDispatcher, get_runtime
-        from perso_sync.llm import LlmProcessor, MessageHistory
+        from perso_sync._runtime import get_runtime
+        from perso_sync._session_loop import SessionLoop
+        from perso_sync._session_stt_caller import SttRecording
+        from perso_sync._session_subscribers import SessionSubscribers
+        from perso_sync.llm import LlmProcessor
 
         # A forked child inherits this object but not the runtime thread behind it.
         self._pid = os.getpid()
         self._client = client
         self._session_id = session_id
-        self._width = width
-        self._height = height
         self._ping_timeout = ping_timeout
-        self._heartbeat_interval = heartbeat_interval
         self._runtime: Runtime = get_runtime()
 
-        self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
-        self._machine: ChatStateMachine = ChatStateMachine()
-        self._chat_log: list[Chat] = []
-        self._ids = itertools.count()
-        self._state_subscribers: dict[int, Callable[[frozenset[ChatState]], object]] = {}
-        self._log_subscribers: dict[int, Callable[[list[Chat]], object]] = {}
-        self._close_callbacks: dict[int, Callable[[bool], object]] = {}
-        self._error_handler: _ReplaceableCallback[Callable[[BaseException], object]] = (
-            _ReplaceableCallback(self._lock)
-        )
-        self._stt_callback: _ReplaceableCallback[Callable[[str], object]] = _ReplaceableCallback(
-            self._lock
-        )
-        self._message_callbacks: dict[int, tuple[str, Callable[[dict[str, Any]], object]]] = {}
-        self._dispatcher: CallbackDispatcher = CallbackDispatcher(on_error=self._on_callback_error)
-
+        # The one bookkeeping lock, shared by the loop side, the subscriber tables and the STT
+        # recording: held only for bookkeeping, never during I/O or a user callback.
+        lock = threading.RLock()
+        self._subscribers = SessionSubscribers(lock, session_id)
         self._processor: LlmProcessor = LlmProcessor(
             api_server=client.api_server,
             session_id=session_id,
@@ -345,34 +237,26 @@ class Session:
             timeout=llm_timeout,
             turn_timeout=llm_turn_timeout,
         )
-        # Two histories, as in the official client: the processor's for process_llm (and
-        # get_message_history), the session's own for process_chat / process_ttstf.
-        self._processor._state_listener = self._llm_state_changed
-        self._chat_history: MessageHistory = MessageHistory()
-
-        self._core: WebRtcCore | None = None
-        self._closing = False
-        self._closed = False
-        self._closed_event = threading.Event()
-        self._close_status = CloseStatus(True)
-        self._tasks: set[concurrent.futures.Future[Any]] = set()
-        # Loop-side objects: touched only on the runtime's loop thread.
-        self._timer_wake: anyio.Event | None = None
-        self._turn_scopes: set[anyio.CancelScope] = set()
-        self._llm_turns = 0  # running LLM turns (guarded by _lock: process_llm ends anywhere)
-        self._tts_calls = 0
-
-        self._stt_lock = threading.Lock()
-        self._stt_recorder: WavRecorder | None = None
-        self._stt_pending: bytes | None = None
-        self._stt_error: STTError | None = None
-        # Legacy voice chat: the outgoing audio (voice_chat=True) and whether record-start is on.
-        self._uplink: UplinkAudio | None = None
-        self._voice_lock = threading.Lock()
-        self._voice_recording = False
-        self._stt_timer: concurrent.futures.Future[None] | None = None
-        self._last_recorded: bytes | None = None
-        self._recording: MediaRecording | None = None
+        self._loop = SessionLoop(
+            client=client,
+            session_id=session_id,
+            width=width,
+            height=height,
+            heartbeat_interval=heartbeat_interval,
+            runtime=self._runtime,
+            lock=lock,
+            subscribers=self._subscribers,
+            processor=self._processor,
+        )
+        self._processor._state_listener = self._loop.llm_state_changed
+        self._stt = SttRecording(
+            runtime=self._runtime,
+            loop=self._loop,
+            subscribers=self._subscribers,
+            lock=lock,
+            call_loop=self._call_loop,
+        )
+        self._loop.on_close_steps.append(self._stt.close)
 
     @classmethod
     def _open(
@@ -444,12 +328,12 @@ class Session:
         if voice_chat:
             from perso_sync.audio import UplinkAudio
 
-            session._uplink = UplinkAudio()
+            session._loop.uplink = UplinkAudio()
         try:
             session._connect(connect_timeout, receive_video)
-            if session._core is None:
+            if session._loop.core is None:
                 client.create_session_event(session_id, SessionEvent.SESSION_START)
-                session._spawn(session._heartbeat)
+                session._loop.spawn(session._loop.heartbeat)
         except BaseException:
             session._abandon()
             raise
@@ -471,7 +355,7 @@ class Session:
         # extra thread for it), then hands it over.
         self._runtime._refuse_loop_thread("create_session()")  # before anything is started
         info: concurrent.futures.Future[SessionInfo] = concurrent.futures.Future()
-        opening = self._runtime.spawn(self._connect_on_loop, options, info)
+        opening = self._runtime.spawn(self._loop.connect, options, info)
         try:
             try:
                 session_info = self._client.get_session_info(self._session_id)
@@ -483,94 +367,18 @@ class Session:
                     info.set_result(session_info)
             # No overall timeout: every step bounds itself (the HTTP timeouts, the offer and
             # ready timeouts), and the ready timeout must not start before the exchange answered.
-            self._core = self._runtime.wait(opening, what=self._connect_on_loop)
+            core = self._runtime.wait(opening, what=self._loop.connect)
         except BaseException:
             opening.cancel()  # e.g. Ctrl-C during the info GET: the loop side stops too
             raise
-        if self._core is not None:
-            self._spawn(self._speaking_timer)
-
-    async def _connect_on_loop(
-        self, options: CoreOptions, info_future: concurrent.futures.Future[SessionInfo]
-    ) -> WebRtcCore | None:
-        """The WebRTC core once ready, or None for a REST-only session; ``info_future`` gets
-        the session info (or its GET's error) from the caller's thread.
-
-        What may overlap (docs/PROTOCOL.md §5): the ICE-servers GET needs nothing from the
-        session info, so both GETs start at once. The peer connection and its offer need only
-        the ICE servers (they are built into the connection), so they are made as soon as those
-        arrive, while the info may still be in flight. The exchange needs the info: only a
-        WebRTC session (STF capability) may POST an offer, so it waits for it. A REST-only
-        session thus also sends the ICE-servers GET, whose answer is dropped. Errors keep the
-        sequential order's precedence: a failed info wins over a failed ICE-servers GET.
-        """
-        import asyncio
-
-        import anyio
-
-        from perso_sync._runtime import run_sync_off_loop
-        from perso_sync._webrtc import WebRtcCore, _wait_first
-
-        self._timer_wake = anyio.Event()
-        client, session_id = self._client, self._session_id
-        if self._uplink is not None:  # made here: an aiortc track belongs to the loop
-            options = attrs.evolve(options, outgoing_audio=self._uplink.track())
-        info: _Outcome[SessionInfo] = _Outcome(asyncio.wrap_future, info_future)
-        ice: _Outcome[list[dict[str, Any]]] = _Outcome(
-            run_sync_off_loop, client.get_ice_servers, session_id
-        )
-
-        async def webrtc() -> bool:
-            """Whether this is a WebRTC session; the info's error when its GET failed."""
-            return (await info.wait()).uses_webrtc
-
-        async def exchange(offer: dict[str, str]) -> dict[str, str]:
-            if not await webrtc():
-                raise _RestOnly
-            # A blocking requests call: it must not run on the loop thread.
-            return await run_sync_off_loop(client.exchange_sdp, session_id, offer)
-
-        async def open_core() -> WebRtcCore | None:
-            await _wait_first(info.done, ice.done)
-            if not ice.done.is_set() and not await webrtc():
-                return None  # REST-only: the ICE servers are not needed
-            await ice.done.wait()
-            if ice.error is not None and not await webrtc():
-                return None
-            try:
-                return await WebRtcCore.connect(
-                    ice_servers=ice.get(),
-                    exchange=exchange,
-                    width=self._width,
-                    height=self._height,
-                    hooks=_Hooks(self),
-                    options=options,
-                )
-            except _RestOnly:
-                return None  # the offer was never sent; connect closed what it had opened
-
-        opened = _Outcome(open_core)
-        # Both GETs are waited for even when the other one already decided the outcome: each
-        # is bounded by its HTTP timeout, and nothing of the opening outlives the call. (The
-        # info's own thread is the caller's, which hands it over before it waits for us.)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(info.run)
-            tasks.start_soon(ice.run)
-            tasks.start_soon(opened.run)
-        return opened.get()
+        if core is not None:
+            self._loop.spawn(self._loop.speaking_timer)
 
     def _abandon(self) -> None:
-        # Opening failed half-way: the core (if any) was closed by connect itself; stop our
-        # own jobs without telling on_close subscribers (there are none yet).
-        with self._lock:
-            self._closing = True
-            self._closed = True
-            self._close_status = CloseStatus(False, *_LOST)
-        self._cancel_tasks()
-        self._dispatcher.close()
-        self._close_processor()
-        self._closed_event.set()
-        core = self._core
+        # Opening failed half-way: the loop side stops its jobs, then a core that connect
+        # handed over is closed (one that failed in connect closed itself).
+        self._loop.abandon()
+        core = self._loop.core
         if core is not None and not core.closed:
             with contextlib.suppress(PersoError):
                 self._runtime.call(core.close, timeout=_LOOP_CALL_TIMEOUT)
@@ -589,21 +397,22 @@ class Session:
     @property
     def closed(self) -> bool:
         """True once the session is closed (by :meth:`stop_session` or lost)."""
-        return self._closed
+        return self._loop.closed
 
     @property
     def close_status(self) -> CloseStatus:
         """``CloseStatus(live, code, reason)``; see :class:`CloseStatus`."""
-        return self._close_status
+        closed_as = self._loop.closed_as
+        return CloseStatus(True) if closed_as is None else CloseStatus(False, *closed_as)
 
     @property
     def uses_webrtc(self) -> bool:
         """True for a WebRTC session, False for a REST-only session."""
-        return self._core is not None
+        return self._loop.core is not None
 
     def __repr__(self) -> str:
-        kind = "webrtc" if self._core is not None else "rest-only"
-        state = "closed" if self._closed else "open"
+        kind = "webrtc" if self._loop.core is not None else "rest-only"
+        state = "closed" if self._loop.closed else "open"
         return f"Session(session_id={self._session_id!r}, {kind}, {state})"
 
     def __enter__(self) -> Session:
@@ -665,12 +474,12 @@ class Session:
         _check_message(message)
         timeout = check_timeout("timeout", timeout)
         try:
-            return self._runtime.call(self._chat_turn, message, timeout=timeout)
+            return self._runtime.call(self._loop.chat_turn, message, timeout=timeout)
         except SessionClosedError:
             raise
         except PersoError as exc:
             if not isinstance(exc, PersoTimeoutError):
-                self._report_error(exc, raised=True)
+                self._subscribers.report_error(exc, raised=True)
             raise
 
     def process_ttstf(self, message: str) -> None:
@@ -683,9 +492,7 @@ class Session:
         :class:`STFError` on a REST-only session.
         """
         text = self._speech_text(message)
-        self._call_loop(self._speak, text)
-        self._chat_history.append({"role": "assistant", "type": "message", "content": message})
-        self._append_chat_log(message, is_user=False)
+        self._call_loop(self._loop.speak_reply, text, message)
 
     def process_custom_chat(self, message: str) -> None:
         """Deprecated: use :meth:`process_ttstf`. Speaks ``message`` with no history or chat log
@@ -697,7 +504,7 @@ class Session:
             stacklevel=2,
         )
         text = self._speech_text(message)
-        self._call_loop(self._speak, text)
+        self._call_loop(self._loop.speak, text)
 
     def get_message_history(self) -> list[dict[str, Any]]:
         """A copy of the LLM history of :meth:`process_llm` turns (``role`` / ``type`` /
@@ -712,21 +519,21 @@ class Session:
         received so far. On a REST-only session nothing is sent; turns and states still reset.
         """
         self._ensure_open()
-        self._call_loop(self._clear_on_loop)
+        self._call_loop(self._loop.clear)
 
     def change_size(self, width: int, height: int) -> None:
         """Resize the rendered avatar (``change-size``). WebRTC sessions only."""
         self._ensure_open()
         _check_size(width, height)
-        self._call_loop(self._send_on_loop, "change-size", {"width": width, "height": height})
-        self._width, self._height = width, height
+        self._call_loop(self._loop.send, "change-size", {"width": width, "height": height})
+        self._loop.width, self._loop.height = width, height
 
     def set_template(self, model: str, dress: str) -> None:
         """Switch the avatar's model and outfit (``set-template``). WebRTC sessions only."""
         self._ensure_open()
         for name, value in (("model", model), ("dress", dress)):
             check_text(name, value)
-        self._call_loop(self._send_on_loop, "set-template", {"model": model, "dress": dress})
+        self._call_loop(self._loop.send, "set-template", {"model": model, "dress": dress})
 
     def log_session_event(self, detail: str | Mapping[str, Any] | None = None) -> None:
         """Record a ``SESSION_LOG`` event (a mapping is sent as its JSON text)."""
@@ -747,25 +554,21 @@ class Session:
 
         self._ensure_blocking_call("wait_until_idle")
         timeout = check_timeout("timeout", timeout)
-        with self._idle, lend_worker_slot():  # a tool waiting here needs no worker slot
-            idle = self._idle.wait_for(
-                lambda: self._closed or not self._machine.active, timeout=timeout
-            )
-            if self._closed:
-                raise SessionClosedError(f"session {self._session_id} is closed")
-            return bool(idle)
+        with lend_worker_slot():  # a tool waiting here needs no worker slot
+            idle = self._loop.wait_idle(timeout)
+        if idle is None:
+            raise SessionClosedError(f"session {self._session_id} is closed")
+        return idle
 
     @property
     def chat_states(self) -> frozenset[ChatState]:
         """The chat states active now (empty = idle)."""
-        with self._lock:
-            return self._machine.active
+        return self._loop.active_states()
 
     def get_chat_log(self) -> list[Chat]:
         """A copy of the chat log (user and AI-human messages), **newest first** as in the
         official SDK: each new entry is put at the top."""
-        with self._lock:
-            return list(self._chat_log)
+        return self._loop.chat_log_copy()
 
     def subscribe_chat_states(
         self, callback: Callable[[frozenset[ChatState]], object]
@@ -774,7 +577,7 @@ class Session:
 
         Returns an unsubscribe function (idempotent).
         """
-        return self._register(self._state_subscribers, callback)
+        return self._subscribers.add_state_subscriber(callback, self._ensure_open)
 
     def subscribe_chat_log(self, callback: Callable[[list[Chat]], object]) -> Callable[[], None]:
         """Call ``callback(chat_log)`` with the whole log (a copy, newest entry first, as in
@@ -782,25 +585,25 @@ class Session:
 
         Returns an unsubscribe function (idempotent).
         """
-        return self._register(self._log_subscribers, callback)
+        return self._subscribers.add_log_subscriber(callback, self._ensure_open)
 
     def on_close(self, callback: Callable[[bool], object]) -> Callable[[], None]:
         """Call ``callback(manual_closed)`` once when the session closes: True after
         :meth:`stop_session`, False when lost. Returns a function removing the callback."""
-        return self._register(self._close_callbacks, callback)
+        return self._subscribers.add_close_callback(callback, self._ensure_open)
 
     def set_error_handler(self, callback: Callable[[BaseException], object]) -> Callable[[], None]:
         """Receive errors of background work (chat turns, heartbeat, raising callbacks, TTS /
         STT / STF failures; those are raised to the caller too). Replaces the previous handler;
         returns a function removing it (only if it is still the current one)."""
         self._ensure_open()
-        return self._error_handler.set(callback)
+        return self._subscribers.error_handler.set(callback)
 
     def set_stt_result_callback(self, callback: Callable[[str], object]) -> Callable[[], None]:
         """Legacy voice chat: receive the server's ``stt`` text instead of it going to
         :meth:`process_chat`. Returns a function removing the callback."""
         self._ensure_open()
-        return self._stt_callback.set(callback)
+        return self._subscribers.stt_callback.set(callback)
 
     # ------------------------------------------------------------------ low-level channel
 
@@ -821,7 +624,7 @@ class Session:
         check_text("msg_type", msg_type)
         payload = _json_object("data", {} if data is None else data)
         check_json_text("data", payload)
-        self._call_loop(self._send_on_loop, msg_type, payload)
+        self._call_loop(self._loop.send, msg_type, payload)
 
     def on_message(
         self, msg_type: str, callback: Callable[[dict[str, Any]], object]
@@ -844,23 +647,8 @@ class Session:
         _check_message_type(msg_type)
         if not callable(callback):
             raise InvalidInputError("callback must be callable")
-        self._require_core("on_message")
-        key = next(self._ids)
-        with self._lock:
-            self._message_callbacks[key] = (msg_type, callback)
-
-        def remove() -> None:
-            with self._lock:
-                self._message_callbacks.pop(key, None)
-
-        return remove
-
-    def _deliver_message(self, msg_type: str, data: dict[str, Any]) -> None:
-        # On the loop: hand each watcher its own copy (JS parses the message for each one).
-        with self._lock:
-            watchers = [cb for kind, cb in self._message_callbacks.values() if kind == msg_type]
-        for callback in watchers:
-            self._dispatcher.submit(callback, copy.deepcopy(data))
+        self._loop.require_core("on_message")
+        return self._subscribers.add_message_callback(msg_type, callback)
 
     # ------------------------------------------------------------------ closing
 
@@ -874,20 +662,17 @@ class Session:
         self._check_owner()
         refuse_loop_thread("Session.stop_session()")
         timeout = check_timeout("timeout", timeout)
-        with self._lock:
-            first = not self._closing
-            self._closing = True
-        if not first:
-            self._closed_event.wait(timeout)
+        if not self._loop.begin_close():
+            self._loop.closed_event.wait(timeout)  # another thread closes: wait for it
             return
-        core = self._core
+        core = self._loop.core
         if core is not None:
             try:
                 self._runtime.call(core.close, timeout=timeout)
             except PersoError as exc:  # includes the runtime stopping under us at exit
                 _log.warning("closing session %s: %s", self._session_id, exc)
         # The core's on_closed hook normally did this already; a no-op then.
-        self._finish_close(True, *_MANUAL)
+        self._loop.finish_close(True, *_MANUAL)
         if core is None:
             # A REST-only session has no peer connection whose end the server would notice.
             try:
@@ -900,87 +685,7 @@ class Session:
         self.stop_session(timeout=_LOOP_CALL_TIMEOUT / 2)
         # The runtime stops right after this: let on_close callbacks run first.
         with contextlib.suppress(PersoError):
-            self._dispatcher.flush(_EXIT_FLUSH_TIMEOUT)
-
-    def _finish_close(self, manual: bool, code: int, reason: str) -> None:
-        # Any thread, idempotent: the first caller decides manual/code/reason.
-        with self._lock:
-            if self._closed:
-                return
-            self._closing = True
-            self._closed = True
-            self._close_status = CloseStatus(False, code, reason)
-            callbacks = list(self._close_callbacks.values())
-            self._close_callbacks.clear()
-            self._idle.notify_all()
-        for callback in callbacks:
-            self._dispatcher.submit(callback, manual)
-        # Callbacks already queued still run; nothing new is accepted.
-        self._dispatcher.close()
-        self._cancel_tasks()
-        self._cancel_turns()
-        self._stop_stt_recorder_quietly()
-        self._close_processor()
-        self._closed_event.set()
-        if not manual:
-            _log.warning("session %s lost: %s %s", self._session_id, code, reason)
-
-    def _cancel_tasks(self) -> None:
-        with self._lock:
-            tasks = list(self._tasks)
-            self._tasks.clear()
-            stt_timer, self._stt_timer = self._stt_timer, None
-        for future in tasks:
-            future.cancel()
-        if stt_timer is not None:
-            stt_timer.cancel()
-
-    def _cancel_turns(self) -> None:
-        if self._runtime.in_loop_thread():
-            self._cancel_turns_on_loop()
-            return
-        with contextlib.suppress(PersoError):  # the runtime stopped: no turn runs anymore
-            self._runtime.call_soon_threadsafe(self._cancel_turns_on_loop)
-
-    def _cancel_turns_on_loop(self) -> None:
-        for scope in list(self._turn_scopes):
-            scope.cancel()
-
-    def _run_blocking(self, fn: Callable[..., object], *args: Any) -> None:
-        # Closing runs on any thread, the loop thread included (a lost connection): blocking
-        # work asked for there goes to a worker thread instead; anywhere else it runs now.
-        if not self._runtime.in_loop_thread():
-            fn(*args)
-            return
-        from perso_sync._runtime import run_sync_off_loop
-
-        with contextlib.suppress(PersoError):  # the runtime stopped: nothing left to release
-            self._runtime.start_soon(run_sync_off_loop, fn, *args)
-
-    def _close_processor(self) -> None:
-        # Releases the LLM HTTP connections; LlmProcessor.close() blocks on the loop.
-        self._run_blocking(self._close_processor_now)
-
-    def _close_processor_now(self) -> None:
-        try:
-            self._processor.close()
-        except PersoError as exc:
-            _log.debug("closing the LLM processor of %s: %s", self._session_id, exc)
-
-    def _stop_stt_recorder_quietly(self) -> None:
-        recorder = self._stt_recorder
-        if recorder is None or not recorder.is_recording():
-            return
-        # Stopping a recorder may block (it joins its reader).
-        self._run_blocking(self._stop_recorder, recorder)
-
-    def _stop_recorder(self, recorder: WavRecorder) -> None:
-        with self._stt_lock:
-            if recorder.is_recording():
-                try:
-                    recorder.stop()
-                except PersoError as exc:
-                    _log.debug("stopping the STT recorder at close: %s", exc)
+            self._subscribers.dispatcher.flush(_EXIT_FLUSH_TIMEOUT)
 
     # ------------------------------------------------------------------ TTS / STT / STF
 
@@ -1008,24 +713,17 @@ class Session:
             return None
         if not text.endswith(_SPEECH_END):
             text += "."
-        self._tts_call(done=False)
+        self._loop.tts_call(done=False)
         try:
             audio = self._synthesize(text, locale, output_format)
         except TTSError as exc:
-            self._report_error(exc, raised=True)
+            self._subscribers.report_error(exc, raised=True)
             raise
         finally:
-            self._tts_call(done=True)
+            self._loop.tts_call(done=True)
         if resample:
             audio = _resample_or_keep(audio)
         return audio
-
-    def _tts_call(self, *, done: bool) -> None:
-        # Concurrent process_tts calls share one TTS state: off once the last one is done.
-        with self._lock:
-            self._tts_calls += -1 if done else 1
-            on = self._tts_calls > 0
-            self._apply_state(lambda machine: machine.set(ChatState.TTS, on))
 
     def _synthesize(self, text: str, locale: str | None, output_format: str | None) -> bytes:
         try:
@@ -1087,10 +785,7 @@ class Session:
             raise self._stt_failure(exc) from exc
 
     def _stt_failure(self, cause: PersoError) -> STTError:
-        # Every STT failure is an STTError (errors module docstring), given to the error handler.
-        error = STTError(cause)
-        self._report_error(error, raised=True)
-        return error
+        return self._stt.failure(cause)
 
     def start_process_stt(self, timeout: float | None = None, source: Any = None) -> None:
         """Start recording the user's voice for STT (16 kHz mono WAV); RECORDING state on.
@@ -1105,46 +800,9 @@ class Session:
         :class:`perso_sync.errors.AudioFormatError` of a file that is not audio;
         :class:`InvalidInputError` for a bad argument or a path that names no file.
         """
-        from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, WavRecorder
-
         self._ensure_blocking_call("start_process_stt")
         timeout = check_timeout("timeout", timeout)
-        with self._stt_lock:
-            current = self._stt_recorder
-            if current is not None and (current.is_recording() or self._stt_pending is not None):
-                raise RecordingError("STT recording is already in progress")
-            recorder = WavRecorder(channels=1, target_sample_rate=TTS_TARGET_SAMPLE_RATE)
-            try:
-                recorder.start(source, timeout=timeout)  # caps the take at `timeout` s of audio
-            except (RecordingError, AudioFormatError) as exc:
-                raise self._stt_failure(exc) from exc
-            self._stt_recorder = recorder
-            self._stt_pending = None
-            self._stt_error = None
-            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
-            if timeout is not None:
-                timer = self._runtime.spawn(self._stt_auto_stop, recorder, timeout)
-                with self._lock:
-                    self._stt_timer = timer
-
-    async def _stt_auto_stop(self, recorder: WavRecorder, timeout: float) -> None:
-        import anyio
-
-        from perso_sync._runtime import run_sync_off_loop
-
-        await anyio.sleep(timeout)
-        await run_sync_off_loop(self._auto_stop_stt, recorder)
-
-    def _auto_stop_stt(self, recorder: WavRecorder) -> None:
-        with self._stt_lock:
-            if self._stt_recorder is not recorder or not recorder.is_recording():
-                return
-            try:
-                self._stt_pending = recorder.stop()
-            except RecordingError as exc:  # the source failed: stop_process_stt raises it
-                self._stt_error = self._stt_failure(exc)
-            finally:
-                self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
+        self._stt.start(source, timeout)
 
     def stop_process_stt(self, language: str | None = None) -> str:
         """Stop the STT recording, transcribe it and return the text.
@@ -1156,43 +814,18 @@ class Session:
         :class:`RecordingError`).
         """
         self._ensure_blocking_call("stop_process_stt")
-        with self._stt_lock:
-            recorder = self._stt_recorder
-            if recorder is None:
-                raise RecordingError("STT recording has not been started")
-            pending, self._stt_pending = self._stt_pending, None
-            failed, self._stt_error = self._stt_error, None
-            with self._lock:
-                timer, self._stt_timer = self._stt_timer, None
-            if timer is not None:
-                timer.cancel()
-            if pending is not None:
-                wav = pending
-            elif failed is not None:
-                self._stt_recorder = None
-                raise failed  # the source failed after a timeout stop: already reported
-            elif recorder.is_recording():
-                try:
-                    wav = recorder.stop()
-                except RecordingError as exc:
-                    raise self._stt_failure(exc) from exc
-                finally:
-                    self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
-            else:
-                raise RecordingError("STT recording is not in progress")
-            self._last_recorded = wav
+        wav = self._stt.stop()
         return self._transcribe_wav(wav, language).text
 
     def is_stt_recording(self) -> bool:
         """True while recording, or when a timed-out recording waits for
         :meth:`stop_process_stt`."""
-        recorder = self._stt_recorder
-        return recorder is not None and (recorder.is_recording() or self._stt_pending is not None)
+        return self._stt.is_recording()
 
     @property
     def last_recorded_audio_file(self) -> bytes | None:
         """The WAV bytes of the last STT recording, or None before the first one."""
-        return self._last_recorded
+        return self._stt.last_recorded
 
     def process_stf(
         self,
@@ -1224,17 +857,17 @@ class Session:
         self._ensure_blocking_call("process_stf")
         check_text("message", message, allow_blank=True)
         timeout = check_seconds("timeout", timeout)
-        if self._core is None:
+        if self._loop.core is None:
             raise STFError("processSTF requires WebRTC (STF mode)")
         try:
             with _open_upload_source(file) as (reader, head, total):
                 fallback = sniff_audio_format(head) if head else None
                 audio_format = normalize_audio_format(format, fallback)
                 progress_hook = self._progress_hook(progress)
-                self._apply_state(lambda machine: machine.analyzing_up())
+                self._loop.apply_state(lambda machine: machine.analyzing_up())
                 try:
                     file_ref = self._runtime.call(
-                        self._upload_on_loop,
+                        self._loop.upload_stf,
                         reader,
                         total,
                         progress_hook,
@@ -1244,16 +877,16 @@ class Session:
                         timeout=timeout + _LOOP_CALL_MARGIN,
                     )
                 except BaseException as exc:
-                    self._apply_state(lambda machine: machine.analyzing_down())
+                    self._loop.apply_state(lambda machine: machine.analyzing_down())
                     if isinstance(exc, PersoTimeoutError):  # the loop never answered in time
                         raise STFError("File transfer timed out", exc) from exc
                     raise
         except STFError as exc:
-            self._report_error(exc, raised=True)
+            self._subscribers.report_error(exc, raised=True)
             raise
         if progress is not None:
             with contextlib.suppress(PersoError):
-                self._dispatcher.flush(_PROGRESS_FLUSH_TIMEOUT)
+                self._subscribers.dispatcher.flush(_PROGRESS_FLUSH_TIMEOUT)
         return file_ref
 
     def _progress_hook(
@@ -1261,28 +894,12 @@ class Session:
     ) -> Callable[[int, int | None], None] | None:
         if progress is None:
             return None
-        dispatcher = self._dispatcher
+        dispatcher = self._subscribers.dispatcher
 
         def on_progress(sent: int, total: int | None) -> None:  # on the loop: hand it off
             dispatcher.submit(progress, sent, total)
 
         return on_progress
-
-    async def _upload_on_loop(
-        self,
-        reader: BinaryIO,
-        total: int | None,
-        progress: Callable[[int, int | None], None] | None,
-        audio_format: str,
-        message: str,
-        upload_timeout: float,
-    ) -> str:
-        core = self._require_core("process_stf")
-        file_ref = await core.upload_file(
-            reader, total=total, progress=progress, timeout=upload_timeout
-        )
-        core.send("stf", {"message": message, "file_ref": file_ref, "format": audio_format})
-        return file_ref
 
     def start_voice_chat(self, source: AudioSource | None = None) -> None:
         """Deprecated legacy voice chat: send ``record-start``; the server records the audio the
@@ -1310,47 +927,8 @@ class Session:
             stacklevel=2,
         )
         self._ensure_open()
-        self._require_core("start_voice_chat")
-        uplink = self._uplink
-        if uplink is None:
-            if source is not None:
-                raise InvalidInputError(
-                    "start_voice_chat(source=...) needs a session opened with voice_chat=True: "
-                    "only then does the offer carry an outgoing audio track"
-                )
-            self._call_loop(self._send_on_loop, "record-start", {})
-            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
-            return
-        from perso_sync.audio import open_audio_source
-
-        with self._voice_lock:
-            if self._voice_recording:
-                raise RecordingError(
-                    "voice chat is already recording; call stop_voice_chat() first"
-                )
-            try:
-                opened = open_audio_source(source)
-            except (RecordingError, AudioFormatError) as exc:
-                raise self._stt_failure(exc) from exc
-            try:
-                feed = self._call_loop(self._start_voice_on_loop, uplink, opened)
-            except BaseException:
-                with contextlib.suppress(PersoError):
-                    self._runtime.call(opened.close, timeout=_LOOP_CALL_TIMEOUT)
-                raise
-            self._voice_recording = True
-            self._spawn(self._play_voice, feed)
-            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
-
-    async def _start_voice_on_loop(self, uplink: UplinkAudio, source: Any) -> Any:
-        # record-start first: the server records from it, then the source's audio follows.
-        self._require_core("start_voice_chat").send("record-start", {})
-        return uplink.play(source)
-
-    async def _play_voice(self, feed: Any) -> None:
-        failure = await feed.run()
-        if failure is not None:  # the source broke off: the server hears silence from here on
-            self._report_error(STTError(RecordingError(f"the voice chat source failed: {failure}")))
+        self._loop.require_core("start_voice_chat")
+        self._stt.start_voice_chat(source)
 
     def wait_voice_chat_sent(self, timeout: float | None = None) -> bool:
         """Block until the source of :meth:`start_voice_chat` has been sent in full.
@@ -1362,7 +940,7 @@ class Session:
         """
         self._ensure_blocking_call("wait_voice_chat_sent")
         timeout = check_timeout("timeout", timeout)
-        uplink = self._uplink
+        uplink = self._loop.uplink
         played = True if uplink is None else uplink.wait_played(timeout)
         self._ensure_open()
         return played
@@ -1378,21 +956,7 @@ class Session:
         )
         self._ensure_open()
         data: dict[str, Any] = {} if language is None else {"language": language}
-        with self._voice_lock:
-            self._call_loop(self._end_voice_chat_on_loop, data)
-            self._voice_recording = False
-
-    async def _end_voice_chat_on_loop(self, data: dict[str, Any]) -> None:
-        core = self._require_core("stop_voice_chat")
-        if self._uplink is not None:
-            self._uplink.stop()
-        self._apply_state(lambda machine: machine.analyzing_up())
-        self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
-        try:
-            core.send("record-end-stt", data)
-        except BaseException:
-            self._apply_state(lambda machine: machine.analyzing_down())
-            raise
+        self._stt.stop_voice_chat(data)
 
     # ------------------------------------------------------------------ the avatar's media
 
@@ -1400,13 +964,13 @@ class Session:
     def audio_track(self) -> Any:
         """The avatar's remote aiortc audio track (None on a REST-only session). The session
         drains it itself: use :meth:`record` rather than calling ``recv()``."""
-        return None if self._core is None else self._core.audio_track
+        return None if self._loop.core is None else self._loop.core.audio_track
 
     @property
     def video_track(self) -> Any:
         """The avatar's remote aiortc video track (None on a REST-only session or with
         ``receive_video=False``). Use :meth:`frames` or :meth:`record` to read it."""
-        return None if self._core is None else self._core.video_track
+        return None if self._loop.core is None else self._loop.core.video_track
 
     def frames(self, timeout: float | None = None) -> SyncStream[av.VideoFrame]:
         """A sync iterator of the avatar's decoded video frames (``av.VideoFrame``) from now on.
@@ -1419,7 +983,7 @@ class Session:
         """
         self._ensure_open()
         timeout = check_timeout("timeout", timeout)
-        core = self._core
+        core = self._loop.core
         if core is None or core.video_track is None:
             raise InvalidInputError(
                 "this session receives no video (REST-only, or receive_video=False)"
@@ -1429,7 +993,7 @@ class Session:
     def latest_frame(self) -> av.VideoFrame | None:
         """The most recent decoded video frame, or None (none yet, or no video)."""
         self._ensure_open()
-        core = self._core
+        core = self._loop.core
         return None if core is None else core.latest_video_frame()
 
     def record(self, path: str | os.PathLike[str]) -> MediaRecording:
@@ -1443,169 +1007,21 @@ class Session:
         """
         self._ensure_open()
         target = os.fspath(path)
-        self._call_loop(self._start_recording_on_loop, target)
-        recording = MediaRecording(self, target)
-        with self._lock:
-            self._recording = recording
-        return recording
-
-    async def _start_recording_on_loop(self, path: str) -> None:
-        await self._require_core("record").start_recording(path)
+        self._call_loop(self._loop.start_recording, target)
+        return MediaRecording(self, target)
 
     def _stop_recording(self, timeout: float | None) -> None:
-        core = self._core
-        if core is None or self._closed or core.closed:
+        core = self._loop.core
+        if core is None or self._loop.closed or core.closed:
             return  # closing the core finalized the file
         with contextlib.suppress(SessionClosedError):
             self._runtime.call(core.stop_recording, timeout=timeout)
-
-    # ------------------------------------------------------------------ loop side
-
-    def _on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
-        # ON the loop, from the core: never block here.
-        if self._message_callbacks:
-            self._deliver_message(msg_type, data)
-        if msg_type == "stf":
-            duration = data.get("duration")
-            if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-                _log.debug("stf without a numeric duration: %r", data)
-                duration = 0.0
-            try:
-                duration_ms = float(duration)
-            except OverflowError:  # an int too large for a float: the machine drops it
-                duration_ms = math.inf
-            self._apply_state(lambda machine: machine.on_stf(duration_ms, time.monotonic()))
-            if self._timer_wake is not None:
-                self._timer_wake.set()
-        elif msg_type == "stt":
-            self._apply_state(lambda machine: machine.analyzing_down())
-            text = data.get("text")
-            text = text if isinstance(text, str) else ""
-            with self._lock:
-                callback = self._stt_callback.current
-            if callback is not None:
-                self._dispatcher.submit(callback, text)
-            elif text.strip():
-                self._spawn(self._voice_chat_turn, text)
-        elif msg_type == "stt-error":
-            self._apply_state(lambda machine: machine.analyzing_down())
-        else:
-            _log.debug("ignoring server message %r", msg_type)
-
-    async def _voice_chat_turn(self, text: str) -> None:
-        try:
-            await self._chat_turn(text)
-        except SessionClosedError:
-            return
-        except PersoError as exc:
-            self._report_error(exc)
-
-    async def _speaking_timer(self) -> None:
-        # The one SPEAKING timer of the session: sleep until the machine's deadline, tick, and
-        # start over whenever an stf moves the deadline (it may move earlier or later).
-        import anyio
-
-        while True:
-            wake = self._timer_wake
-            assert wake is not None
-            with self._lock:
-                deadline = self._machine.deadline()
-            if deadline is None:
-                await wake.wait()
-            else:
-                delay = deadline - time.monotonic()
-                if delay <= 0:
-                    self._apply_state(lambda machine: machine.tick(time.monotonic()))
-                    continue
-                with anyio.move_on_after(delay):
-                    await wake.wait()
-            if wake.is_set():
-                self._timer_wake = anyio.Event()
-
-    async def _heartbeat(self) -> None:
-        import anyio
-
-        from perso_sync._runtime import run_sync_off_loop
-
-        while True:
-            await anyio.sleep(self._heartbeat_interval)
-            try:
-                await run_sync_off_loop(
-                    self._client.create_session_event,
-                    self._session_id,
-                    SessionEvent.SESSION_DURING,
-                )
-            except PersoError as exc:
-                self._report_error(exc)
-                self._finish_close(False, *_LOST)
-                return
-
-    async def _chat_turn(self, message: str) -> str:
-        import anyio
-
-        spoken: list[str] = []
-
-        def on_delta(text: str) -> None:
-            spoken.append(text)
-            speech = text.strip()  # emoji already removed; sent trimmed, empty ones skipped
-            if self._core is not None and speech:
-                try:
-                    self._speak_now(speech)
-                except PersoError as exc:
-                    self._report_error(exc)
-
-        def on_log(text: str, is_user: bool) -> None:
-            self._append_chat_log(text, is_user=is_user)
-
-        with anyio.CancelScope() as scope:
-            if self._closed:
-                raise SessionClosedError(f"session {self._session_id} is closed")
-            self._turn_scopes.add(scope)
-            try:
-                return await self._processor.run_chat_turn(
-                    message,
-                    on_delta=on_delta,
-                    on_state=self._llm_state_changed,
-                    on_log=on_log,
-                    history=self._chat_history,
-                )
-            finally:
-                self._turn_scopes.discard(scope)
-        if self._closed:
-            raise SessionClosedError(f"session {self._session_id} closed during the chat turn")
-        return "".join(spoken)  # cancelled by clear_buffer: what was said so far
-
-    async def _speak(self, text: str) -> None:
-        self._speak_now(text)
-
-    def _speak_now(self, text: str) -> None:
-        # On the loop: ANALYZING counts this ttstf until the server's stf answers it.
-        core = self._require_core("speech")
-        self._apply_state(lambda machine: machine.analyzing_up())
-        try:
-            core.send("ttstf", {"message": text})
-        except BaseException:
-            self._apply_state(lambda machine: machine.analyzing_down())
-            raise
-
-    async def _send_on_loop(self, msg_type: str, data: dict[str, Any]) -> None:
-        self._require_core(msg_type).send(msg_type, data)
-
-    async def _clear_on_loop(self) -> None:
-        # Cancel turns first: nothing they would still say may slip in after clear-buffer.
-        self._cancel_turns_on_loop()
-        core = self._core
-        if core is not None:
-            core.send("clear-buffer", {})
-        self._apply_state(lambda machine: machine.clear())
-        if self._timer_wake is not None:
-            self._timer_wake.set()
 
     # ------------------------------------------------------------------ helpers
 
     def _ensure_open(self) -> None:
         self._check_owner()
-        if self._closed or self._closing:
+        if self._loop.closing:  # set with, or before, closed
             raise SessionClosedError(f"session {self._session_id} is closed")
 
     def _check_owner(self) -> None:
@@ -1624,12 +1040,6 @@ class Session:
         self._ensure_open()
         refuse_loop_thread(f"Session.{what}()")
 
-    def _require_core(self, what: str) -> WebRtcCore:
-        core = self._core
-        if core is None:
-            raise STFError(f"{what} requires WebRTC (STF mode); this is a REST-only session")
-        return core
-
     def _speech_text(self, message: str) -> str:
         from perso_sync._emoji import remove_emoji
 
@@ -1638,104 +1048,11 @@ class Session:
         text = remove_emoji(message).strip()
         if not text:
             raise InvalidInputError("message has nothing to speak once emoji are removed")
-        self._require_core("speech")
+        self._loop.require_core("speech")
         return text
 
     def _call_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._runtime.call(fn, *args, timeout=_LOOP_CALL_TIMEOUT)
-
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
-        future: concurrent.futures.Future[Any] = self._runtime.spawn(fn, *args)
-        with self._lock:
-            if self._closed:
-                future.cancel()
-                return
-            self._tasks.add(future)
-        future.add_done_callback(self._task_done)
-
-    def _task_done(self, future: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self._tasks.discard(future)
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            _log.error("session %s background task failed", self._session_id, exc_info=error)
-            self._report_error(error)
-
-    def _apply_state(
-        self, change: Callable[[ChatStateMachine], frozenset[ChatState] | None]
-    ) -> None:
-        # Any thread. The lock keeps the machine consistent and the notifications in the order
-        # of the changes; the dispatcher runs the subscribers later, off the loop.
-        with self._lock:
-            active = change(self._machine)
-            if active is None or self._closed:
-                return
-            for callback in self._state_subscribers.values():
-                self._dispatcher.submit(callback, active)
-            self._idle.notify_all()
-
-    def _set_state(self, state: ChatState, on: bool) -> None:
-        self._apply_state(lambda machine: machine.set(state, on))
-
-    def _llm_state_changed(self, add: ChatState | None, remove: ChatState | None) -> None:
-        # Any thread. Concurrent turns (process_chat and process_llm alike) share one LLM state:
-        # it is off only once every turn is done.
-        with self._lock:
-            if add is ChatState.LLM:
-                self._llm_turns += 1
-            elif remove is ChatState.LLM:
-                self._llm_turns = max(0, self._llm_turns - 1)
-                if self._llm_turns:
-                    return
-            for state, on in ((add, True), (remove, False)):
-                if state is not None:
-                    self._set_state(state, on)
-
-    def _append_chat_log(self, text: str, *, is_user: bool) -> None:
-        entry = Chat(is_user=is_user, text=text, timestamp=_dt.datetime.now(_dt.timezone.utc))
-        with self._lock:
-            self._chat_log.insert(0, entry)  # newest first, as in the official SDK
-            if self._closed:
-                return
-            for callback in self._log_subscribers.values():
-                self._dispatcher.submit(callback, list(self._chat_log))
-
-    def _register(
-        self, table: dict[int, Any], callback: Callable[..., object]
-    ) -> Callable[[], None]:
-        if not callable(callback):
-            raise InvalidInputError("callback must be callable")
-        with self._lock:
-            self._ensure_open()
-            key = next(self._ids)
-            table[key] = callback
-
-        def remove() -> None:
-            with self._lock:
-                table.pop(key, None)
-
-        return remove
-
-    def _report_error(self, error: BaseException, *, raised: bool = False) -> None:
-        # ``raised``: the caller gets the error too, so without a handler it is not news.
-        with self._lock:
-            handler = self._error_handler.current
-        if handler is None:
-            level = logging.DEBUG if raised else logging.WARNING
-            _log.log(level, "session %s: %s", self._session_id, error)
-            return
-        self._dispatcher.submit(handler, error)
-
-    def _on_callback_error(self, error: BaseException) -> None:
-        # Runs in the dispatcher's worker thread; the dispatcher logs a raising handler.
-        with self._lock:
-            handler = self._error_handler.current
-        if handler is None:
-            _log.error("a callback of session %s raised", self._session_id, exc_info=error)
-            return
-        handler(error)
 
 
 # ---------------------------------------------------------------------------------------------
