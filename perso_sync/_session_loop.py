@@ -278,6 +278,8 @@ class SessionLoop:
         # start over whenever an stf moves the deadline (it may move earlier or later).
         import anyio
 
+        if self._timer_wake is None:  # not opened by connect (a session without WebRTC)
+            self._timer_wake = anyio.Event()
         while True:
             wake = self._timer_wake
             assert wake is not None

@@ -9,11 +9,34 @@ A :class:`Session` is made by :meth:`perso_sync.PersoClient.create_session`
 - a **REST-only session**: no WebRTC at all, ``SESSION_START`` then a ``SESSION_DURING``
   heartbeat; the LLM, TTS and STT calls work, avatar speech does not.
 
-Everything here is a thin, blocking layer: REST calls run in the caller's thread (but opening
-fetches the ICE servers in a worker thread, alongside the session info), async work is handed to
-the runtime loop (:func:`perso_sync._runtime.get_runtime`), chat states come from the
-pure :class:`perso_sync._chat_state.ChatStateMachine`, and user callbacks go through one
-:class:`perso_sync._runtime.CallbackDispatcher` per session (in order, off the loop thread).
+**The thread model** (written here once; the modules below only say which side they are on).
+
+- *The caller's thread* runs every public method of :class:`Session`. Each one validates its
+  input first (bad input never reaches the loop), then either does plain REST right there (TTS,
+  STT, session events, the session info while opening; :mod:`perso_sync._session_caller`),
+  records audio right there (:mod:`perso_sync._session_stt_caller`), or hands the work to the
+  loop side. The facade keeps no loop-side state: only the session's identity and the objects
+  it forwards to.
+- *The runtime loop thread* (one per process, :mod:`perso_sync._runtime`) runs
+  :class:`perso_sync._session_loop.SessionLoop`: the WebRTC core and its hooks, the chat
+  states and the SPEAKING timer, the heartbeat, the chat turns and their cancellation, the
+  server's messages. A call crosses with ``Runtime.call(coroutine, ..., timeout=...)`` (the
+  caller blocks, bounded, and gets the result or the loop's exception; refused on the loop
+  thread itself), ``Runtime.spawn`` (a background job; the session cancels it at close) or
+  ``call_soon_threadsafe`` (fire and forget: cancelling turns while closing).
+- *Worker threads* (anyio's, under the runtime's two process-wide limiters) run the blocking
+  work the loop must not: the ICE-servers GET, the SDP exchange, the heartbeat POST, the LLM
+  processor's close, a recorder's stop when a session is closed from the loop; and every user
+  callback. Callbacks (chat states, chat log, ``on_close``, the error handler, the STT
+  result, ``on_message``, STF progress) are queued from whichever thread noticed the event on
+  the session's one :class:`perso_sync._runtime.CallbackDispatcher`
+  (:mod:`perso_sync._session_subscribers`), which runs them in submission order on a worker
+  thread: never on the loop, never while a lock is held.
+- *Shared bookkeeping* (the chat-state machine, the chat log, the subscriber tables, whether
+  the session is closing) is guarded by one lock, created here and shared by those objects;
+  it is held only to read or change that bookkeeping, never during I/O or a user callback.
+  Closing may start on any thread (``stop_session`` on the caller's, a lost connection or a
+  failed heartbeat on the loop); the first close decides how the session ended.
 """
 
 from __future__ import annotations
