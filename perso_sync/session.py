@@ -56,6 +56,9 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 import attrs
 
 from perso_sync._session_caller import LOOP_CALL_TIMEOUT, MediaRecording, SessionCallerSide
+from perso_sync._session_loop import SessionLoop
+from perso_sync._session_stt_caller import SttRecording
+from perso_sync._session_subscribers import SessionSubscribers
 from perso_sync._validate import (
     check_json_text,
     check_seconds,
@@ -177,9 +180,6 @@ class Session(SessionCallerSide):
     ) -> None:
         """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
         from perso_sync._runtime import get_runtime
-        from perso_sync._session_loop import SessionLoop
-        from perso_sync._session_stt_caller import SttRecording
-        from perso_sync._session_subscribers import SessionSubscribers
         from perso_sync.llm import LlmProcessor
 
         # A forked child inherits this object but not the runtime thread behind it.
