@@ -23,7 +23,7 @@ import copy
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -78,33 +78,57 @@ class MessageChunk:
     type: Literal["message"] = attrs.field(default="message", init=False)
 
 
+class _Pieces(list[str]):
+    """The turn's append-only list of text pieces, with the text of its first ``text_count``
+    pieces kept joined: a reader who reads ``message`` of every chunk in order pays for each
+    new piece once, as when each chunk was built with its text."""
+
+    __slots__ = ("text", "text_count")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text_count = 0
+        self.text = ""
+
+    def text_of(self, count: int) -> str:
+        """The first ``count`` pieces joined."""
+        if count < self.text_count:
+            return "".join(self[:count])
+        if count > self.text_count:
+            self.text += "".join(self[self.text_count : count])
+            self.text_count = count
+        return self.text
+
+
 class _PiecesSoFar:
-    """What a chunk made by the turn holds in its ``chunks`` slot until first read: the turn's
-    append-only list of pieces and how many of them the chunk carries. Copying every piece so
-    far into each chunk would cost O(n^2) over a turn on the loop thread, and most readers only
-    look at ``message``; the tuple is built (once) when ``chunks`` is read."""
+    """What a chunk made by the turn holds in its ``chunks`` and ``message`` slots until they
+    are read: the turn's pieces and how many of them the chunk carries. Building every chunk's
+    tuple and text when it is made would cost O(n^2) over a turn (each holds all the pieces so
+    far), and most readers only look at the ``message`` of the ``finish`` chunk; each is built
+    (once) when read."""
 
     __slots__ = ("count", "source")
 
-    def __init__(self, source: list[str]) -> None:
+    def __init__(self, source: _Pieces) -> None:
         self.source = source
         self.count = len(source)
 
 
-class _ChunksField:
-    """``MessageChunk.chunks``: the slot, with a ``_PiecesSoFar`` turned into its tuple when
-    read, so that users, equality, hashing, repr, pickling and ``attrs.asdict`` only ever see
-    a tuple."""
+class _LazyField:
+    """A ``MessageChunk`` slot whose ``_PiecesSoFar`` is turned into its value when read, so
+    that users, equality, hashing, repr, pickling and ``attrs.asdict`` only ever see a tuple
+    (``chunks``) or a string (``message``)."""
 
-    def __init__(self, slot: Any) -> None:
+    def __init__(self, slot: Any, build: Callable[[_PiecesSoFar], Any]) -> None:
         self._slot = slot
+        self._build = build
 
     def __get__(self, chunk: object, owner: type | None = None) -> Any:
         if chunk is None:
             return self._slot
         value = self._slot.__get__(chunk, owner)
         if type(value) is _PiecesSoFar:
-            value = tuple(value.source[: value.count])
+            value = self._build(value)
             self._slot.__set__(chunk, value)
         return value
 
@@ -112,12 +136,32 @@ class _ChunksField:
         self._slot.__set__(chunk, value)
 
 
-MessageChunk.chunks = _ChunksField(MessageChunk.__dict__["chunks"])  # type: ignore[assignment]
+MessageChunk.chunks = _LazyField(  # type: ignore[assignment]
+    MessageChunk.__dict__["chunks"], lambda lazy: tuple(lazy.source[: lazy.count])
+)
+MessageChunk.message = _LazyField(  # type: ignore[assignment]
+    MessageChunk.__dict__["message"], lambda lazy: lazy.source.text_of(lazy.count)
+)
 
 
-def _message_chunk_of(pieces: list[str], message: str, finish: bool) -> MessageChunk:
-    """A chunk carrying the first ``len(pieces)`` pieces (``pieces`` may only grow later)."""
-    return MessageChunk(_PiecesSoFar(pieces), message, finish)  # type: ignore[arg-type]
+# The slots' own setters: the turn makes one chunk per network read, and attrs' frozen
+# __init__ would go through object.__setattr__ and the lazy fields' Python __set__ for each.
+_set_chunks = MessageChunk.__dict__["chunks"]._slot.__set__
+_set_message = MessageChunk.__dict__["message"]._slot.__set__
+_set_finish = MessageChunk.__dict__["finish"].__set__
+_set_type = MessageChunk.__dict__["type"].__set__
+
+
+def _message_chunk_of(pieces: _Pieces, finish: bool) -> MessageChunk:
+    """A chunk carrying the first ``len(pieces)`` pieces (``pieces`` may only grow later); the
+    same as ``MessageChunk(...)`` with both lazy fields."""
+    lazy = _PiecesSoFar(pieces)
+    chunk: MessageChunk = object.__new__(MessageChunk)
+    _set_chunks(chunk, lazy)
+    _set_message(chunk, lazy)
+    _set_finish(chunk, finish)
+    _set_type(chunk, "message")
+    return chunk
 
 
 @attrs.frozen
@@ -334,10 +378,11 @@ class LlmTurn:
         self._max_rounds = max_rounds
         self.history: list[dict[str, Any]] = [{"role": "user", "content": message}]
         self.rounds = 0
-        self._pieces: list[str] = []  # every text piece of the turn (emoji removed)
+        self._pieces = _Pieces()  # every text piece of the turn (emoji removed)
         self._yielded = 0  # how many of them the last message chunk carried
-        self._text = ""  # those pieces joined (built per chunk: joining all each time is O(n²))
-        self._contents = ""  # text of the current assistant message, not yet in history
+        # The pieces of the current assistant message, not yet in history (joined once, when
+        # committed: adding each to a string would copy it all every time).
+        self._contents: list[str] = []
         self._last_text = ""
         self._calls: list[dict[str, Any]] = []  # tool calls requested in this round
         self._runs: tuple[ToolRun, ...] = ()
@@ -353,7 +398,7 @@ class LlmTurn:
             raise RuntimeError("request_body() after the turn finished")
         self.rounds += 1
         self._calls = []
-        self._contents = ""
+        self._contents = []
         return {
             "messages": [*prior_history, *self.history],
             "tools": list(tool_schemas),
@@ -364,6 +409,15 @@ class LlmTurn:
     def on_events(self, events: Sequence[LlmEvent]) -> TurnStep:
         """Events that arrived together (one network read): their deltas are batched into one
         ``message`` chunk, flushed before each non-message event and at the end of the batch."""
+        if len(events) == 1 and type(events[0]) is TextDelta and not self.finished:
+            # The usual read: one text delta. The same as the loop below, without its branches.
+            text = remove_emoji(events[0].text)
+            pieces = self._pieces
+            pieces.append(text)
+            if text:
+                self._contents.append(text)
+            self._yielded = len(pieces)
+            return TurnStep([_message_chunk_of(pieces, False)], [text])
         step = TurnStep()
         if self.finished:
             return step
@@ -371,7 +425,8 @@ class LlmTurn:
             if isinstance(event, TextDelta):
                 text = remove_emoji(event.text)
                 self._pieces.append(text)
-                self._contents += text
+                if text:
+                    self._contents.append(text)
                 step.deltas.append(text)
                 continue
             if isinstance(event, StreamFailed):
@@ -490,17 +545,16 @@ class LlmTurn:
         return ToolRun(call_id, name, decoded)
 
     def _message_chunk(self, *, finish: bool) -> MessageChunk:
-        pieces = self._pieces
-        self._text += "".join(pieces[self._yielded :])
-        self._yielded = len(pieces)
-        return _message_chunk_of(pieces, self._text, finish)
+        self._yielded = len(self._pieces)
+        return _message_chunk_of(self._pieces, finish)
 
     def _flush(self, step: TurnStep) -> None:
         if len(self._pieces) > self._yielded:
             step.chunks.append(self._message_chunk(finish=False))
 
     def _commit_text(self, step: TurnStep) -> None:
-        text, self._contents = self._contents, ""
+        text = "".join(self._contents)
+        self._contents = []
         self._last_text = text
         self.history.append({"role": "assistant", "type": "message", "content": text})
         step.messages.append(text)

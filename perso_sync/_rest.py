@@ -8,9 +8,9 @@ One ``RestTransport`` per client owns one ``requests.Session`` (connection reuse
   exchange (connect, sending, headers and body; default connect + read): a server that drips
   one byte at a time, or sends a body of keep-alive whitespace that never ends, is cut off at
   the deadline with ``PersoTimeoutError``, since a per-read timeout alone would never fire. The
-  deadline is kept by the connection pools of the client's own ``requests.Session`` (a timer
-  shuts the socket of an exchange that outlives it); a session you pass in keeps its own
-  adapters and only the connect/read timeouts apply to it;
+  deadline is kept by the connection pools of the client's own ``requests.Session`` (the one
+  deadline thread of ``_deadlines`` shuts the socket of an exchange that outlives it); a
+  session you pass in keeps its own adapters and only the connect/read timeouts apply to it;
 - the mapping of every failure to our errors, most specific first, ``raise ... from exc``:
   timeouts → ``PersoTimeoutError``, refused/reset/DNS/cut-off bodies → ``PersoConnectionError``,
   a non-2xx answer → ``ApiError`` (``_error_map``), a 2xx body that is not JSON →
@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-import heapq
 import json
 import logging
 import math
 import os
 import random
-import socket
 import threading
 import time
 import traceback
@@ -53,6 +51,7 @@ import urllib3.exceptions
 import urllib3.poolmanager
 from requests.adapters import HTTPAdapter
 
+from perso_sync import _deadlines
 from perso_sync._endpoints import API_KEY_HEADER, SENSITIVE_HEADERS, normalize_api_server
 from perso_sync._error_map import BODY_EXCERPT_CHARS, UNKNOWN_ERROR, api_error_from_response
 from perso_sync._validate import refuse_loop_thread
@@ -282,15 +281,14 @@ def _close_connection_pools(session: requests.Session) -> None:
 
 _watching = threading.local()  # the _ExchangeWatch of the exchange running on this thread
 _NO_SOCKET_YET_RETRY = 0.05  # seconds: a connection still being set up is checked again
-_PURGE_AT = 256  # finished entries in the deadline heap before it is worth compacting
 
 
 class _ExchangeWatch:
     """Cuts one HTTP exchange off at its deadline by shutting its socket down.
 
     ``requests`` offers only per-read timeouts; a server that sends a byte just before each
-    would expire keeps the caller forever. At the deadline, the process-wide
-    :class:`_DeadlineWatcher` shuts the socket of the connection the exchange took from the pool
+    would expire keeps the caller forever. At the deadline, the process-wide deadline thread
+    (``_deadlines``) shuts the socket of the connection the exchange took from the pool
     (``_DeadlinePoolMixin`` tells it which): the blocked read returns at once, ``requests``
     raises, and ``expired`` tells the error mapping that this was the deadline, not the server
     hanging up.
@@ -302,7 +300,7 @@ class _ExchangeWatch:
         self._connection: Any = None
         self._finished = False
         self._lock = threading.Lock()
-        _watcher().watch(self, time.monotonic() + seconds)
+        _deadlines.watch(self, time.monotonic() + seconds)
 
     def attach(self, connection: Any) -> None:
         with self._lock:
@@ -310,24 +308,21 @@ class _ExchangeWatch:
             if self.expired:
                 self._shut()
 
-    def expire(self) -> bool:
-        """The deadline passed (the watcher's thread). False: no socket to shut yet, look again."""
+    def expire(self, now: float) -> float | None:
+        """The deadline passed (the watcher's thread). No socket to shut yet: look again soon."""
         with self._lock:
             if self._finished:
-                return True
+                return None
             self.expired = True
             # Still connecting (the connect timeout bounds that) or not yet taken from the
             # pool: the watcher looks again shortly rather than let the exchange run unbounded.
-            return self._shut()
+            return None if self._shut() else now + _NO_SOCKET_YET_RETRY
 
     def _shut(self) -> bool:
         sock = getattr(self._connection, "sock", None)
         if sock is None:
             return False
-        # The plain-socket shutdown, also for TLS: it wakes a reader blocked in another thread
-        # without touching the TLS object that reader is using. Already closed: it is ending.
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        _deadlines.shut_socket(sock)
         return True
 
     @property
@@ -339,79 +334,7 @@ class _ExchangeWatch:
         with self._lock:
             self._finished = True
             self._connection = None  # a finished watch must not keep a pooled connection alive
-        _watcher().forget()
-
-
-class _DeadlineWatcher:
-    """One daemon thread per process that expires every exchange's deadline.
-
-    A timer thread per call would make the thread count follow the number of concurrent REST
-    calls (a busy WSGI app); this keeps one thread, started on the first call, that sleeps until
-    the earliest deadline. A deadline whose exchange finished is dropped when it comes due.
-    """
-
-    def __init__(self) -> None:
-        self._due: list[tuple[float, int, _ExchangeWatch]] = []  # a heap
-        self._counter = 0  # ties: never compare two watches
-        self._finished = 0  # entries of finished exchanges still in the heap (about)
-        self._wake = threading.Condition()
-        thread = threading.Thread(target=self._run, name="perso-http-deadline", daemon=True)
-        thread.start()
-
-    def watch(self, watch: _ExchangeWatch, deadline: float) -> None:
-        with self._wake:
-            if self._finished > _PURGE_AT and self._finished * 2 > len(self._due):
-                # Most entries belong to exchanges that ended long before their deadline (the
-                # usual case): drop them now rather than carry them until they come due.
-                self._due = [entry for entry in self._due if not entry[2].finished]
-                heapq.heapify(self._due)
-                self._finished = 0
-            self._counter += 1
-            heapq.heappush(self._due, (deadline, self._counter, watch))
-            if self._due[0][2] is watch:
-                self._wake.notify()
-
-    def forget(self) -> None:
-        """One more entry in the heap belongs to a finished exchange."""
-        with self._wake:
-            self._finished += 1
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                now = time.monotonic()
-                while not self._due or self._due[0][0] > now:
-                    self._wake.wait(None if not self._due else self._due[0][0] - now)
-                    now = time.monotonic()
-                _, _, watch = heapq.heappop(self._due)
-                if watch.finished:
-                    self._finished = max(0, self._finished - 1)
-                    continue
-            if not watch.expire():
-                self.watch(watch, time.monotonic() + _NO_SOCKET_YET_RETRY)
-
-
-_watcher_lock = threading.Lock()
-_watcher_instance: _DeadlineWatcher | None = None
-
-
-def _watcher() -> _DeadlineWatcher:
-    global _watcher_instance
-    with _watcher_lock:
-        if _watcher_instance is None:
-            _watcher_instance = _DeadlineWatcher()
-        return _watcher_instance
-
-
-def _forget_watcher() -> None:
-    # In a forked child the watcher's thread does not exist (and the lock may have been held by
-    # a thread that does not either): the first REST call there starts a new one.
-    global _watcher_lock, _watcher_instance
-    _watcher_lock = threading.Lock()
-    _watcher_instance = None
-
-
-os.register_at_fork(after_in_child=_forget_watcher)
+        _deadlines.forget()
 
 
 class _DeadlinePoolMixin:

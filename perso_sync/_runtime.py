@@ -9,7 +9,8 @@ Threads (see docs/ARCHITECTURE.md):
   registered closable (``register_closable``) had a bounded chance to close.
 - anyio worker threads under two process-wide capacity limiters, one for sync
   ``ChatTool.call`` functions (:func:`run_sync_off_loop`) and one for user callbacks
-  (:class:`CallbackDispatcher`), so that busy tools never stop the callbacks of other sessions.
+  (``perso_sync._callbacks.CallbackDispatcher``), so that busy tools never stop the callbacks of
+  other sessions.
   User code never runs on the loop thread, so a slow callback cannot starve pings.
 - **No deadlock by nesting.** A worker that blocks on the runtime itself (a sync tool or a
   callback calling ``process_chat``, iterating ``process_llm``, flushing callbacks) lends its
@@ -49,11 +50,11 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
 __all__ = [
-    "CallbackDispatcher",
     "Runtime",
-    "StreamSink",
     "SyncStream",
+    "current_runtime",
     "get_runtime",
+    "holding_worker_slot",
     "lend_worker_slot",
     "register_closable",
     "run_sync_off_loop",
@@ -338,23 +339,6 @@ class Runtime:
         self._refuse_loop_thread("Runtime.iterate()")
         return SyncStream(self, fn, args, item_timeout=item_timeout, credits=credits)
 
-    def iterate_pushed(
-        self,
-        fn: Callable[..., Awaitable[None]],
-        *args: Any,
-        item_timeout: float | None = None,
-        credits: int = DEFAULT_STREAM_CREDITS,
-    ) -> SyncStream[Any]:
-        """Like :meth:`iterate`, for a producer that pushes: ``await fn(sink, *args)`` runs on
-        the loop and hands items over with ``sink.put(item)``; when that returns True the
-        credits ran out and it must ``await sink.wait_for_room()`` before the next put. Its
-        return ends the stream, its exception travels to the consumer. Same guarantees as
-        :meth:`iterate`; for a producer that keeps state (a cancel scope) across many items,
-        which an async iterator cannot hold across its ``__anext__`` calls.
-        """
-        self._refuse_loop_thread("Runtime.iterate_pushed()")
-        return SyncStream(self, fn, args, item_timeout=item_timeout, credits=credits, pushed=True)
-
 
 async def _logged_task(fn: Callable[..., Awaitable[object]], args: tuple[Any, ...]) -> None:
     try:
@@ -366,16 +350,6 @@ async def _logged_task(fn: Callable[..., Awaitable[object]], args: tuple[Any, ..
 # -- sync iterator over an async stream ----------------------------------------------------
 
 _ITEM, _BATCH, _ERROR, _END = 0, 1, 2, 3
-
-
-class StreamSink(Protocol):
-    """What a producer of :meth:`Runtime.iterate_pushed` hands its items to (loop thread)."""
-
-    def put(self, item: Any) -> bool:
-        """Hand ``item`` over; True when the credits ran out (then ``await wait_for_room()``)."""
-
-    async def wait_for_room(self) -> None:
-        """Wait until the consumer brought the backlog down to the low-water mark."""
 
 
 class _Channel:
@@ -415,15 +389,11 @@ class _Channel:
         # Also ends the consumer's wait when the task was cancelled before it ever ran.
         self.queue.put((_END, None))
 
-    async def produce(self, fn: Callable[..., Any], args: tuple[Any, ...], pushed: bool) -> None:
+    async def produce(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         import anyio
 
         self.started = True
         try:
-            if pushed:
-                await fn(self, *args)
-                self._flush()
-                return
             source = fn(*args)
             if hasattr(source, "aclose"):
                 async with aclosing(source):
@@ -510,7 +480,6 @@ class SyncStream(Iterator[T]):
         *,
         item_timeout: float | None,
         credits: int,
-        pushed: bool = False,
     ) -> None:
         if credits < 1:
             raise ValueError("credits must be >= 1")
@@ -521,7 +490,7 @@ class SyncStream(Iterator[T]):
         self._done = False
         self._iterating = False
         self._pending: deque[Any] = deque()  # the rest of a batch, consumer side
-        self._future = runtime.spawn(self._channel.produce, fn, args, pushed)
+        self._future = runtime.spawn(self._channel.produce, fn, args)
         self._future.add_done_callback(self._channel.on_task_done)
         self._closed = False
 
@@ -699,17 +668,31 @@ async def run_sync_off_loop(fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
 
     def in_worker() -> T:
-        _worker_state.limiter = limiter
-        try:
+        with holding_worker_slot(limiter):
             return fn(*args)
-        finally:
-            _worker_state.limiter = None
 
     return await anyio.to_thread.run_sync(in_worker, abandon_on_cancel=True, limiter=limiter)
 
 
 # Which limiter's slot the current worker thread holds (None outside the runtime's workers).
 _worker_state = threading.local()
+
+
+@contextlib.contextmanager
+def holding_worker_slot(limiter: anyio.CapacityLimiter | None) -> Iterator[None]:
+    """Mark the calling worker thread as holding a slot of ``limiter`` (for lending) while
+    the body runs user code; None marks a thread that holds none."""
+    _worker_state.limiter = limiter
+    try:
+        yield
+    finally:
+        _worker_state.limiter = None
+
+
+def current_runtime() -> Runtime | None:
+    """The process-wide runtime if one was started (possibly stopped or the parent's), else
+    None; unlike :func:`get_runtime` it never starts one."""
+    return _runtime
 
 
 @contextlib.contextmanager
@@ -735,112 +718,3 @@ def lend_worker_slot(runtime: Runtime | None = None) -> Iterator[None]:
         _worker_state.limiter = limiter
         with contextlib.suppress(RuntimeUsageError):  # the runtime stopped: nothing to undo
             runtime.call_soon_threadsafe(runtime._resize, limiter, -1)
-
-
-_dispatch_state = threading.local()
-
-
-class CallbackDispatcher:
-    """Ordered delivery of user callbacks off the loop thread; one per session or processor.
-
-    ``submit`` queues a call from any thread and never blocks. Queued calls run one after the
-    other, in submission order, on an anyio worker thread (the process-wide cap), so callbacks of
-    one session stay ordered while sessions run in parallel. A callback that raises is passed to
-    ``on_error`` (or logged); delivery carries on.
-    """
-
-    def __init__(self, on_error: Callable[[BaseException], None] | None = None) -> None:
-        self._on_error = on_error
-        self._pending: deque[tuple[Callable[..., object], tuple[Any, ...]]] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._draining = False
-        self._closed = False
-        self._submitted = 0
-        self._completed = 0
-
-    def submit(self, fn: Callable[..., object], *args: Any) -> None:
-        """Queue ``fn(*args)``; thread-safe, never blocks. Ignored after :meth:`close`."""
-        with self._cond:
-            if self._closed:
-                _log.debug("callback %r submitted after close: dropped", fn)
-                return
-            self._pending.append((fn, args))
-            self._submitted += 1
-            if self._draining:
-                return
-            self._draining = True
-        try:
-            get_runtime().start_soon(self._drain)
-        except BaseException:
-            with self._cond:
-                self._draining = False
-            raise
-
-    async def _drain(self) -> None:
-        import anyio.to_thread
-
-        try:
-            await anyio.to_thread.run_sync(
-                self._drain_in_worker,
-                abandon_on_cancel=True,
-                limiter=get_runtime().callback_limiter,
-            )
-        finally:
-            with self._cond:
-                if self._draining and not self._pending:
-                    self._draining = False
-
-    def _drain_in_worker(self) -> None:
-        _dispatch_state.current = self
-        runtime = _runtime
-        _worker_state.limiter = None if runtime is None else runtime.callback_limiter
-        try:
-            while True:
-                with self._cond:
-                    if not self._pending:
-                        self._draining = False
-                        self._cond.notify_all()
-                        return
-                    fn, args = self._pending.popleft()
-                try:
-                    fn(*args)
-                except BaseException as exc:  # noqa: BLE001 -- not a cancellation (worker thread)
-                    # Even a callback's SystemExit must not stop delivery for the whole session.
-                    self._report(exc)
-                finally:
-                    with self._cond:
-                        self._completed += 1
-                        self._cond.notify_all()
-        finally:
-            _dispatch_state.current = None
-            _worker_state.limiter = None
-
-    def _report(self, exc: BaseException) -> None:
-        if self._on_error is None:
-            _log.error("a perso_sync callback raised", exc_info=exc)
-            return
-        try:
-            self._on_error(exc)
-        except Exception:  # noqa: BLE001 -- a faulty handler must not stop delivery
-            _log.exception("the error handler raised while handling %r", exc)
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait until every callback submitted so far has run.
-
-        Returns at once inside a callback of this dispatcher (waiting there would deadlock);
-        :class:`RuntimeUsageError` on the loop thread; :class:`PersoTimeoutError` on timeout.
-        """
-        if getattr(_dispatch_state, "current", None) is self:
-            return
-        runtime = _runtime
-        if runtime is not None and runtime.in_loop_thread():
-            raise RuntimeUsageError("CallbackDispatcher.flush() called from the loop thread")
-        with self._cond, lend_worker_slot(runtime):
-            target = self._submitted
-            if not self._cond.wait_for(lambda: self._completed >= target, timeout):
-                raise PersoTimeoutError(f"callbacks did not finish within {timeout}s")
-
-    def close(self) -> None:
-        """Accept no new callbacks; the ones already queued still run. Idempotent."""
-        with self._cond:
-            self._closed = True

@@ -4,7 +4,7 @@ Any thread: the facade registers and removes callbacks from the caller's thread,
 notifies from the runtime loop, closing may happen on either. Every table is guarded by the
 session's one bookkeeping lock (passed in, shared with :mod:`perso_sync._session_loop`), which
 is held only to read or change a table, never while user code runs: callbacks are queued on
-the :class:`perso_sync._runtime.CallbackDispatcher` and run later, in submission order, on a
+the :class:`perso_sync._callbacks.CallbackDispatcher` and run later, in submission order, on a
 worker thread.
 """
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from perso_sync.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from perso_sync._runtime import CallbackDispatcher
+    from perso_sync._callbacks import CallbackDispatcher
     from perso_sync.models import Chat, ChatState
 
 __all__ = ["ReplaceableCallback", "SessionSubscribers"]
@@ -61,7 +61,7 @@ class SessionSubscribers:
     """
 
     def __init__(self, lock: contextlib.AbstractContextManager[object], session_id: str) -> None:
-        from perso_sync._runtime import CallbackDispatcher
+        from perso_sync._callbacks import CallbackDispatcher
 
         self._lock = lock
         self._session_id = session_id

@@ -14,9 +14,10 @@ A :class:`Session` is made by :meth:`perso_sync.PersoClient.create_session`
 - *The caller's thread* runs every public method of :class:`Session`. Each one validates its
   input first (bad input never reaches the loop), then either does plain REST right there (TTS,
   STT, session events, the session info while opening; :mod:`perso_sync._session_caller`),
-  records audio right there (:mod:`perso_sync._session_stt_caller`), or hands the work to the
-  loop side. The facade keeps no loop-side state: only the session's identity and the objects
-  it forwards to.
+  reads a ``process_llm`` stream right there (:mod:`perso_sync._llm_caller`), records audio
+  right there (:mod:`perso_sync._session_stt_caller`), or hands the work to the loop side.
+  The facade keeps no loop-side state: only the session's identity and the objects it
+  forwards to.
 - *The runtime loop thread* (one per process, :mod:`perso_sync._runtime`) runs
   :class:`perso_sync._session_loop.SessionLoop`: the WebRTC core and its hooks, the chat
   states and the SPEAKING timer, the heartbeat, the chat turns and their cancellation, the
@@ -29,7 +30,7 @@ A :class:`Session` is made by :meth:`perso_sync.PersoClient.create_session`
   processor's close, a recorder's stop when a session is closed from the loop; and every user
   callback. Callbacks (chat states, chat log, ``on_close``, the error handler, the STT
   result, ``on_message``, STF progress) are queued from whichever thread noticed the event on
-  the session's one :class:`perso_sync._runtime.CallbackDispatcher`
+  the session's one :class:`perso_sync._callbacks.CallbackDispatcher`
   (:mod:`perso_sync._session_subscribers`), which runs them in submission order on a worker
   thread: never on the loop, never while a lock is held.
 - *Shared bookkeeping* (the chat-state machine, the chat log, the subscriber tables, whether
@@ -43,15 +44,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import io
 import json
 import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
@@ -67,7 +67,6 @@ from perso_sync._validate import (
     refuse_loop_thread,
 )
 from perso_sync.errors import (
-    AudioFormatError,
     InvalidInputError,
     PersoError,
     PersoTimeoutError,
@@ -94,8 +93,6 @@ _PROGRESS_FLUSH_TIMEOUT = 5.0
 _EXIT_FLUSH_TIMEOUT = 1.0
 #: Whole-transfer bound of one STF upload (docs/PROTOCOL.md §8).
 _STF_UPLOAD_TIMEOUT = 30.0
-#: Bytes read from an STF file to sniff its type (RIFF / ID3 / MP3 frame sync).
-_SNIFF_BYTES = 16
 
 #: Defaults of a session's LLM turns: longest silence between events, and the whole turn.
 LLM_IDLE_TIMEOUT = 60.0
@@ -677,6 +674,7 @@ class Session(SessionCallerSide):
         wrong argument (a path that cannot be opened, a text-mode file object, a non-positive
         ``timeout``); :class:`SessionClosedError` when the session is or gets closed.
         """
+        from perso_sync._audio_input import open_upload_source
         from perso_sync.audio import normalize_audio_format, sniff_audio_format
 
         self._ensure_blocking_call("process_stf")
@@ -685,7 +683,7 @@ class Session(SessionCallerSide):
         if self._loop.core is None:
             raise STFError("processSTF requires WebRTC (STF mode)")
         try:
-            with _open_upload_source(file) as (reader, head, total):
+            with open_upload_source(file) as (reader, head, total):
                 fallback = sniff_audio_format(head) if head else None
                 audio_format = normalize_audio_format(format, fallback)
                 progress_hook = self._progress_hook(progress)
@@ -771,80 +769,3 @@ def _check_size(width: object, height: object) -> None:
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
-
-
-class _PrefixedReader(io.RawIOBase):
-    """A non-seekable binary stream with its first bytes already read: replays them first."""
-
-    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            data, self._head = self._head + self._rest.read(), b""
-            return data
-        if self._head:
-            data, self._head = self._head[:size], self._head[size:]
-            return data
-        return self._rest.read(size)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-def _empty_stf_file(message: str) -> STFError:
-    return STFError(message, AudioFormatError(message))
-
-
-@contextlib.contextmanager
-def _open_upload_source(
-    file: bytes | str | os.PathLike[str] | BinaryIO,
-) -> Iterator[tuple[BinaryIO, bytes, int | None]]:
-    """(reader, first bytes, total size or None) of an STF upload source; closes what it
-    opened."""
-    if isinstance(file, (bytes, bytearray, memoryview)):
-        data = bytes(file)
-        if not data:
-            raise _empty_stf_file("the STF file is empty")
-        yield io.BytesIO(data), data[:_SNIFF_BYTES], len(data)
-        return
-    if isinstance(file, (str, os.PathLike)):
-        path = os.fspath(file)
-        try:
-            handle = open(path, "rb")  # noqa: SIM115 -- closed by the with block below
-        except OSError as exc:
-            raise InvalidInputError(f"cannot open the STF file {path!r}: {exc}") from exc
-        with handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size == 0:
-                raise _empty_stf_file(f"the STF file {path!r} is empty")
-            head = handle.read(_SNIFF_BYTES)
-            handle.seek(0)
-            yield cast(BinaryIO, handle), head, size
-        return
-    read = getattr(file, "read", None)
-    if not callable(read):
-        raise InvalidInputError(
-            f"file must be bytes, a path or a binary file object, not {type(file).__name__}"
-        )
-    seekable = getattr(file, "seekable", None)
-    if callable(seekable) and seekable():
-        start = file.tell()
-        end = file.seek(0, os.SEEK_END)
-        file.seek(start)
-        head = file.read(_SNIFF_BYTES)
-        file.seek(start)
-        if not isinstance(head, (bytes, bytearray)):
-            raise InvalidInputError("file must be opened in binary mode")
-        yield file, bytes(head), max(0, end - start)
-        return
-    head = read(_SNIFF_BYTES)
-    if not isinstance(head, (bytes, bytearray)):
-        raise InvalidInputError("file must be opened in binary mode")
-    yield cast(BinaryIO, _PrefixedReader(bytes(head), file)), bytes(head), None

@@ -182,13 +182,15 @@ def _patched_requests(platform: FakePlatform, api_server: str) -> Iterator[None]
 def _httpx_transport(platform: FakePlatform) -> Any:
     import httpx
 
-    async def handler(request: httpx.Request) -> httpx.Response:
+    # A sync handler: the MockTransport then serves both the process_llm iterator (sync side)
+    # and process_chat (async side).
+    def handler(request: httpx.Request) -> httpx.Response:
         observed = ObservedRequest(
             method=request.method,
             path=request.url.path,
             query=dict(request.url.params),
             headers=dict(request.headers),
-            body=await request.aread(),
+            body=request.read(),
         )
         status, headers, body = platform.serve(observed)
         return httpx.Response(status, headers=headers, content=body)

@@ -123,40 +123,61 @@ def _requests_hook(capture: _Capture) -> Callable[..., Any]:
 def _recording_transport(capture: _Capture) -> Any:
     import httpx
 
-    class RecordingTransport(httpx.AsyncBaseTransport):
+    def recorded(
+        request: httpx.Request, sent: bytes, status: int, response: httpx.Response
+    ) -> httpx.Response:
+        headers = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        }
+        content = response.content
+        capture.exchanges.append(
+            _Exchange(
+                request=ObservedRequest(
+                    method=request.method,
+                    path=request.url.path,
+                    query=dict(request.url.params),
+                    headers=dict(request.headers),
+                    body=sent,
+                ),
+                status=status,
+                headers=headers,
+                body=content,
+            )
+        )
+        return httpx.Response(status, headers=headers, content=content)
+
+    class RecordingTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+        # Both sides: the process_llm iterator reads with the sync one, process_chat (on the
+        # runtime loop) with the async one.
         def __init__(self) -> None:
-            self._inner = httpx.AsyncHTTPTransport()
+            self._inner = httpx.HTTPTransport()
+            self._async_inner = httpx.AsyncHTTPTransport()
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            sent = request.read()
+            response = self._inner.handle_request(request)
+            try:
+                response.read()
+            finally:
+                response.close()
+            return recorded(request, sent, response.status_code, response)
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             sent = await request.aread()
-            response = await self._inner.handle_async_request(request)
+            response = await self._async_inner.handle_async_request(request)
             try:
-                content = await response.aread()
+                await response.aread()
             finally:
                 await response.aclose()
-            headers = {
-                k: v
-                for k, v in response.headers.items()
-                if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-            }
-            capture.exchanges.append(
-                _Exchange(
-                    request=ObservedRequest(
-                        method=request.method,
-                        path=request.url.path,
-                        query=dict(request.url.params),
-                        headers=dict(request.headers),
-                        body=sent,
-                    ),
-                    status=response.status_code,
-                    headers=headers,
-                    body=content,
-                )
-            )
-            return httpx.Response(response.status_code, headers=headers, content=content)
+            return recorded(request, sent, response.status_code, response)
+
+        def close(self) -> None:
+            self._inner.close()
 
         async def aclose(self) -> None:
-            await self._inner.aclose()
+            await self._async_inner.aclose()
 
     return RecordingTransport()
 

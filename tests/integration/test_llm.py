@@ -602,3 +602,41 @@ def test_a_consumer_that_lags_does_not_trip_the_idle_timeout(
     assert isinstance(final, MessageChunk)
     assert final.finish
     assert final.message == " ".join(words)
+
+
+@pytest.mark.parametrize("ending", ["finish", "error", "break", "close", "abort"])
+def test_a_session_turn_turns_the_llm_state_on_then_off_once_however_it_ends(
+    perso_mock: MockPersoServer, ending: str
+) -> None:
+    from _session_helpers import IDLE, StateRecorder
+
+    sid = perso_mock.create_session_id(using_stf_webrtc=False)
+    if ending != "error":  # the default script fails "please fail"
+        perso_mock.set_llm_script(
+            sid,
+            LlmScript(rules=[Rule(pattern="long", reply="a b c d e f")], delay=0.05),
+        )
+    with (
+        perso.PersoClient(api_key=perso_mock.api_key, api_server=perso_mock.url) as client,
+        client.create_session(sid, width=160, height=120) as session,
+    ):
+        states = StateRecorder()
+        session.subscribe_chat_states(states)
+        if ending == "finish":
+            assert messages_of(list(session.process_llm("long")))[-1].finish
+        elif ending == "error":
+            assert isinstance(list(session.process_llm("please fail"))[-1], ErrorChunk)
+        elif ending == "break":
+            for _chunk in session.process_llm("long"):
+                break  # the stream is collected here
+        elif ending == "close":
+            with session.process_llm("long") as stream:
+                next(stream)
+        else:
+            signal_ = AbortSignal()
+            for _chunk in session.process_llm("long", abort=signal_):
+                signal_.abort()
+        # Off as soon as the stream has ended, not some time later.
+        assert perso.ChatState.LLM not in session.chat_states
+        states.wait_for(lambda calls: len(calls) >= 2)
+        assert states.snapshot() == [{perso.ChatState.LLM}, IDLE]

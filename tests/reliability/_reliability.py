@@ -14,12 +14,14 @@ settle. What may legitimately outlive a test, and why:
   uploaded audio there). They never hold descriptors.
 - The mock server's own thread (``perso-mock-server``), alive for the whole pytest session, and
   its loop's fixed default executor (``perso-mock-io_N``, capped at ``mock_server.IO_THREADS``).
-- ``perso-http-deadline``: the one thread per process that cuts REST exchanges off at their
-  deadline (``perso_sync/_rest.py``), started by the first REST call.
-- The shared LLM connection pool (one ``httpx.AsyncClient`` per runtime): an idle keep-alive
-  connection to the server stays open between turns. The baseline is taken after one warm-up
-  turn, so a test that ends with that one pooled connection open is at the baseline; a pool
-  that grew would show.
+- ``perso-http-deadline``: the one thread per process that cuts REST exchanges and
+  ``process_llm`` reads off at their deadlines (``perso_sync/_deadlines.py``), started by the
+  first REST call or ``process_llm`` turn.
+- The shared LLM connection pools (one sync ``httpx.Client`` per process for the ``process_llm``
+  iterator, one ``httpx.AsyncClient`` per runtime for ``process_chat``): an idle keep-alive
+  connection to the server stays open between turns in each. The baseline is taken after one
+  warm-up turn of each kind, so a test that ends with those pooled connections open is at the
+  baseline; a pool that grew would show.
 
 Reference cycles: the settle loop runs ``gc.collect()``, so an object that is only waiting for the
 cycle collector (an exception's traceback that reaches a response, say) is not counted. Whether

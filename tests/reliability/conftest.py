@@ -22,8 +22,9 @@ WIDTH, HEIGHT = 64, 48
 
 
 def _warm_up(server: MockPersoServer) -> None:
-    # Start the one runtime thread and fill the shared LLM connection pool before the baseline
-    # (both are long-lived by design; see _reliability).
+    # Start the one runtime thread and fill the shared LLM connection pools before the baseline
+    # (all long-lived by design; see _reliability): the process_llm iterator's (caller side)
+    # and the process_chat turns' (loop side).
     from perso_sync._runtime import get_runtime
 
     get_runtime()
@@ -31,6 +32,7 @@ def _warm_up(server: MockPersoServer) -> None:
     with perso_sync.LlmProcessor(api_server=server.url, session_id=sid) as processor:
         for _ in processor.process_llm("warm up"):
             pass
+        processor.process_chat("warm up")
 
 
 @pytest.fixture

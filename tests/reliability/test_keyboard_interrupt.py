@@ -27,8 +27,9 @@ def test_ctrl_c_during_process_llm(perso_mock: MockPersoServer, open_session: An
 
     with session.process_llm("hello") as stream:
         assert next(stream).type == "message"
+        # The stream is read on this thread: it blocks in the socket read itself.
         helper, sent = interrupt_main_when(
-            lambda: main_thread_blocked_in("__next__", "test_ctrl_c_during_process_llm")
+            lambda: main_thread_blocked_in("read", "test_ctrl_c_during_process_llm")
         )
         with pytest.raises(KeyboardInterrupt):
             next(stream)

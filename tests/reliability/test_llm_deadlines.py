@@ -50,11 +50,14 @@ class HostileLlmServer:
     """Accepts connections on loopback; reads each request, answers with ``HEAD``, then runs
     ``behaviour`` until the client hangs up or the server stops."""
 
-    def __init__(self, behaviour: Behaviour) -> None:
+    def __init__(self, behaviour: Behaviour, head: bytes = HEAD) -> None:
         self._behaviour = behaviour
+        self._head = head  # b"": the answer never even begins
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._stop = threading.Event()
         self.requests = 0
+        self.open_connections = 0  # requests answered whose connection the client still holds
+        self._count_lock = threading.Lock()
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
@@ -73,11 +76,19 @@ class HostileLlmServer:
         with conn:
             try:
                 self._read_request(conn)
+            except OSError:
+                return
+            with self._count_lock:
                 self.requests += 1
-                conn.sendall(HEAD)
+                self.open_connections += 1
+            try:
+                conn.sendall(self._head)
                 self._behaviour(conn, self._stop)
             except OSError:  # the client hung up: what we are waiting for
-                return
+                pass
+            finally:
+                with self._count_lock:
+                    self.open_connections -= 1
 
     @staticmethod
     def _read_request(conn: socket.socket) -> None:

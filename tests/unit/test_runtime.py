@@ -17,9 +17,7 @@ import pytest
 
 from perso_sync._runtime import (
     THREAD_NAME,
-    CallbackDispatcher,
     Runtime,
-    StreamSink,
     get_runtime,
     run_sync_off_loop,
 )
@@ -294,65 +292,6 @@ def test_run_sync_off_loop_runs_in_a_worker_thread() -> None:
     assert get_runtime().call(where) != THREAD_NAME
 
 
-def test_dispatcher_runs_callbacks_in_order_off_the_loop() -> None:
-    seen: list[tuple[int, str]] = []
-    dispatcher = CallbackDispatcher()
-
-    async def submit_from_loop() -> None:
-        for i in range(50):
-            dispatcher.submit(lambda i=i: seen.append((i, threading.current_thread().name)))
-
-    get_runtime().call(submit_from_loop)
-    for i in range(50, 100):
-        dispatcher.submit(lambda i=i: seen.append((i, threading.current_thread().name)))
-    dispatcher.flush(WAIT)
-    assert [i for i, _ in seen] == list(range(100))
-    assert all(name not in (THREAD_NAME, "MainThread") for _, name in seen)
-
-
-def test_dispatcher_reports_a_raising_callback_and_carries_on() -> None:
-    errors: list[BaseException] = []
-    done: list[int] = []
-    dispatcher = CallbackDispatcher(on_error=errors.append)
-    dispatcher.submit(lambda: 1 / 0)
-    dispatcher.submit(done.append, 7)
-    dispatcher.flush(WAIT)
-    assert [type(e) for e in errors] == [ZeroDivisionError]
-    assert done == [7]
-
-
-def test_dispatcher_flush_inside_a_callback_does_not_deadlock() -> None:
-    dispatcher = CallbackDispatcher()
-    flushed = threading.Event()
-
-    def callback() -> None:
-        dispatcher.flush(WAIT)
-        flushed.set()
-
-    dispatcher.submit(callback)
-    dispatcher.flush(WAIT)
-    assert flushed.is_set()
-
-
-def test_dispatcher_flush_from_the_loop_thread_is_refused() -> None:
-    dispatcher = CallbackDispatcher()
-
-    async def flush_on_loop() -> None:
-        dispatcher.flush(WAIT)
-
-    with pytest.raises(RuntimeUsageError):
-        get_runtime().call(flush_on_loop)
-
-
-def test_dispatcher_ignores_callbacks_after_close() -> None:
-    done: list[int] = []
-    dispatcher = CallbackDispatcher()
-    dispatcher.close()
-    dispatcher.submit(done.append, 1)
-    dispatcher.flush(WAIT)
-    assert done == []
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_gets_its_own_runtime() -> None:
     parent_runtime = get_runtime()
@@ -424,59 +363,3 @@ def test_a_failing_background_task_does_not_take_the_loop_down() -> None:
     runtime.start_soon(fail)
     assert runtime.call(add, 2, 2) == 4
     assert runtime.is_running()
-
-
-async def push_numbers(sink: StreamSink, count: int, fail: bool = False) -> None:
-    for i in range(count):
-        if sink.put(i):
-            await sink.wait_for_room()
-    if fail:
-        raise ValueError("broken pusher")
-
-
-def test_iterate_pushed_yields_every_item_in_order_then_the_producers_error() -> None:
-    with get_runtime().iterate_pushed(push_numbers, 500) as stream:
-        assert list(stream) == list(range(500))
-    got: list[int] = []
-    with pytest.raises(ValueError, match="broken pusher"):
-        got.extend(get_runtime().iterate_pushed(push_numbers, 3, True))
-    assert got == [0, 1, 2]
-
-
-def test_a_pushing_producer_is_told_to_wait_at_the_credit_limit_and_woken_at_half() -> None:
-    told_to_wait: list[int] = []
-
-    async def endless(sink: StreamSink) -> None:
-        i = 0
-        while True:
-            if sink.put(i):
-                told_to_wait.append(i)
-                await sink.wait_for_room()
-            i += 1
-
-    runtime = get_runtime()
-    with runtime.iterate_pushed(endless, credits=4) as stream:
-        runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
-        assert told_to_wait == [3]  # the fourth item used the last credit
-        assert [next(stream) for _ in range(2)] == [0, 1]  # down to the low-water mark
-        runtime.call(anyio.wait_all_tasks_blocked, timeout=WAIT)
-        assert told_to_wait == [3, 5]  # woken, it refilled up to the credits again
-        assert [next(stream) for _ in range(4)] == [2, 3, 4, 5]
-
-
-def test_closing_a_pushed_stream_cancels_the_producer_and_waits_for_its_cleanup() -> None:
-    cleaned_up = threading.Event()
-
-    async def ones(sink: StreamSink) -> None:
-        try:
-            while True:
-                if sink.put(1):
-                    await sink.wait_for_room()
-                await anyio.sleep(0)
-        finally:
-            cleaned_up.set()
-
-    stream = get_runtime().iterate_pushed(ones)
-    assert next(stream) == 1
-    stream.close()
-    assert cleaned_up.is_set()
