@@ -13,8 +13,7 @@ What a peer does (docs/PROTOCOL.md §5, §7, §8):
   ``set-template``, ``change-size``, legacy ``record-*`` → ``stt`` / ``stt-error``;
 * legacy voice chat: records the client's audio track (if its offer sends one) from
   ``record-start`` to ``record-end-stt`` / ``record-end-translate`` (allowing for the audio's
-  latency, see ``_Take``), and answers the transcript ``on_speech`` finds for its
-  voiced length, else ``PeerConfig.stt_text``;
+  latency, see ``_Take``), answering the transcript ``on_speech`` finds, else ``stt_text``;
 * on each ``file`` channel: empty "ready" text, binary chunks, empty binary EOF, one text
   answer with a new ``file_ref`` (size limit and malformed transfers close the channel; see
   ``mock_server.file_channel``).

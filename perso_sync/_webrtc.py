@@ -2,8 +2,9 @@
 
 Runs only on an event loop (in production the runtime's loop; in tests any asyncio loop driven
 through anyio): nothing here blocks the loop, starts threads of its own (aiortc's decoder threads
-aside), or touches the runtime thread. The sync facade (:mod:`perso_sync.session`) drives it
-through ``get_runtime().call(...)``.
+aside), or touches the runtime thread. A session's loop side
+(:class:`perso_sync._session_loop.SessionLoop`, also the core's hooks object) owns it; the sync
+facade (:mod:`perso_sync.session`) reaches it through ``get_runtime().call(...)``.
 
 Wire protocol: docs/PROTOCOL.md §5 (setup), §7 (the ``message`` channel) and §8 (STF upload).
 

@@ -9,35 +9,56 @@ A :class:`Session` is made by :meth:`perso_sync.PersoClient.create_session`
 - a **REST-only session**: no WebRTC at all, ``SESSION_START`` then a ``SESSION_DURING``
   heartbeat; the LLM, TTS and STT calls work, avatar speech does not.
 
-Everything here is a thin, blocking layer: REST calls run in the caller's thread (but opening
-fetches the ICE servers in a worker thread, alongside the session info), async work is handed to
-the runtime loop (:func:`perso_sync._runtime.get_runtime`), chat states come from the
-pure :class:`perso_sync._chat_state.ChatStateMachine`, and user callbacks go through one
-:class:`perso_sync._callbacks.CallbackDispatcher` per session (in order, off the loop thread).
+**The thread model** (written here once; the modules below only say which side they are on).
+
+- *The caller's thread* runs every public method of :class:`Session`. Each one validates its
+  input first (bad input never reaches the loop), then either does plain REST right there (TTS,
+  STT, session events, the session info while opening; :mod:`perso_sync._session_caller`),
+  reads a ``process_llm`` stream right there (:mod:`perso_sync._llm_caller`), records audio
+  right there (:mod:`perso_sync._session_stt_caller`), or hands the work to the loop side.
+  The facade keeps no loop-side state: only the session's identity and the objects it
+  forwards to.
+- *The runtime loop thread* (one per process, :mod:`perso_sync._runtime`) runs
+  :class:`perso_sync._session_loop.SessionLoop`: the WebRTC core and its hooks, the chat
+  states and the SPEAKING timer, the heartbeat, the chat turns and their cancellation, the
+  server's messages. A call crosses with ``Runtime.call(coroutine, ..., timeout=...)`` (the
+  caller blocks, bounded, and gets the result or the loop's exception; refused on the loop
+  thread itself), ``Runtime.spawn`` (a background job; the session cancels it at close) or
+  ``call_soon_threadsafe`` (fire and forget: cancelling turns while closing).
+- *Worker threads* (anyio's, under the runtime's two process-wide limiters) run the blocking
+  work the loop must not: the ICE-servers GET, the SDP exchange, the heartbeat POST, the LLM
+  processor's close, a recorder's stop when a session is closed from the loop; and every user
+  callback. Callbacks (chat states, chat log, ``on_close``, the error handler, the STT
+  result, ``on_message``, STF progress) are queued from whichever thread noticed the event on
+  the session's one :class:`perso_sync._callbacks.CallbackDispatcher`
+  (:mod:`perso_sync._session_subscribers`), which runs them in submission order on a worker
+  thread: never on the loop, never while a lock is held.
+- *Shared bookkeeping* (the chat-state machine, the chat log, the subscriber tables, whether
+  the session is closing) is guarded by one lock, created here and shared by those objects;
+  it is held only to read or change that bookkeeping, never during I/O or a user callback.
+  Closing may start on any thread (``stop_session`` on the caller's, a lost connection or a
+  failed heartbeat on the loop); the first close decides how the session ended.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import concurrent.futures
 import contextlib
-import copy
-import datetime as _dt
-import itertools
 import json
 import logging
-import math
 import os
 import threading
-import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import attrs
 
+from perso_sync._session_caller import LOOP_CALL_TIMEOUT, MediaRecording, SessionCallerSide
+from perso_sync._session_loop import SessionLoop
+from perso_sync._session_stt_caller import SttRecording
+from perso_sync._session_subscribers import SessionSubscribers
 from perso_sync._validate import (
     check_json_text,
     check_seconds,
@@ -46,41 +67,24 @@ from perso_sync._validate import (
     refuse_loop_thread,
 )
 from perso_sync.errors import (
-    ApiError,
-    AudioFormatError,
     InvalidInputError,
-    InvalidResponseError,
-    PersoConnectionError,
     PersoError,
     PersoTimeoutError,
-    RecordingError,
     SessionClosedError,
     STFError,
-    STTError,
-    TTSDecodeError,
-    TTSError,
 )
 from perso_sync.models import Chat, ChatState, SessionEvent
 
 if TYPE_CHECKING:
-    import anyio
-    import av
-
-    from perso_sync._callbacks import CallbackDispatcher
-    from perso_sync._chat_state import ChatStateMachine
-    from perso_sync._runtime import Runtime, SyncStream
-    from perso_sync._webrtc import CoreOptions, WebRtcCore
-    from perso_sync.audio import AudioSource, UplinkAudio, WavRecorder
+    from perso_sync._runtime import Runtime
     from perso_sync.client import PersoClient
     from perso_sync.llm import AbortSignal, ChatTool, LlmProcessor, LlmStream
-    from perso_sync.models import SessionInfo, STTResponse
+    from perso_sync.models import SessionInfo
 
 __all__ = ["CloseStatus", "MediaRecording", "Session"]
 
 _log = logging.getLogger("perso_sync.session")
 
-#: Seconds a blocking hop onto the loop may take for a quick operation (a send, a state reset).
-_LOOP_CALL_TIMEOUT = 10.0
 #: Extra seconds granted to the loop side beyond the core's own connect / close / upload bounds.
 _LOOP_CALL_MARGIN = 5.0
 #: Seconds ``process_stf`` waits for its queued ``progress`` callbacks before returning.
@@ -94,9 +98,7 @@ _STF_UPLOAD_TIMEOUT = 30.0
 LLM_IDLE_TIMEOUT = 60.0
 LLM_TURN_TIMEOUT = 300.0
 
-_LOST = (408, "Request Timeout")
 _MANUAL = (200, "OK")
-_SPEECH_END = (".", "?", "!")
 
 
 @attrs.frozen
@@ -113,138 +115,7 @@ class CloseStatus:
     reason: str | None = None
 
 
-_Callback = TypeVar("_Callback", bound=Callable[..., object])
-
-
-class _ReplaceableCallback(Generic[_Callback]):
-    """One callback that a new one replaces (the error handler, the STT result callback).
-
-    ``set`` returns a remover that clears the slot only while it still holds that callback, so
-    removing an old handler never drops a newer one. Guarded by the session's lock; ``current``
-    is read under that lock by the caller.
-    """
-
-    def __init__(self, lock: contextlib.AbstractContextManager[object]) -> None:
-        self._lock = lock
-        self.current: _Callback | None = None
-
-    def set(self, callback: _Callback) -> Callable[[], None]:
-        with self._lock:
-            self.current = callback
-
-        def remove() -> None:
-            with self._lock:
-                if self.current is callback:
-                    self.current = None
-
-        return remove
-
-
-class MediaRecording:
-    """A running recording of the avatar's media, returned by :meth:`Session.record`.
-
-    ``stop()`` finalizes the file (idempotent); the recording also stops when the session
-    closes. Usable as a context manager: leaving the block stops it.
-    """
-
-    def __init__(self, session: Session, path: str) -> None:
-        self._session = session
-        self._path = path
-        self._stopped = False
-        self._lock = threading.Lock()
-
-    @property
-    def path(self) -> str:
-        """The file being written."""
-        return self._path
-
-    @property
-    def active(self) -> bool:
-        """True until :meth:`stop` ran or the session closed."""
-        return not self._stopped and not self._session.closed
-
-    def stop(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
-        """Stop recording and finalize the file; no-op when already stopped or closed."""
-        check_timeout("timeout", timeout)
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        self._session._stop_recording(timeout)
-
-    def __enter__(self) -> MediaRecording:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"MediaRecording(path={self._path!r}, active={self.active})"
-
-
-_T = TypeVar("_T")
-
-
-class _RestOnly(Exception):
-    """The session info says REST-only: the exchange must not be sent (internal signal)."""
-
-
-class _Outcome(Generic[_T]):
-    """The value or the error of one awaitable run as a task, for whoever awaits it.
-
-    Loop-side only. Errors are kept as values so that several tasks can look at one outcome
-    and the opening code decides which error the caller sees.
-    """
-
-    def __init__(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> None:
-        import anyio
-
-        self._fn = fn
-        self._args = args
-        self.done = anyio.Event()
-        self._value: _T | None = None
-        self.error: Exception | None = None
-
-    async def run(self) -> None:
-        try:
-            self._value = await self._fn(*self._args)
-        except Exception as exc:  # noqa: BLE001 -- handed to whoever awaits the outcome
-            self.error = exc
-        self.done.set()
-
-    def get(self) -> _T:
-        """The value, or the error raised; only once ``done`` is set."""
-        if self.error is not None:
-            raise self.error
-        return cast("_T", self._value)
-
-    async def wait(self) -> _T:
-        await self.done.wait()
-        return self.get()
-
-
-class _Hooks:
-    """Loop-side hooks of the WebRTC core; forwards to the session (never blocks)."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
-        self._session._on_server_message(msg_type, data)
-
-    def on_bad_message(self, error: InvalidResponseError) -> None:
-        self._session._report_error(error)
-
-    def on_closed(self, manual: bool, code: int, reason: str) -> None:
-        self._session._finish_close(manual, code, reason)
-
-
-class Session:
+class Session(SessionCallerSide):
     """A live session with an AI human (use :meth:`perso_sync.PersoClient.create_session`).
 
     Usable as a context manager: leaving the ``with`` block calls :meth:`stop_session`.
@@ -305,38 +176,20 @@ class Session:
         llm_turn_timeout: float | None = LLM_TURN_TIMEOUT,
     ) -> None:
         """Internal: use :meth:`perso_sync.PersoClient.create_session`."""
-        from perso_sync._callbacks import CallbackDispatcher
-        from perso_sync._chat_state import ChatStateMachine
         from perso_sync._runtime import get_runtime
-        from perso_sync.llm import LlmProcessor, MessageHistory
+        from perso_sync.llm import LlmProcessor
 
         # A forked child inherits this object but not the runtime thread behind it.
         self._pid = os.getpid()
         self._client = client
         self._session_id = session_id
-        self._width = width
-        self._height = height
         self._ping_timeout = ping_timeout
-        self._heartbeat_interval = heartbeat_interval
         self._runtime: Runtime = get_runtime()
 
-        self._lock = threading.RLock()
-        self._idle = threading.Condition(self._lock)
-        self._machine: ChatStateMachine = ChatStateMachine()
-        self._chat_log: list[Chat] = []
-        self._ids = itertools.count()
-        self._state_subscribers: dict[int, Callable[[frozenset[ChatState]], object]] = {}
-        self._log_subscribers: dict[int, Callable[[list[Chat]], object]] = {}
-        self._close_callbacks: dict[int, Callable[[bool], object]] = {}
-        self._error_handler: _ReplaceableCallback[Callable[[BaseException], object]] = (
-            _ReplaceableCallback(self._lock)
-        )
-        self._stt_callback: _ReplaceableCallback[Callable[[str], object]] = _ReplaceableCallback(
-            self._lock
-        )
-        self._message_callbacks: dict[int, tuple[str, Callable[[dict[str, Any]], object]]] = {}
-        self._dispatcher: CallbackDispatcher = CallbackDispatcher(on_error=self._on_callback_error)
-
+        # The one bookkeeping lock, shared by the loop side, the subscriber tables and the STT
+        # recording: held only for bookkeeping, never during I/O or a user callback.
+        lock = threading.RLock()
+        self._subscribers = SessionSubscribers(lock, session_id)
         self._processor: LlmProcessor = LlmProcessor(
             api_server=client.api_server,
             session_id=session_id,
@@ -344,34 +197,26 @@ class Session:
             timeout=llm_timeout,
             turn_timeout=llm_turn_timeout,
         )
-        # Two histories, as in the official client: the processor's for process_llm (and
-        # get_message_history), the session's own for process_chat / process_ttstf.
-        self._processor._state_listener = self._llm_state_changed
-        self._chat_history: MessageHistory = MessageHistory()
-
-        self._core: WebRtcCore | None = None
-        self._closing = False
-        self._closed = False
-        self._closed_event = threading.Event()
-        self._close_status = CloseStatus(True)
-        self._tasks: set[concurrent.futures.Future[Any]] = set()
-        # Loop-side objects: touched only on the runtime's loop thread.
-        self._timer_wake: anyio.Event | None = None
-        self._turn_scopes: set[anyio.CancelScope] = set()
-        self._llm_turns = 0  # running LLM turns (guarded by _lock: process_llm ends anywhere)
-        self._tts_calls = 0
-
-        self._stt_lock = threading.Lock()
-        self._stt_recorder: WavRecorder | None = None
-        self._stt_pending: bytes | None = None
-        self._stt_error: STTError | None = None
-        # Legacy voice chat: the outgoing audio (voice_chat=True) and whether record-start is on.
-        self._uplink: UplinkAudio | None = None
-        self._voice_lock = threading.Lock()
-        self._voice_recording = False
-        self._stt_timer: concurrent.futures.Future[None] | None = None
-        self._last_recorded: bytes | None = None
-        self._recording: MediaRecording | None = None
+        self._loop = SessionLoop(
+            client=client,
+            session_id=session_id,
+            width=width,
+            height=height,
+            heartbeat_interval=heartbeat_interval,
+            runtime=self._runtime,
+            lock=lock,
+            subscribers=self._subscribers,
+            processor=self._processor,
+        )
+        self._processor._state_listener = self._loop.llm_state_changed
+        self._stt = SttRecording(
+            runtime=self._runtime,
+            loop=self._loop,
+            subscribers=self._subscribers,
+            lock=lock,
+            call_loop=self._call_loop,
+        )
+        self._loop.on_close_steps.append(self._stt.close)
 
     @classmethod
     def _open(
@@ -443,12 +288,12 @@ class Session:
         if voice_chat:
             from perso_sync.audio import UplinkAudio
 
-            session._uplink = UplinkAudio()
+            session._loop.uplink = UplinkAudio()
         try:
             session._connect(connect_timeout, receive_video)
-            if session._core is None:
+            if session._loop.core is None:
                 client.create_session_event(session_id, SessionEvent.SESSION_START)
-                session._spawn(session._heartbeat)
+                session._loop.spawn(session._loop.heartbeat)
         except BaseException:
             session._abandon()
             raise
@@ -470,7 +315,7 @@ class Session:
         # extra thread for it), then hands it over.
         self._runtime._refuse_loop_thread("create_session()")  # before anything is started
         info: concurrent.futures.Future[SessionInfo] = concurrent.futures.Future()
-        opening = self._runtime.spawn(self._connect_on_loop, options, info)
+        opening = self._runtime.spawn(self._loop.connect, options, info)
         try:
             try:
                 session_info = self._client.get_session_info(self._session_id)
@@ -482,97 +327,21 @@ class Session:
                     info.set_result(session_info)
             # No overall timeout: every step bounds itself (the HTTP timeouts, the offer and
             # ready timeouts), and the ready timeout must not start before the exchange answered.
-            self._core = self._runtime.wait(opening, what=self._connect_on_loop)
+            core = self._runtime.wait(opening, what=self._loop.connect)
         except BaseException:
             opening.cancel()  # e.g. Ctrl-C during the info GET: the loop side stops too
             raise
-        if self._core is not None:
-            self._spawn(self._speaking_timer)
-
-    async def _connect_on_loop(
-        self, options: CoreOptions, info_future: concurrent.futures.Future[SessionInfo]
-    ) -> WebRtcCore | None:
-        """The WebRTC core once ready, or None for a REST-only session; ``info_future`` gets
-        the session info (or its GET's error) from the caller's thread.
-
-        What may overlap (docs/PROTOCOL.md §5): the ICE-servers GET needs nothing from the
-        session info, so both GETs start at once. The peer connection and its offer need only
-        the ICE servers (they are built into the connection), so they are made as soon as those
-        arrive, while the info may still be in flight. The exchange needs the info: only a
-        WebRTC session (STF capability) may POST an offer, so it waits for it. A REST-only
-        session thus also sends the ICE-servers GET, whose answer is dropped. Errors keep the
-        sequential order's precedence: a failed info wins over a failed ICE-servers GET.
-        """
-        import asyncio
-
-        import anyio
-
-        from perso_sync._runtime import run_sync_off_loop
-        from perso_sync._webrtc import WebRtcCore, _wait_first
-
-        self._timer_wake = anyio.Event()
-        client, session_id = self._client, self._session_id
-        if self._uplink is not None:  # made here: an aiortc track belongs to the loop
-            options = attrs.evolve(options, outgoing_audio=self._uplink.track())
-        info: _Outcome[SessionInfo] = _Outcome(asyncio.wrap_future, info_future)
-        ice: _Outcome[list[dict[str, Any]]] = _Outcome(
-            run_sync_off_loop, client.get_ice_servers, session_id
-        )
-
-        async def webrtc() -> bool:
-            """Whether this is a WebRTC session; the info's error when its GET failed."""
-            return (await info.wait()).uses_webrtc
-
-        async def exchange(offer: dict[str, str]) -> dict[str, str]:
-            if not await webrtc():
-                raise _RestOnly
-            # A blocking requests call: it must not run on the loop thread.
-            return await run_sync_off_loop(client.exchange_sdp, session_id, offer)
-
-        async def open_core() -> WebRtcCore | None:
-            await _wait_first(info.done, ice.done)
-            if not ice.done.is_set() and not await webrtc():
-                return None  # REST-only: the ICE servers are not needed
-            await ice.done.wait()
-            if ice.error is not None and not await webrtc():
-                return None
-            try:
-                return await WebRtcCore.connect(
-                    ice_servers=ice.get(),
-                    exchange=exchange,
-                    width=self._width,
-                    height=self._height,
-                    hooks=_Hooks(self),
-                    options=options,
-                )
-            except _RestOnly:
-                return None  # the offer was never sent; connect closed what it had opened
-
-        opened = _Outcome(open_core)
-        # Both GETs are waited for even when the other one already decided the outcome: each
-        # is bounded by its HTTP timeout, and nothing of the opening outlives the call. (The
-        # info's own thread is the caller's, which hands it over before it waits for us.)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(info.run)
-            tasks.start_soon(ice.run)
-            tasks.start_soon(opened.run)
-        return opened.get()
+        if core is not None:
+            self._loop.spawn(self._loop.speaking_timer)
 
     def _abandon(self) -> None:
-        # Opening failed half-way: the core (if any) was closed by connect itself; stop our
-        # own jobs without telling on_close subscribers (there are none yet).
-        with self._lock:
-            self._closing = True
-            self._closed = True
-            self._close_status = CloseStatus(False, *_LOST)
-        self._cancel_tasks()
-        self._dispatcher.close()
-        self._close_processor()
-        self._closed_event.set()
-        core = self._core
+        # Opening failed half-way: the loop side stops its jobs, then a core that connect
+        # handed over is closed (one that failed in connect closed itself).
+        self._loop.abandon()
+        core = self._loop.core
         if core is not None and not core.closed:
             with contextlib.suppress(PersoError):
-                self._runtime.call(core.close, timeout=_LOOP_CALL_TIMEOUT)
+                self._runtime.call(core.close, timeout=LOOP_CALL_TIMEOUT)
 
     # ------------------------------------------------------------------ identity and status
 
@@ -588,21 +357,22 @@ class Session:
     @property
     def closed(self) -> bool:
         """True once the session is closed (by :meth:`stop_session` or lost)."""
-        return self._closed
+        return self._loop.closed
 
     @property
     def close_status(self) -> CloseStatus:
         """``CloseStatus(live, code, reason)``; see :class:`CloseStatus`."""
-        return self._close_status
+        closed_as = self._loop.closed_as
+        return CloseStatus(True) if closed_as is None else CloseStatus(False, *closed_as)
 
     @property
     def uses_webrtc(self) -> bool:
         """True for a WebRTC session, False for a REST-only session."""
-        return self._core is not None
+        return self._loop.core is not None
 
     def __repr__(self) -> str:
-        kind = "webrtc" if self._core is not None else "rest-only"
-        state = "closed" if self._closed else "open"
+        kind = "webrtc" if self._loop.core is not None else "rest-only"
+        state = "closed" if self._loop.closed else "open"
         return f"Session(session_id={self._session_id!r}, {kind}, {state})"
 
     def __enter__(self) -> Session:
@@ -664,12 +434,12 @@ class Session:
         _check_message(message)
         timeout = check_timeout("timeout", timeout)
         try:
-            return self._runtime.call(self._chat_turn, message, timeout=timeout)
+            return self._runtime.call(self._loop.chat_turn, message, timeout=timeout)
         except SessionClosedError:
             raise
         except PersoError as exc:
             if not isinstance(exc, PersoTimeoutError):
-                self._report_error(exc, raised=True)
+                self._subscribers.report_error(exc, raised=True)
             raise
 
     def process_ttstf(self, message: str) -> None:
@@ -682,9 +452,7 @@ class Session:
         :class:`STFError` on a REST-only session.
         """
         text = self._speech_text(message)
-        self._call_loop(self._speak, text)
-        self._chat_history.append({"role": "assistant", "type": "message", "content": message})
-        self._append_chat_log(message, is_user=False)
+        self._call_loop(self._loop.speak_reply, text, message)
 
     def process_custom_chat(self, message: str) -> None:
         """Deprecated: use :meth:`process_ttstf`. Speaks ``message`` with no history or chat log
@@ -696,7 +464,7 @@ class Session:
             stacklevel=2,
         )
         text = self._speech_text(message)
-        self._call_loop(self._speak, text)
+        self._call_loop(self._loop.speak, text)
 
     def get_message_history(self) -> list[dict[str, Any]]:
         """A copy of the LLM history of :meth:`process_llm` turns (``role`` / ``type`` /
@@ -711,21 +479,21 @@ class Session:
         received so far. On a REST-only session nothing is sent; turns and states still reset.
         """
         self._ensure_open()
-        self._call_loop(self._clear_on_loop)
+        self._call_loop(self._loop.clear)
 
     def change_size(self, width: int, height: int) -> None:
         """Resize the rendered avatar (``change-size``). WebRTC sessions only."""
         self._ensure_open()
         _check_size(width, height)
-        self._call_loop(self._send_on_loop, "change-size", {"width": width, "height": height})
-        self._width, self._height = width, height
+        self._call_loop(self._loop.send, "change-size", {"width": width, "height": height})
+        self._loop.width, self._loop.height = width, height
 
     def set_template(self, model: str, dress: str) -> None:
         """Switch the avatar's model and outfit (``set-template``). WebRTC sessions only."""
         self._ensure_open()
         for name, value in (("model", model), ("dress", dress)):
             check_text(name, value)
-        self._call_loop(self._send_on_loop, "set-template", {"model": model, "dress": dress})
+        self._call_loop(self._loop.send, "set-template", {"model": model, "dress": dress})
 
     def log_session_event(self, detail: str | Mapping[str, Any] | None = None) -> None:
         """Record a ``SESSION_LOG`` event (a mapping is sent as its JSON text)."""
@@ -746,25 +514,21 @@ class Session:
 
         self._ensure_blocking_call("wait_until_idle")
         timeout = check_timeout("timeout", timeout)
-        with self._idle, lend_worker_slot():  # a tool waiting here needs no worker slot
-            idle = self._idle.wait_for(
-                lambda: self._closed or not self._machine.active, timeout=timeout
-            )
-            if self._closed:
-                raise SessionClosedError(f"session {self._session_id} is closed")
-            return bool(idle)
+        with lend_worker_slot():  # a tool waiting here needs no worker slot
+            idle = self._loop.wait_idle(timeout)
+        if idle is None:
+            raise SessionClosedError(f"session {self._session_id} is closed")
+        return idle
 
     @property
     def chat_states(self) -> frozenset[ChatState]:
         """The chat states active now (empty = idle)."""
-        with self._lock:
-            return self._machine.active
+        return self._loop.active_states()
 
     def get_chat_log(self) -> list[Chat]:
         """A copy of the chat log (user and AI-human messages), **newest first** as in the
         official SDK: each new entry is put at the top."""
-        with self._lock:
-            return list(self._chat_log)
+        return self._loop.chat_log_copy()
 
     def subscribe_chat_states(
         self, callback: Callable[[frozenset[ChatState]], object]
@@ -773,7 +537,7 @@ class Session:
 
         Returns an unsubscribe function (idempotent).
         """
-        return self._register(self._state_subscribers, callback)
+        return self._subscribers.add_state_subscriber(callback, self._ensure_open)
 
     def subscribe_chat_log(self, callback: Callable[[list[Chat]], object]) -> Callable[[], None]:
         """Call ``callback(chat_log)`` with the whole log (a copy, newest entry first, as in
@@ -781,25 +545,25 @@ class Session:
 
         Returns an unsubscribe function (idempotent).
         """
-        return self._register(self._log_subscribers, callback)
+        return self._subscribers.add_log_subscriber(callback, self._ensure_open)
 
     def on_close(self, callback: Callable[[bool], object]) -> Callable[[], None]:
         """Call ``callback(manual_closed)`` once when the session closes: True after
         :meth:`stop_session`, False when lost. Returns a function removing the callback."""
-        return self._register(self._close_callbacks, callback)
+        return self._subscribers.add_close_callback(callback, self._ensure_open)
 
     def set_error_handler(self, callback: Callable[[BaseException], object]) -> Callable[[], None]:
         """Receive errors of background work (chat turns, heartbeat, raising callbacks, TTS /
         STT / STF failures; those are raised to the caller too). Replaces the previous handler;
         returns a function removing it (only if it is still the current one)."""
         self._ensure_open()
-        return self._error_handler.set(callback)
+        return self._subscribers.error_handler.set(callback)
 
     def set_stt_result_callback(self, callback: Callable[[str], object]) -> Callable[[], None]:
         """Legacy voice chat: receive the server's ``stt`` text instead of it going to
         :meth:`process_chat`. Returns a function removing the callback."""
         self._ensure_open()
-        return self._stt_callback.set(callback)
+        return self._subscribers.stt_callback.set(callback)
 
     # ------------------------------------------------------------------ low-level channel
 
@@ -820,7 +584,7 @@ class Session:
         check_text("msg_type", msg_type)
         payload = _json_object("data", {} if data is None else data)
         check_json_text("data", payload)
-        self._call_loop(self._send_on_loop, msg_type, payload)
+        self._call_loop(self._loop.send, msg_type, payload)
 
     def on_message(
         self, msg_type: str, callback: Callable[[dict[str, Any]], object]
@@ -843,27 +607,12 @@ class Session:
         _check_message_type(msg_type)
         if not callable(callback):
             raise InvalidInputError("callback must be callable")
-        self._require_core("on_message")
-        key = next(self._ids)
-        with self._lock:
-            self._message_callbacks[key] = (msg_type, callback)
-
-        def remove() -> None:
-            with self._lock:
-                self._message_callbacks.pop(key, None)
-
-        return remove
-
-    def _deliver_message(self, msg_type: str, data: dict[str, Any]) -> None:
-        # On the loop: hand each watcher its own copy (JS parses the message for each one).
-        with self._lock:
-            watchers = [cb for kind, cb in self._message_callbacks.values() if kind == msg_type]
-        for callback in watchers:
-            self._dispatcher.submit(callback, copy.deepcopy(data))
+        self._loop.require_core("on_message")
+        return self._subscribers.add_message_callback(msg_type, callback)
 
     # ------------------------------------------------------------------ closing
 
-    def stop_session(self, timeout: float | None = _LOOP_CALL_TIMEOUT) -> None:
+    def stop_session(self, timeout: float | None = LOOP_CALL_TIMEOUT) -> None:
         """Close the session (code 200): ``on_close`` callbacks get ``True``.
 
         Cancels running chat turns, stops recordings, closes the channels and the peer
@@ -873,20 +622,17 @@ class Session:
         self._check_owner()
         refuse_loop_thread("Session.stop_session()")
         timeout = check_timeout("timeout", timeout)
-        with self._lock:
-            first = not self._closing
-            self._closing = True
-        if not first:
-            self._closed_event.wait(timeout)
+        if not self._loop.begin_close():
+            self._loop.closed_event.wait(timeout)  # another thread closes: wait for it
             return
-        core = self._core
+        core = self._loop.core
         if core is not None:
             try:
                 self._runtime.call(core.close, timeout=timeout)
             except PersoError as exc:  # includes the runtime stopping under us at exit
                 _log.warning("closing session %s: %s", self._session_id, exc)
         # The core's on_closed hook normally did this already; a no-op then.
-        self._finish_close(True, *_MANUAL)
+        self._loop.finish_close(True, *_MANUAL)
         if core is None:
             # A REST-only session has no peer connection whose end the server would notice.
             try:
@@ -896,302 +642,12 @@ class Session:
 
     def _close_at_exit(self) -> None:
         """Interpreter exit (runtime hook): close within a bounded time."""
-        self.stop_session(timeout=_LOOP_CALL_TIMEOUT / 2)
+        self.stop_session(timeout=LOOP_CALL_TIMEOUT / 2)
         # The runtime stops right after this: let on_close callbacks run first.
         with contextlib.suppress(PersoError):
-            self._dispatcher.flush(_EXIT_FLUSH_TIMEOUT)
-
-    def _finish_close(self, manual: bool, code: int, reason: str) -> None:
-        # Any thread, idempotent: the first caller decides manual/code/reason.
-        with self._lock:
-            if self._closed:
-                return
-            self._closing = True
-            self._closed = True
-            self._close_status = CloseStatus(False, code, reason)
-            callbacks = list(self._close_callbacks.values())
-            self._close_callbacks.clear()
-            self._idle.notify_all()
-        for callback in callbacks:
-            self._dispatcher.submit(callback, manual)
-        # Callbacks already queued still run; nothing new is accepted.
-        self._dispatcher.close()
-        self._cancel_tasks()
-        self._cancel_turns()
-        self._stop_stt_recorder_quietly()
-        self._close_processor()
-        self._closed_event.set()
-        if not manual:
-            _log.warning("session %s lost: %s %s", self._session_id, code, reason)
-
-    def _cancel_tasks(self) -> None:
-        with self._lock:
-            tasks = list(self._tasks)
-            self._tasks.clear()
-            stt_timer, self._stt_timer = self._stt_timer, None
-        for future in tasks:
-            future.cancel()
-        if stt_timer is not None:
-            stt_timer.cancel()
-
-    def _cancel_turns(self) -> None:
-        if self._runtime.in_loop_thread():
-            self._cancel_turns_on_loop()
-            return
-        with contextlib.suppress(PersoError):  # the runtime stopped: no turn runs anymore
-            self._runtime.call_soon_threadsafe(self._cancel_turns_on_loop)
-
-    def _cancel_turns_on_loop(self) -> None:
-        for scope in list(self._turn_scopes):
-            scope.cancel()
-
-    def _run_blocking(self, fn: Callable[..., object], *args: Any) -> None:
-        # Closing runs on any thread, the loop thread included (a lost connection): blocking
-        # work asked for there goes to a worker thread instead; anywhere else it runs now.
-        if not self._runtime.in_loop_thread():
-            fn(*args)
-            return
-        from perso_sync._runtime import run_sync_off_loop
-
-        with contextlib.suppress(PersoError):  # the runtime stopped: nothing left to release
-            self._runtime.start_soon(run_sync_off_loop, fn, *args)
-
-    def _close_processor(self) -> None:
-        # Releases the LLM HTTP connections; LlmProcessor.close() blocks on the loop.
-        self._run_blocking(self._close_processor_now)
-
-    def _close_processor_now(self) -> None:
-        try:
-            self._processor.close()
-        except PersoError as exc:
-            _log.debug("closing the LLM processor of %s: %s", self._session_id, exc)
-
-    def _stop_stt_recorder_quietly(self) -> None:
-        recorder = self._stt_recorder
-        if recorder is None or not recorder.is_recording():
-            return
-        # Stopping a recorder may block (it joins its reader).
-        self._run_blocking(self._stop_recorder, recorder)
-
-    def _stop_recorder(self, recorder: WavRecorder) -> None:
-        with self._stt_lock:
-            if recorder.is_recording():
-                try:
-                    recorder.stop()
-                except PersoError as exc:
-                    _log.debug("stopping the STT recorder at close: %s", exc)
+            self._subscribers.dispatcher.flush(_EXIT_FLUSH_TIMEOUT)
 
     # ------------------------------------------------------------------ TTS / STT / STF
-
-    def process_tts(
-        self,
-        message: str,
-        resample: bool = False,
-        locale: str | None = None,
-        output_format: str | None = None,
-    ) -> bytes | None:
-        """Synthesize ``message`` to audio (WAV or MP3 bytes) without the avatar speaking.
-
-        Emoji are removed and the text trimmed; empty text returns ``None`` with no request.
-        A ``.`` is appended unless the text ends in ``.``, ``?`` or ``!``. The TTS state is on
-        during the call. With ``resample``, the audio becomes 16 kHz mono 16-bit WAV (the
-        original bytes are returned if conversion fails). Raises :class:`TTSError` (wrapping the
-        :class:`ApiError` or :class:`TTSDecodeError`), also given to the error handler.
-        """
-        from perso_sync._emoji import remove_emoji
-
-        self._ensure_blocking_call("process_tts")
-        check_text("message", message, allow_blank=True)
-        text = remove_emoji(message).strip()
-        if not text:
-            return None
-        if not text.endswith(_SPEECH_END):
-            text += "."
-        self._tts_call(done=False)
-        try:
-            audio = self._synthesize(text, locale, output_format)
-        except TTSError as exc:
-            self._report_error(exc, raised=True)
-            raise
-        finally:
-            self._tts_call(done=True)
-        if resample:
-            audio = _resample_or_keep(audio)
-        return audio
-
-    def _tts_call(self, *, done: bool) -> None:
-        # Concurrent process_tts calls share one TTS state: off once the last one is done.
-        with self._lock:
-            self._tts_calls += -1 if done else 1
-            on = self._tts_calls > 0
-            self._apply_state(lambda machine: machine.set(ChatState.TTS, on))
-
-    def _synthesize(self, text: str, locale: str | None, output_format: str | None) -> bytes:
-        try:
-            tts = self._client.make_tts(
-                self._session_id, text, locale=locale, output_format=output_format
-            )
-        except (ApiError, PersoConnectionError, PersoTimeoutError, InvalidResponseError) as exc:
-            raise TTSError(exc) from exc
-        encoded = tts.audio
-        if not isinstance(encoded, str):
-            raise TTSError(TTSDecodeError("Invalid Base64 audio data"))
-        try:
-            # Whitespace (line-wrapped base64) is allowed, as atob() allows it; nothing else.
-            audio = base64.b64decode("".join(encoded.split()), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise TTSError(TTSDecodeError("Invalid Base64 audio data")) from exc
-        if not audio:
-            raise TTSError(TTSDecodeError("Empty audio data"))
-        return audio
-
-    def transcribe_audio(
-        self, audio: bytes | str | os.PathLike[str] | BinaryIO, language: str | None = None
-    ) -> str:
-        """Transcribe ``audio`` (bytes, a path or a binary file object) and return the text.
-
-        WAV is sent as is; other formats PyAV reads (MP3, OGG, FLAC, ...) are converted to
-        16 kHz mono WAV first. ``language`` e.g. ``"ko"``.
-
-        Every failure of the transcription is an :class:`STTError` (also given to the error
-        handler): audio that cannot be read (a malformed WAV, data that is not audio) is caught
-        before any request, with the :class:`perso_sync.errors.AudioFormatError` as its
-        ``underlying_error``; a refused or failed request has the ``ApiError`` or transport
-        error. A wrong argument (not bytes, a path or a binary file object; a path that names
-        no file) raises :class:`InvalidInputError`.
-        """
-        return self.transcribe_audio_detailed(audio, language).text
-
-    def transcribe_audio_detailed(
-        self,
-        audio: bytes | str | os.PathLike[str] | BinaryIO,
-        language: str | None = None,
-    ) -> STTResponse:
-        """Like :meth:`transcribe_audio`, returning the whole ``STTResponse`` (``text``,
-        ``locale``, ``normalized_text``)."""
-        from perso_sync.audio import read_audio_input, to_stt_wav
-
-        self._ensure_blocking_call("transcribe_audio")
-        raw = read_audio_input(audio)
-        try:
-            wav = to_stt_wav(raw)
-        except AudioFormatError as exc:
-            raise self._stt_failure(exc) from exc
-        return self._transcribe_wav(wav, language)
-
-    def _transcribe_wav(self, wav: bytes, language: str | None) -> STTResponse:
-        try:
-            return self._client.transcribe(self._session_id, wav, language=language)
-        except (ApiError, PersoConnectionError, PersoTimeoutError, InvalidResponseError) as exc:
-            raise self._stt_failure(exc) from exc
-
-    def _stt_failure(self, cause: PersoError) -> STTError:
-        # Every STT failure is an STTError (errors module docstring), given to the error handler.
-        error = STTError(cause)
-        self._report_error(error, raised=True)
-        return error
-
-    def start_process_stt(self, timeout: float | None = None, source: Any = None) -> None:
-        """Start recording the user's voice for STT (16 kHz mono WAV); RECORDING state on.
-
-        ``source``: a WAV/audio file path, an iterable of PCM frames or an aiortc audio track
-        (see :class:`perso_sync.WavRecorder`); ``None`` = the system microphone. ``timeout``
-        (seconds; the JS SDK takes milliseconds) stops recording by itself, keeping the audio
-        for :meth:`stop_process_stt`. Raises :class:`RecordingError` when already recording (or
-        audio from a timed-out recording is still pending); :class:`STTError` (also given to
-        the error handler) when the source cannot be opened, its ``underlying_error`` the
-        :class:`RecordingError` of a microphone that cannot be opened or the
-        :class:`perso_sync.errors.AudioFormatError` of a file that is not audio;
-        :class:`InvalidInputError` for a bad argument or a path that names no file.
-        """
-        from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, WavRecorder
-
-        self._ensure_blocking_call("start_process_stt")
-        timeout = check_timeout("timeout", timeout)
-        with self._stt_lock:
-            current = self._stt_recorder
-            if current is not None and (current.is_recording() or self._stt_pending is not None):
-                raise RecordingError("STT recording is already in progress")
-            recorder = WavRecorder(channels=1, target_sample_rate=TTS_TARGET_SAMPLE_RATE)
-            try:
-                recorder.start(source, timeout=timeout)  # caps the take at `timeout` s of audio
-            except (RecordingError, AudioFormatError) as exc:
-                raise self._stt_failure(exc) from exc
-            self._stt_recorder = recorder
-            self._stt_pending = None
-            self._stt_error = None
-            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
-            if timeout is not None:
-                timer = self._runtime.spawn(self._stt_auto_stop, recorder, timeout)
-                with self._lock:
-                    self._stt_timer = timer
-
-    async def _stt_auto_stop(self, recorder: WavRecorder, timeout: float) -> None:
-        import anyio
-
-        from perso_sync._runtime import run_sync_off_loop
-
-        await anyio.sleep(timeout)
-        await run_sync_off_loop(self._auto_stop_stt, recorder)
-
-    def _auto_stop_stt(self, recorder: WavRecorder) -> None:
-        with self._stt_lock:
-            if self._stt_recorder is not recorder or not recorder.is_recording():
-                return
-            try:
-                self._stt_pending = recorder.stop()
-            except RecordingError as exc:  # the source failed: stop_process_stt raises it
-                self._stt_error = self._stt_failure(exc)
-            finally:
-                self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
-
-    def stop_process_stt(self, language: str | None = None) -> str:
-        """Stop the STT recording, transcribe it and return the text.
-
-        The WAV is kept in :attr:`last_recorded_audio_file`. Raises :class:`RecordingError`
-        ("STT recording has not been started" / "STT recording is not in progress") and
-        :class:`STTError` (also given to the error handler) when the request fails or the
-        recording source failed mid-way (its ``underlying_error`` is then the
-        :class:`RecordingError`).
-        """
-        self._ensure_blocking_call("stop_process_stt")
-        with self._stt_lock:
-            recorder = self._stt_recorder
-            if recorder is None:
-                raise RecordingError("STT recording has not been started")
-            pending, self._stt_pending = self._stt_pending, None
-            failed, self._stt_error = self._stt_error, None
-            with self._lock:
-                timer, self._stt_timer = self._stt_timer, None
-            if timer is not None:
-                timer.cancel()
-            if pending is not None:
-                wav = pending
-            elif failed is not None:
-                self._stt_recorder = None
-                raise failed  # the source failed after a timeout stop: already reported
-            elif recorder.is_recording():
-                try:
-                    wav = recorder.stop()
-                except RecordingError as exc:
-                    raise self._stt_failure(exc) from exc
-                finally:
-                    self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
-            else:
-                raise RecordingError("STT recording is not in progress")
-            self._last_recorded = wav
-        return self._transcribe_wav(wav, language).text
-
-    def is_stt_recording(self) -> bool:
-        """True while recording, or when a timed-out recording waits for
-        :meth:`stop_process_stt`."""
-        recorder = self._stt_recorder
-        return recorder is not None and (recorder.is_recording() or self._stt_pending is not None)
-
-    @property
-    def last_recorded_audio_file(self) -> bytes | None:
-        """The WAV bytes of the last STT recording, or None before the first one."""
-        return self._last_recorded
 
     def process_stf(
         self,
@@ -1224,17 +680,17 @@ class Session:
         self._ensure_blocking_call("process_stf")
         check_text("message", message, allow_blank=True)
         timeout = check_seconds("timeout", timeout)
-        if self._core is None:
+        if self._loop.core is None:
             raise STFError("processSTF requires WebRTC (STF mode)")
         try:
             with open_upload_source(file) as (reader, head, total):
                 fallback = sniff_audio_format(head) if head else None
                 audio_format = normalize_audio_format(format, fallback)
                 progress_hook = self._progress_hook(progress)
-                self._apply_state(lambda machine: machine.analyzing_up())
+                self._loop.apply_state(lambda machine: machine.analyzing_up())
                 try:
                     file_ref = self._runtime.call(
-                        self._upload_on_loop,
+                        self._loop.upload_stf,
                         reader,
                         total,
                         progress_hook,
@@ -1244,16 +700,16 @@ class Session:
                         timeout=timeout + _LOOP_CALL_MARGIN,
                     )
                 except BaseException as exc:
-                    self._apply_state(lambda machine: machine.analyzing_down())
+                    self._loop.apply_state(lambda machine: machine.analyzing_down())
                     if isinstance(exc, PersoTimeoutError):  # the loop never answered in time
                         raise STFError("File transfer timed out", exc) from exc
                     raise
         except STFError as exc:
-            self._report_error(exc, raised=True)
+            self._subscribers.report_error(exc, raised=True)
             raise
         if progress is not None:
             with contextlib.suppress(PersoError):
-                self._dispatcher.flush(_PROGRESS_FLUSH_TIMEOUT)
+                self._subscribers.dispatcher.flush(_PROGRESS_FLUSH_TIMEOUT)
         return file_ref
 
     def _progress_hook(
@@ -1261,374 +717,16 @@ class Session:
     ) -> Callable[[int, int | None], None] | None:
         if progress is None:
             return None
-        dispatcher = self._dispatcher
+        dispatcher = self._subscribers.dispatcher
 
         def on_progress(sent: int, total: int | None) -> None:  # on the loop: hand it off
             dispatcher.submit(progress, sent, total)
 
         return on_progress
 
-    async def _upload_on_loop(
-        self,
-        reader: BinaryIO,
-        total: int | None,
-        progress: Callable[[int, int | None], None] | None,
-        audio_format: str,
-        message: str,
-        upload_timeout: float,
-    ) -> str:
-        core = self._require_core("process_stf")
-        file_ref = await core.upload_file(
-            reader, total=total, progress=progress, timeout=upload_timeout
-        )
-        core.send("stf", {"message": message, "file_ref": file_ref, "format": audio_format})
-        return file_ref
-
-    def start_voice_chat(self, source: AudioSource | None = None) -> None:
-        """Deprecated legacy voice chat: send ``record-start``; the server records the audio the
-        session sends until :meth:`stop_voice_chat`. Use :meth:`start_process_stt`.
-
-        On a session opened with ``voice_chat=True`` the outgoing audio track plays ``source``
-        in real time from now on: ``None`` is the system microphone; any source
-        :meth:`perso_sync.WavRecorder.start` takes works (a path, audio bytes or a binary file
-        object of any format FFmpeg reads, an iterable of 16 kHz mono 16-bit PCM ``bytes`` or
-        ``av.AudioFrame`` items, an aiortc audio track). A finite source ends in silence;
-        :meth:`wait_voice_chat_sent` waits for its last frame. Without ``voice_chat=True`` the
-        session sends no audio (as the official SDK without ``enableVoiceChat``): only
-        ``record-start`` goes out, and a ``source`` raises :class:`InvalidInputError`.
-
-        RECORDING goes on. Raises :class:`STFError` on a REST-only session,
-        :class:`RecordingError` when voice chat already records (call :meth:`stop_voice_chat`
-        first), :class:`STTError` (also given to the error handler) when the source cannot be
-        opened (``underlying_error``: the :class:`RecordingError` of a microphone that cannot be
-        opened, or the :class:`perso_sync.errors.AudioFormatError` of a file that is not audio),
-        :class:`InvalidInputError` for a bad source argument or a path that names no file.
-        """
-        warnings.warn(
-            "start_voice_chat() is deprecated; use start_process_stt()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        self._ensure_open()
-        self._require_core("start_voice_chat")
-        uplink = self._uplink
-        if uplink is None:
-            if source is not None:
-                raise InvalidInputError(
-                    "start_voice_chat(source=...) needs a session opened with voice_chat=True: "
-                    "only then does the offer carry an outgoing audio track"
-                )
-            self._call_loop(self._send_on_loop, "record-start", {})
-            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
-            return
-        from perso_sync.audio import open_audio_source
-
-        with self._voice_lock:
-            if self._voice_recording:
-                raise RecordingError(
-                    "voice chat is already recording; call stop_voice_chat() first"
-                )
-            try:
-                opened = open_audio_source(source)
-            except (RecordingError, AudioFormatError) as exc:
-                raise self._stt_failure(exc) from exc
-            try:
-                feed = self._call_loop(self._start_voice_on_loop, uplink, opened)
-            except BaseException:
-                with contextlib.suppress(PersoError):
-                    self._runtime.call(opened.close, timeout=_LOOP_CALL_TIMEOUT)
-                raise
-            self._voice_recording = True
-            self._spawn(self._play_voice, feed)
-            self._apply_state(lambda machine: machine.set(ChatState.RECORDING, True))
-
-    async def _start_voice_on_loop(self, uplink: UplinkAudio, source: Any) -> Any:
-        # record-start first: the server records from it, then the source's audio follows.
-        self._require_core("start_voice_chat").send("record-start", {})
-        return uplink.play(source)
-
-    async def _play_voice(self, feed: Any) -> None:
-        failure = await feed.run()
-        if failure is not None:  # the source broke off: the server hears silence from here on
-            self._report_error(STTError(RecordingError(f"the voice chat source failed: {failure}")))
-
-    def wait_voice_chat_sent(self, timeout: float | None = None) -> bool:
-        """Block until the source of :meth:`start_voice_chat` has been sent in full.
-
-        True once a finite source (a file, audio bytes, a finite iterable) has ended and its
-        last frame went out, or at once when nothing plays; False after ``timeout`` seconds (a
-        live source, a microphone or a track, ends only with :meth:`stop_voice_chat`). Raises
-        :class:`SessionClosedError` when the session is or gets closed.
-        """
-        self._ensure_blocking_call("wait_voice_chat_sent")
-        timeout = check_timeout("timeout", timeout)
-        uplink = self._uplink
-        played = True if uplink is None else uplink.wait_played(timeout)
-        self._ensure_open()
-        return played
-
-    def stop_voice_chat(self, language: str | None = None) -> None:
-        """Deprecated legacy voice chat: the outgoing audio goes back to silence and
-        ``record-end-stt`` is sent; the server's ``stt`` text goes to the STT result callback if
-        set, else to :meth:`process_chat`. Use :meth:`stop_process_stt`."""
-        warnings.warn(
-            "stop_voice_chat() is deprecated; use stop_process_stt()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        self._ensure_open()
-        data: dict[str, Any] = {} if language is None else {"language": language}
-        with self._voice_lock:
-            self._call_loop(self._end_voice_chat_on_loop, data)
-            self._voice_recording = False
-
-    async def _end_voice_chat_on_loop(self, data: dict[str, Any]) -> None:
-        core = self._require_core("stop_voice_chat")
-        if self._uplink is not None:
-            self._uplink.stop()
-        self._apply_state(lambda machine: machine.analyzing_up())
-        self._apply_state(lambda machine: machine.set(ChatState.RECORDING, False))
-        try:
-            core.send("record-end-stt", data)
-        except BaseException:
-            self._apply_state(lambda machine: machine.analyzing_down())
-            raise
-
     # ------------------------------------------------------------------ the avatar's media
 
-    @property
-    def audio_track(self) -> Any:
-        """The avatar's remote aiortc audio track (None on a REST-only session). The session
-        drains it itself: use :meth:`record` rather than calling ``recv()``."""
-        return None if self._core is None else self._core.audio_track
-
-    @property
-    def video_track(self) -> Any:
-        """The avatar's remote aiortc video track (None on a REST-only session or with
-        ``receive_video=False``). Use :meth:`frames` or :meth:`record` to read it."""
-        return None if self._core is None else self._core.video_track
-
-    def frames(self, timeout: float | None = None) -> SyncStream[av.VideoFrame]:
-        """A sync iterator of the avatar's decoded video frames (``av.VideoFrame``) from now on.
-
-        A slow reader skips frames (at most two are buffered). ``timeout`` bounds each wait for
-        the next frame (:class:`PersoTimeoutError`). Ends when the session closes. Close it
-        (``with`` block, ``close()`` or ``break``) when done. Raises
-        :class:`InvalidInputError` when the session receives no video (REST-only or
-        ``receive_video=False``).
-        """
-        self._ensure_open()
-        timeout = check_timeout("timeout", timeout)
-        core = self._core
-        if core is None or core.video_track is None:
-            raise InvalidInputError(
-                "this session receives no video (REST-only, or receive_video=False)"
-            )
-        return self._runtime.iterate(core.subscribe_video_frames, item_timeout=timeout)
-
-    def latest_frame(self) -> av.VideoFrame | None:
-        """The most recent decoded video frame, or None (none yet, or no video)."""
-        self._ensure_open()
-        core = self._core
-        return None if core is None else core.latest_video_frame()
-
-    def record(self, path: str | os.PathLike[str]) -> MediaRecording:
-        """Record the avatar's audio and video to ``path`` until stopped or the session closes.
-
-        ``.wav`` records audio only; ``.mp4`` / ``.mkv`` / ... record audio and video. Encoding
-        runs on the runtime loop: keep the video size small when recording. Returns a
-        :class:`MediaRecording` (``stop()``, context manager). Raises :class:`RecordingError`
-        when a recording already runs or the file cannot be opened; WebRTC sessions only
-        (:class:`STFError` otherwise).
-        """
-        self._ensure_open()
-        target = os.fspath(path)
-        self._call_loop(self._start_recording_on_loop, target)
-        recording = MediaRecording(self, target)
-        with self._lock:
-            self._recording = recording
-        return recording
-
-    async def _start_recording_on_loop(self, path: str) -> None:
-        await self._require_core("record").start_recording(path)
-
-    def _stop_recording(self, timeout: float | None) -> None:
-        core = self._core
-        if core is None or self._closed or core.closed:
-            return  # closing the core finalized the file
-        with contextlib.suppress(SessionClosedError):
-            self._runtime.call(core.stop_recording, timeout=timeout)
-
-    # ------------------------------------------------------------------ loop side
-
-    def _on_server_message(self, msg_type: str, data: dict[str, Any]) -> None:
-        # ON the loop, from the core: never block here.
-        if self._message_callbacks:
-            self._deliver_message(msg_type, data)
-        if msg_type == "stf":
-            duration = data.get("duration")
-            if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-                _log.debug("stf without a numeric duration: %r", data)
-                duration = 0.0
-            try:
-                duration_ms = float(duration)
-            except OverflowError:  # an int too large for a float: the machine drops it
-                duration_ms = math.inf
-            self._apply_state(lambda machine: machine.on_stf(duration_ms, time.monotonic()))
-            if self._timer_wake is not None:
-                self._timer_wake.set()
-        elif msg_type == "stt":
-            self._apply_state(lambda machine: machine.analyzing_down())
-            text = data.get("text")
-            text = text if isinstance(text, str) else ""
-            with self._lock:
-                callback = self._stt_callback.current
-            if callback is not None:
-                self._dispatcher.submit(callback, text)
-            elif text.strip():
-                self._spawn(self._voice_chat_turn, text)
-        elif msg_type == "stt-error":
-            self._apply_state(lambda machine: machine.analyzing_down())
-        else:
-            _log.debug("ignoring server message %r", msg_type)
-
-    async def _voice_chat_turn(self, text: str) -> None:
-        try:
-            await self._chat_turn(text)
-        except SessionClosedError:
-            return
-        except PersoError as exc:
-            self._report_error(exc)
-
-    async def _speaking_timer(self) -> None:
-        # The one SPEAKING timer of the session: sleep until the machine's deadline, tick, and
-        # start over whenever an stf moves the deadline (it may move earlier or later).
-        import anyio
-
-        while True:
-            wake = self._timer_wake
-            assert wake is not None
-            with self._lock:
-                deadline = self._machine.deadline()
-            if deadline is None:
-                await wake.wait()
-            else:
-                delay = deadline - time.monotonic()
-                if delay <= 0:
-                    self._apply_state(lambda machine: machine.tick(time.monotonic()))
-                    continue
-                with anyio.move_on_after(delay):
-                    await wake.wait()
-            if wake.is_set():
-                self._timer_wake = anyio.Event()
-
-    async def _heartbeat(self) -> None:
-        import anyio
-
-        from perso_sync._runtime import run_sync_off_loop
-
-        while True:
-            await anyio.sleep(self._heartbeat_interval)
-            try:
-                await run_sync_off_loop(
-                    self._client.create_session_event,
-                    self._session_id,
-                    SessionEvent.SESSION_DURING,
-                )
-            except PersoError as exc:
-                self._report_error(exc)
-                self._finish_close(False, *_LOST)
-                return
-
-    async def _chat_turn(self, message: str) -> str:
-        import anyio
-
-        spoken: list[str] = []
-
-        def on_delta(text: str) -> None:
-            spoken.append(text)
-            speech = text.strip()  # emoji already removed; sent trimmed, empty ones skipped
-            if self._core is not None and speech:
-                try:
-                    self._speak_now(speech)
-                except PersoError as exc:
-                    self._report_error(exc)
-
-        def on_log(text: str, is_user: bool) -> None:
-            self._append_chat_log(text, is_user=is_user)
-
-        with anyio.CancelScope() as scope:
-            if self._closed:
-                raise SessionClosedError(f"session {self._session_id} is closed")
-            self._turn_scopes.add(scope)
-            try:
-                return await self._processor.run_chat_turn(
-                    message,
-                    on_delta=on_delta,
-                    on_state=self._llm_state_changed,
-                    on_log=on_log,
-                    history=self._chat_history,
-                )
-            finally:
-                self._turn_scopes.discard(scope)
-        if self._closed:
-            raise SessionClosedError(f"session {self._session_id} closed during the chat turn")
-        return "".join(spoken)  # cancelled by clear_buffer: what was said so far
-
-    async def _speak(self, text: str) -> None:
-        self._speak_now(text)
-
-    def _speak_now(self, text: str) -> None:
-        # On the loop: ANALYZING counts this ttstf until the server's stf answers it.
-        core = self._require_core("speech")
-        self._apply_state(lambda machine: machine.analyzing_up())
-        try:
-            core.send("ttstf", {"message": text})
-        except BaseException:
-            self._apply_state(lambda machine: machine.analyzing_down())
-            raise
-
-    async def _send_on_loop(self, msg_type: str, data: dict[str, Any]) -> None:
-        self._require_core(msg_type).send(msg_type, data)
-
-    async def _clear_on_loop(self) -> None:
-        # Cancel turns first: nothing they would still say may slip in after clear-buffer.
-        self._cancel_turns_on_loop()
-        core = self._core
-        if core is not None:
-            core.send("clear-buffer", {})
-        self._apply_state(lambda machine: machine.clear())
-        if self._timer_wake is not None:
-            self._timer_wake.set()
-
     # ------------------------------------------------------------------ helpers
-
-    def _ensure_open(self) -> None:
-        self._check_owner()
-        if self._closed or self._closing:
-            raise SessionClosedError(f"session {self._session_id} is closed")
-
-    def _check_owner(self) -> None:
-        # After os.fork() the child has this object but neither the runtime thread nor the
-        # connection behind it: refuse at once instead of waiting on a loop that is not there.
-        if os.getpid() != self._pid:
-            from perso_sync.errors import RuntimeUsageError
-
-            raise RuntimeUsageError(
-                f"session {self._session_id} belongs to the parent process (pid {self._pid}); "
-                "a forked child must open its own session"
-            )
-
-    def _ensure_blocking_call(self, what: str) -> None:
-        # For the methods that block the calling thread (REST, waits): refused on the loop.
-        self._ensure_open()
-        refuse_loop_thread(f"Session.{what}()")
-
-    def _require_core(self, what: str) -> WebRtcCore:
-        core = self._core
-        if core is None:
-            raise STFError(f"{what} requires WebRTC (STF mode); this is a REST-only session")
-        return core
 
     def _speech_text(self, message: str) -> str:
         from perso_sync._emoji import remove_emoji
@@ -1638,104 +736,8 @@ class Session:
         text = remove_emoji(message).strip()
         if not text:
             raise InvalidInputError("message has nothing to speak once emoji are removed")
-        self._require_core("speech")
+        self._loop.require_core("speech")
         return text
-
-    def _call_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self._runtime.call(fn, *args, timeout=_LOOP_CALL_TIMEOUT)
-
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
-        future: concurrent.futures.Future[Any] = self._runtime.spawn(fn, *args)
-        with self._lock:
-            if self._closed:
-                future.cancel()
-                return
-            self._tasks.add(future)
-        future.add_done_callback(self._task_done)
-
-    def _task_done(self, future: concurrent.futures.Future[Any]) -> None:
-        with self._lock:
-            self._tasks.discard(future)
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            _log.error("session %s background task failed", self._session_id, exc_info=error)
-            self._report_error(error)
-
-    def _apply_state(
-        self, change: Callable[[ChatStateMachine], frozenset[ChatState] | None]
-    ) -> None:
-        # Any thread. The lock keeps the machine consistent and the notifications in the order
-        # of the changes; the dispatcher runs the subscribers later, off the loop.
-        with self._lock:
-            active = change(self._machine)
-            if active is None or self._closed:
-                return
-            for callback in self._state_subscribers.values():
-                self._dispatcher.submit(callback, active)
-            self._idle.notify_all()
-
-    def _set_state(self, state: ChatState, on: bool) -> None:
-        self._apply_state(lambda machine: machine.set(state, on))
-
-    def _llm_state_changed(self, add: ChatState | None, remove: ChatState | None) -> None:
-        # Any thread. Concurrent turns (process_chat and process_llm alike) share one LLM state:
-        # it is off only once every turn is done.
-        with self._lock:
-            if add is ChatState.LLM:
-                self._llm_turns += 1
-            elif remove is ChatState.LLM:
-                self._llm_turns = max(0, self._llm_turns - 1)
-                if self._llm_turns:
-                    return
-            for state, on in ((add, True), (remove, False)):
-                if state is not None:
-                    self._set_state(state, on)
-
-    def _append_chat_log(self, text: str, *, is_user: bool) -> None:
-        entry = Chat(is_user=is_user, text=text, timestamp=_dt.datetime.now(_dt.timezone.utc))
-        with self._lock:
-            self._chat_log.insert(0, entry)  # newest first, as in the official SDK
-            if self._closed:
-                return
-            for callback in self._log_subscribers.values():
-                self._dispatcher.submit(callback, list(self._chat_log))
-
-    def _register(
-        self, table: dict[int, Any], callback: Callable[..., object]
-    ) -> Callable[[], None]:
-        if not callable(callback):
-            raise InvalidInputError("callback must be callable")
-        with self._lock:
-            self._ensure_open()
-            key = next(self._ids)
-            table[key] = callback
-
-        def remove() -> None:
-            with self._lock:
-                table.pop(key, None)
-
-        return remove
-
-    def _report_error(self, error: BaseException, *, raised: bool = False) -> None:
-        # ``raised``: the caller gets the error too, so without a handler it is not news.
-        with self._lock:
-            handler = self._error_handler.current
-        if handler is None:
-            level = logging.DEBUG if raised else logging.WARNING
-            _log.log(level, "session %s: %s", self._session_id, error)
-            return
-        self._dispatcher.submit(handler, error)
-
-    def _on_callback_error(self, error: BaseException) -> None:
-        # Runs in the dispatcher's worker thread; the dispatcher logs a raising handler.
-        with self._lock:
-            handler = self._error_handler.current
-        if handler is None:
-            _log.error("a callback of session %s raised", self._session_id, exc_info=error)
-            return
-        handler(error)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1767,13 +769,3 @@ def _check_size(width: object, height: object) -> None:
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InvalidInputError(f"{name} must be a positive integer, not {value!r}")
-
-
-def _resample_or_keep(audio: bytes) -> bytes:
-    from perso_sync.audio import TTS_TARGET_SAMPLE_RATE, resample_wav
-
-    try:
-        return resample_wav(audio, TTS_TARGET_SAMPLE_RATE)
-    except Exception as exc:  # noqa: BLE001 -- documented fallback: the original audio
-        _log.debug("TTS resample failed, returning the original audio: %s", exc)
-        return audio

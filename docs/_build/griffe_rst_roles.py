@@ -30,8 +30,24 @@ def _resolve(scope: griffe.Object, target: str) -> str | None:
         if head in scope.modules_collection:
             base = head
         else:
-            return None
+            inherited = _inherited_member(scope, head)
+            if inherited is None:
+                return None
+            base = inherited
     return f"{base}.{rest}" if rest else base
+
+
+def _inherited_member(scope: griffe.Object, name: str) -> str | None:
+    """``name`` as a member a class (the scope, or the class of a method) inherits, as Sphinx
+    resolves it: ``Session`` documents the methods of its private base class as its own."""
+    owner = scope if scope.is_class else scope.parent
+    if not isinstance(owner, griffe.Class):
+        return None
+    try:
+        members = owner.all_members
+    except griffe.AliasResolutionError:
+        return None
+    return f"{owner.path}.{name}" if name in members else None
 
 
 def _is_private(path: str) -> bool:

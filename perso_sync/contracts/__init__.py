@@ -10,7 +10,20 @@ refreshed against a real server with the record mode::
 
 from __future__ import annotations
 
-from perso_sync.contracts._format import (
+from perso_sync.contracts._files import (
+    iter_contracts,
+    load_contract_file,
+    load_contracts,
+    parse_contract_file,
+)
+from perso_sync.contracts._match import (
+    Mismatch,
+    check_outcome,
+    check_request,
+    check_response,
+    compare,
+)
+from perso_sync.contracts._model import (
     FORMAT_ID,
     REDACTED,
     Contract,
@@ -19,16 +32,7 @@ from perso_sync.contracts._format import (
     Expectation,
     Interaction,
     Matcher,
-    Mismatch,
     ProviderState,
-    check_outcome,
-    check_request,
-    check_response,
-    compare,
-    iter_contracts,
-    load_contract_file,
-    load_contracts,
-    parse_contract_file,
 )
 
 __all__ = [

@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 
 from perso_sync._endpoints import DEFAULT_API_SERVER
-from perso_sync.contracts._format import ContractFormatError, load_contracts
+from perso_sync.contracts._files import load_contracts
+from perso_sync.contracts._model import ContractFormatError
 from perso_sync.errors import PersoError
 
 API_KEY_ENV = "PERSO_INTERACTIVE_API_KEY"

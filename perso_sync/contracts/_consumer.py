@@ -23,17 +23,15 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 
 from perso_sync._endpoints import ice_servers, session_event, session_info
-from perso_sync.contracts._format import (
-    Contract,
-    Expectation,
-    Interaction,
+from perso_sync.contracts._files import decode_bytes_args
+from perso_sync.contracts._match import (
     Mismatch,
     ObservedRequest,
     check_outcome,
     check_request,
     compare,
-    decode_bytes_args,
 )
+from perso_sync.contracts._model import Contract, Expectation, Interaction
 
 __all__ = ["CONSUMER_API_KEY", "CONSUMER_API_SERVER", "FakePlatform", "run_consumer"]
 
@@ -279,7 +277,7 @@ _CLIENT_CALLS: dict[str, Callable[[Any, str, Mapping[str, Any]], Any]] = {
 def _converse(session: Any, platform: FakePlatform, args: Mapping[str, Any]) -> dict[str, Any]:
     """``session.converse``: the turns in order on one REST-only session; the result is each
     turn's reply, the LLM history (``get_message_history``) and the chat log (newest first)."""
-    from perso_sync.contracts._format import to_plain
+    from perso_sync.contracts._match import to_plain
 
     # The session's own processor, pointed at the fake platform (the harness's only seam).
     session._processor._transport = _httpx_transport(platform)
@@ -353,7 +351,7 @@ def llm_turn_view(processor: Any, args: Mapping[str, Any]) -> dict[str, Any]:
     compared with): ``final_message`` (the ``finish=True`` message, or None), ``tool_calls`` and
     ``tool_results`` (in order) and ``history`` (the processor's history afterwards). An ``error``
     chunk raises its ``LLMError``, so ``raises`` expectations work as for any call."""
-    from perso_sync.contracts._format import to_plain
+    from perso_sync.contracts._match import to_plain
 
     final: str | None = None
     tool_calls: list[Any] = []

@@ -24,14 +24,8 @@ from typing import Any
 
 import attrs
 
-from perso_sync.contracts._format import (
-    REDACTED,
-    Contract,
-    Interaction,
-    Mismatch,
-    ProviderState,
-    check_response,
-)
+from perso_sync.contracts._match import Mismatch, check_response
+from perso_sync.contracts._model import REDACTED, Contract, Interaction, ProviderState
 
 __all__ = ["PROVIDER_STATES", "ProviderSetup", "UnknownProviderStateError", "run_provider"]
 

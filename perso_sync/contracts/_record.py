@@ -32,16 +32,9 @@ import attrs
 
 from perso_sync._endpoints import SENSITIVE_HEADERS
 from perso_sync.audio import encode_wav
-from perso_sync.contracts._format import (
-    REDACTED,
-    ObservedRequest,
-    _split_multipart,
-    dump_contract_file,
-    exception_view,
-    parse_contract_file,
-    parse_sse_body,
-    to_plain,
-)
+from perso_sync.contracts._files import dump_contract_file, parse_contract_file
+from perso_sync.contracts._match import ObservedRequest, _split_multipart, exception_view, to_plain
+from perso_sync.contracts._model import REDACTED, parse_sse_body
 
 __all__ = [
     "MIN_KEY_LENGTH",
