@@ -153,24 +153,28 @@ class _TurnWatch:
             tools.cancel()
 
     def _shut(self) -> bool:
-        """Shut the turn's socket down; False while its connection has none yet."""
+        """Shut the turn's socket down; False while its connection has none yet.
+
+        Under the lock, as :meth:`detach` is: once the response hands its connection back to
+        the pool (which detaches first), another turn may read on that socket, so a cut racing
+        with the end of the stream must shut it before that or not at all.
+        """
         with self._lock:
             sock, connection = self._sock, self._connection
-        if sock is None and connection is not None:
-            sock = getattr(connection, "sock", None)
-            if sock is None:
-                return False
-        if sock is not None:
-            _deadlines.shut_socket(sock)
+            if sock is None and connection is not None:
+                sock = getattr(connection, "sock", None)
+                if sock is None:
+                    return False
+            if sock is not None:
+                _deadlines.shut_socket(sock)
         return True
 
     def attach_socket(self, sock: object) -> None:
         """The socket the turn now reads from (None: none to cut, e.g. a mock transport)."""
         with self._lock:
             self._sock = sock
-            cut = self.ended is not None
-        if cut and sock is not None:
-            _deadlines.shut_socket(sock)
+            if self.ended is not None and sock is not None:
+                _deadlines.shut_socket(sock)
 
     def attach(self, connection: Any) -> None:
         """The pooled connection (urllib3's) the turn's request now goes out on: its socket is
@@ -467,6 +471,17 @@ class _RequestsReader:
             sock = getattr(response.raw.connection, "sock", None)
         if sock is not None:
             watch.attach_socket(sock)
+        # urllib3 hands the connection back to the pool inside the read that reaches the end of
+        # the body: the watch lets go of it first, so a late cut cannot shut a socket that
+        # another turn may already be using.
+        raw = response.raw
+        release = raw.release_conn
+
+        def release_after_detaching() -> None:
+            watch.detach()
+            release()
+
+        raw.release_conn = release_after_detaching  # type: ignore[method-assign]
         return cls(response)
 
     @staticmethod

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from perso_sync._endpoints import USER_AGENT
 from perso_sync._llm_turn import Done, Failed, LlmTurn, RunTools, TurnStep
 from perso_sync._validate import json_body
 from perso_sync.errors import (
@@ -52,6 +53,7 @@ CLOSE_TIMEOUT = 2.0  # bound on closing a response while being cancelled
 REQUEST_HEADERS: Mapping[str, str] = {
     "Content-Type": "application/json",
     "Accept": "text/event-stream",
+    "User-Agent": USER_AGENT,
 }
 
 

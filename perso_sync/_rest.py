@@ -52,10 +52,14 @@ import urllib3.poolmanager
 from requests.adapters import HTTPAdapter
 
 from perso_sync import _deadlines
-from perso_sync._endpoints import API_KEY_HEADER, SENSITIVE_HEADERS, normalize_api_server
+from perso_sync._endpoints import (
+    API_KEY_HEADER,
+    SENSITIVE_HEADERS,
+    USER_AGENT,
+    normalize_api_server,
+)
 from perso_sync._error_map import BODY_EXCERPT_CHARS, UNKNOWN_ERROR, api_error_from_response
 from perso_sync._validate import refuse_loop_thread
-from perso_sync._version import __version__
 from perso_sync.errors import (
     ApiError,
     ClientClosedError,
@@ -507,7 +511,7 @@ class RestTransport:
             raise ClientClosedError("this PersoClient is closed; create a new one")
         # A blocking HTTP call on the runtime's loop (an async tool) would stall every session.
         refuse_loop_thread(f"{method} {path}")
-        headers = {"Accept": "application/json", "User-Agent": f"perso_sync/{__version__}"}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if account:
             self.require_api_key()
             assert self._api_key is not None

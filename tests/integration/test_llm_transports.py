@@ -129,10 +129,9 @@ def test_both_readers_send_the_same_bytes_and_headers() -> None:
     assert req_head.split(b"\r\n")[0] == httpx_head.split(b"\r\n")[0]  # POST, path, HTTP/1.1
     assert req_body == httpx_body  # byte for byte
     requests_headers, httpx_headers = _headers(req_head), _headers(httpx_head)
-    # The same set of headers; only the library's own User-Agent differs.
-    assert requests_headers.keys() == httpx_headers.keys()
-    for name in requests_headers.keys() - {"user-agent"}:
-        assert requests_headers[name] == httpx_headers[name], name
+    # The same headers, our own User-Agent (as REST calls send) included.
+    assert requests_headers == httpx_headers
+    assert requests_headers["user-agent"] == f"perso_sync/{perso.__version__}"
     assert requests_headers["content-type"] == "application/json"
     assert requests_headers["accept"] == "text/event-stream"
 

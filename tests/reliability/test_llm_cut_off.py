@@ -268,3 +268,45 @@ def test_the_turn_timeout_while_waiting_for_the_response_headers(
     assert isinstance(chunks[0], ErrorChunk)
     assert "turn took longer" in str(chunks[0].error)
     wait_until(lambda: headless_server.open_connections == 0, what="the connection closed")
+
+
+def test_an_abort_landing_as_a_stream_ends_spares_the_next_turn_on_its_connection(
+    perso_mock: MockPersoServer, no_leaks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The end of turn A's body hands its connection back to the pool; turn B (another thread)
+    # takes it and reads its own stream on it. An abort of A landing right then must not shut
+    # the socket B now reads from. The pool's hand-back is where the test steps in: it starts
+    # B, waits until B's request is out, then aborts A, all before A's read returns.
+    import urllib3
+
+    sid = perso_mock.create_session_id()
+    perso_mock.set_llm_script(sid, LlmScript(delay=0.05))  # B's answer takes a while
+    abort_a = perso_sync.AbortSignal()
+    b_chunks: list[Any] = []
+    b_threads: list[threading.Thread] = []
+    put_conn = urllib3.HTTPConnectionPool._put_conn
+
+    def turn_b() -> None:
+        with perso_sync.LlmProcessor(api_server=perso_mock.url, session_id=sid) as processor:
+            b_chunks.extend(processor.process_llm("second turn"))
+
+    def hand_back_then_race(pool: Any, conn: Any) -> None:
+        put_conn(pool, conn)
+        if b_threads:
+            return
+        b_threads.append(threading.Thread(target=turn_b))
+        b_threads[0].start()
+        wait_until(lambda: len(perso_mock.journal.requests(endpoint="llm", session_id=sid)) == 2)
+        abort_a.abort()
+
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "_put_conn", hand_back_then_race)
+    with perso_sync.LlmProcessor(api_server=perso_mock.url, session_id=sid) as processor:
+        list(processor.process_llm("first turn", abort=abort_a))
+    assert b_threads, "turn A never handed its connection back"
+    b_threads[0].join(10)
+    assert not b_threads[0].is_alive()
+    assert not any(isinstance(chunk, ErrorChunk) for chunk in b_chunks), b_chunks
+    final = b_chunks[-1]
+    assert isinstance(final, MessageChunk)
+    assert final.finish
+    assert final.message.endswith("You said: second turn")
