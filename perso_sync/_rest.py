@@ -47,6 +47,7 @@ import attrs
 import requests
 import tenacity
 import urllib3
+import urllib3.connection
 import urllib3.exceptions
 import urllib3.poolmanager
 from requests.adapters import HTTPAdapter
@@ -298,21 +299,44 @@ class _ExchangeWatch:
     (``_DeadlinePoolMixin`` tells it which): the blocked read returns at once, ``requests``
     raises, and ``expired`` tells the error mapping that this was the deadline, not the server
     hanging up.
+
+    The watch keeps the socket object itself as soon as the connection has one (a reused
+    connection when the pool gives it out, a new one once it has connected): an answer with
+    ``Connection: close`` makes urllib3 hand the socket over to the response with the headers
+    (the connection's ``sock`` is None from then on), and the body still has to be cut off.
+    It holds the socket object, never its descriptor number: once closed, a Python socket has
+    no descriptor (-1), so a late shutdown fails harmlessly instead of reaching a descriptor
+    the process has since reused.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
         self._connection: Any = None
+        self._sock: object = None  # the connection's socket, kept past a hand-over
+        self._released = False  # the connection went back to the pool: nothing left to cut
         self._finished = False
         self._lock = threading.Lock()
         _deadlines.watch(self, time.monotonic() + seconds)
 
     def attach(self, connection: Any) -> None:
         with self._lock:
+            if self._finished:
+                return
             self._connection = connection
+            self._sock = getattr(connection, "sock", None)  # None until a new one connects
+            self._released = False
             if self.expired:
                 self._shut()
+
+    def release(self, connection: Any) -> None:
+        """``connection`` goes back to the pool (the exchange's thread): from now on another
+        exchange may read on its socket, which a late deadline must not shut."""
+        with self._lock:
+            if connection is None or connection is not self._connection:
+                return
+            self._connection = self._sock = None
+            self._released = True
 
     def expire(self, now: float) -> float | None:
         """The deadline passed (the watcher's thread). No socket to shut yet: look again soon."""
@@ -325,9 +349,16 @@ class _ExchangeWatch:
             return None if self._shut() else now + _NO_SOCKET_YET_RETRY
 
     def _shut(self) -> bool:
-        sock = getattr(self._connection, "sock", None)
+        # Under the lock (attach, release and finish change what there is to shut).
+        if self._released:
+            return True
+        sock = self._sock
         if sock is None:
-            return False
+            # A new connection still connecting: its plain socket may be there already (the
+            # TLS handshake runs on it), and shutting it ends the handshake.
+            sock = getattr(self._connection, "sock", None)
+            if sock is None:
+                return False
         _deadlines.shut_socket(sock)
         return True
 
@@ -339,7 +370,9 @@ class _ExchangeWatch:
         """Stop watching: the deadline no longer applies (the watcher drops it when due)."""
         with self._lock:
             self._finished = True
-            self._connection = None  # a finished watch must not keep a pooled connection alive
+            # A finished watch stays in the deadline heap until due: it must not keep a pooled
+            # connection or a socket alive meanwhile.
+            self._connection = self._sock = None
         _deadlines.forget()
 
 
@@ -347,11 +380,13 @@ class ConnectionWatch(Protocol):
     """What learns the connection an exchange got from the pool (:func:`connection_watched`)."""
 
     def attach(self, connection: Any) -> None:
-        """``connection`` (urllib3's, maybe not connected yet) now carries the exchange."""
+        """``connection`` (urllib3's) now carries the exchange: called when the pool gives it
+        out (connected or not yet), and again, same connection, right after it connects."""
 
 
 class _DeadlinePoolMixin:
-    """Tells the exchange running on this thread which connection it got from the pool."""
+    """Tells the exchange running on this thread which connection it got from the pool, and
+    (an exchange of this module) when that connection goes back to the pool."""
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         connection = super()._get_conn(timeout)  # type: ignore[misc]
@@ -360,13 +395,38 @@ class _DeadlinePoolMixin:
             watch.attach(connection)
         return connection
 
+    def _put_conn(self, conn: Any) -> None:
+        watch = getattr(_watching, "current", None)
+        if isinstance(watch, _ExchangeWatch):
+            watch.release(conn)
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _DeadlineConnectionMixin:
+    """Tells the exchange running on this thread that its connection has just connected, so
+    that its watch keeps the socket before the response may take it over."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        watch: ConnectionWatch | None = getattr(_watching, "current", None)
+        if watch is not None:
+            watch.attach(self)
+
+
+class _DeadlineHTTPConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnection):
+    pass
+
 
 class _DeadlineHTTPPool(_DeadlinePoolMixin, urllib3.HTTPConnectionPool):
-    pass
+    ConnectionCls = _DeadlineHTTPConnection
 
 
 class _DeadlineHTTPSPool(_DeadlinePoolMixin, urllib3.HTTPSConnectionPool):
-    pass
+    ConnectionCls = _DeadlineHTTPSConnection
 
 
 _DEADLINE_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}

@@ -216,6 +216,54 @@ def test_concurrent_deadlines_all_fire_from_one_thread(
     assert max(watchers_seen) == 1
 
 
+def _headers_with_connection_close_then_a_dripped_body() -> Iterator[bytes]:
+    # "Connection: close": urllib3 hands the socket over from the pooled connection to the
+    # response as soon as the headers arrive. The body is valid JSON (an empty list padded with
+    # whitespace) so that sitting it out would end in success, not in an error.
+    body = b"[" + b" " * (BODY_DRIPPED_BYTES - 2) + b"]"
+    yield (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    for byte in body:
+        yield bytes([byte])
+
+
+#: Bytes of the dripped body: at DRIP_INTERVAL apart, ~37 s for the whole of it.
+BODY_DRIPPED_BYTES = 150
+
+
+def test_the_deadline_holds_when_the_server_closes_after_the_answer(
+    raw_server: Callable[..., RawServer],
+) -> None:
+    """A server that answers with "Connection: close" and drips its body: the connection gives
+    its socket up to the response with the headers, and the deadline still cuts the body off
+    (each read is far shorter than the read timeout, so only the deadline can end it)."""
+    server = raw_server(_headers_with_connection_close_then_a_dripped_body, DRIP_INTERVAL)
+    timeout = perso_sync.HttpTimeout(connect=5.0, read=10.0, total=1.0)
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(client.get_prompts())
+        except perso_sync.PersoError as exc:
+            outcome.append(exc)
+
+    with perso_sync.PersoClient(
+        api_key="k" * 20, api_server=server.url, timeout=timeout, max_retries=0
+    ) as client:
+        caller = threading.Thread(target=call, name="test-deadline-caller")
+        caller.start()
+        caller.join(15)  # a bound on a hang only: the deadline ends the call long before
+        assert not caller.is_alive(), "the call outlived its deadline (and its join)"
+    assert len(outcome) == 1
+    error = outcome[0]
+    assert isinstance(error, perso_sync.PersoTimeoutError), error
+    assert "whole exchange" in str(error)
+    assert "1.0 s" in str(error)
+    assert not server.sent_complete.is_set()  # the client gave up; it did not sit it out
+
+
 # -- row 14: a malformed answer is the server's fault ----------------------------------------
 
 
