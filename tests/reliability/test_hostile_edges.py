@@ -18,10 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import urllib3
 from _reliability import interrupt_main_when, main_thread_blocked_in
+from _wait import wait_until
 
 import perso_sync
 from mock_server import MockPersoServer
+from perso_sync import _rest
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -262,6 +266,61 @@ def test_the_deadline_holds_when_the_server_closes_after_the_answer(
     assert "whole exchange" in str(error)
     assert "1.0 s" in str(error)
     assert not server.sent_complete.is_set()  # the client gave up; it did not sit it out
+
+
+def test_a_deadline_passing_after_the_hand_back_spares_the_next_call_on_that_connection(
+    perso_mock: MockPersoServer, no_leaks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Call A's body ends and its keep-alive connection goes back to the pool; call B (another
+    thread) takes it and waits for its answer on that socket. A's deadline passing before A's
+    call returns must not shut the socket B is reading from. The pool's hand-back is where the
+    test steps in: it starts B, waits until B's request is at the server, then until A's
+    deadline has passed (the deadline thread), all before A's call returns."""
+    # Two clients on one connection pool: A with a short deadline, B with a long one.
+    shared = _rest.mount_deadline_adapters(requests.Session())
+    perso_mock.faults.delay("prompts", 4.0)  # B's answer: well after A's deadline
+    outcome: dict[str, object] = {}
+    b_threads: list[threading.Thread] = []
+    put_conn = urllib3.HTTPConnectionPool._put_conn
+
+    def call_b() -> None:
+        with perso_sync.PersoClient(
+            api_key=perso_mock.api_key,
+            api_server=perso_mock.url,
+            timeout=perso_sync.HttpTimeout(connect=5.0, read=15.0, total=15.0),
+            max_retries=0,
+            session=shared,
+        ) as client_b:
+            try:
+                outcome["b"] = client_b.get_prompts()
+            except perso_sync.PersoError as exc:
+                outcome["b"] = exc
+
+    def hand_back_then_race(pool: Any, conn: Any) -> None:
+        watch_a = _rest._watching.current  # A's thread, still inside A's exchange
+        put_conn(pool, conn)
+        if b_threads:
+            return
+        b_threads.append(threading.Thread(target=call_b, name="test-call-b"))
+        b_threads[0].start()
+        wait_until(lambda: perso_mock.journal.requests(endpoint="prompts"), what="B's request")
+        wait_until(lambda: watch_a.expired, what="A's deadline")
+
+    monkeypatch.setattr(urllib3.HTTPConnectionPool, "_put_conn", hand_back_then_race)
+    with perso_sync.PersoClient(
+        api_key=perso_mock.api_key,
+        api_server=perso_mock.url,
+        timeout=perso_sync.HttpTimeout(connect=5.0, read=15.0, total=2.0),
+        max_retries=0,
+        session=shared,
+    ) as client_a:
+        outcome["a"] = client_a.get_llms()
+    assert b_threads, "call A never handed its connection back"
+    b_threads[0].join(20)  # a bound on a hang only
+    assert not b_threads[0].is_alive()
+    shared.close()
+    assert isinstance(outcome["a"], list)
+    assert isinstance(outcome["b"], list), outcome["b"]  # not a connection cut under B
 
 
 # -- row 14: a malformed answer is the server's fault ----------------------------------------
