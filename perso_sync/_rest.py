@@ -300,13 +300,10 @@ class _ExchangeWatch:
     raises, and ``expired`` tells the error mapping that this was the deadline, not the server
     hanging up.
 
-    The watch keeps the socket object itself as soon as the connection has one (a reused
-    connection when the pool gives it out, a new one once it has connected): an answer with
-    ``Connection: close`` makes urllib3 hand the socket over to the response with the headers
-    (the connection's ``sock`` is None from then on), and the body still has to be cut off.
-    It holds the socket object, never its descriptor number: once closed, a Python socket has
-    no descriptor (-1), so a late shutdown fails harmlessly instead of reaching a descriptor
-    the process has since reused.
+    It keeps the socket as soon as the connection has one (reused, or just connected): with
+    ``Connection: close`` urllib3 hands it to the response with the headers (``sock`` is None
+    from then on). The socket object, never its descriptor number: a closed one has none (-1),
+    so a late shutdown fails harmlessly rather than reach a descriptor reused since.
     """
 
     def __init__(self, seconds: float) -> None:
@@ -323,20 +320,16 @@ class _ExchangeWatch:
         with self._lock:
             if self._finished:
                 return
-            self._connection = connection
+            self._connection, self._released = connection, False
             self._sock = getattr(connection, "sock", None)  # None until a new one connects
-            self._released = False
             if self.expired:
                 self._shut()
 
     def release(self, connection: Any) -> None:
-        """``connection`` goes back to the pool (the exchange's thread): from now on another
-        exchange may read on its socket, which a late deadline must not shut."""
+        """``connection`` goes back to the pool: another exchange may read on it from now on."""
         with self._lock:
-            if connection is None or connection is not self._connection:
-                return
-            self._connection = self._sock = None
-            self._released = True
+            if connection is not None and connection is self._connection:
+                self._connection, self._sock, self._released = None, None, True
 
     def expire(self, now: float) -> float | None:
         """The deadline passed (the watcher's thread). No socket to shut yet: look again soon."""
@@ -348,14 +341,11 @@ class _ExchangeWatch:
             # pool: the watcher looks again shortly rather than let the exchange run unbounded.
             return None if self._shut() else now + _NO_SOCKET_YET_RETRY
 
-    def _shut(self) -> bool:
-        # Under the lock (attach, release and finish change what there is to shut).
+    def _shut(self) -> bool:  # under the lock: attach, release and finish change the socket
         if self._released:
             return True
         sock = self._sock
-        if sock is None:
-            # A new connection still connecting: its plain socket may be there already (the
-            # TLS handshake runs on it), and shutting it ends the handshake.
+        if sock is None:  # still connecting: the TLS handshake runs on the plain socket
             sock = getattr(self._connection, "sock", None)
             if sock is None:
                 return False
@@ -370,8 +360,7 @@ class _ExchangeWatch:
         """Stop watching: the deadline no longer applies (the watcher drops it when due)."""
         with self._lock:
             self._finished = True
-            # A finished watch stays in the deadline heap until due: it must not keep a pooled
-            # connection or a socket alive meanwhile.
+            # It stays in the heap until due: it must not keep a connection or socket alive.
             self._connection = self._sock = None
         _deadlines.forget()
 
@@ -385,8 +374,7 @@ class ConnectionWatch(Protocol):
 
 
 class _DeadlinePoolMixin:
-    """Tells the exchange running on this thread which connection it got from the pool, and
-    (an exchange of this module) when that connection goes back to the pool."""
+    """Tells this thread's exchange the connection it took from, and gave back to, the pool."""
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         connection = super()._get_conn(timeout)  # type: ignore[misc]
@@ -403,8 +391,7 @@ class _DeadlinePoolMixin:
 
 
 class _DeadlineConnectionMixin:
-    """Tells the exchange running on this thread that its connection has just connected, so
-    that its watch keeps the socket before the response may take it over."""
+    """Tells the exchange on this thread that its connection has just connected (its socket)."""
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
@@ -413,12 +400,10 @@ class _DeadlineConnectionMixin:
             watch.attach(self)
 
 
-class _DeadlineHTTPConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPConnection):
-    pass
+class _DeadlineHTTPConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPConnection): ...
 
 
-class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnection):
-    pass
+class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, urllib3.connection.HTTPSConnection): ...
 
 
 class _DeadlineHTTPPool(_DeadlinePoolMixin, urllib3.HTTPConnectionPool):
