@@ -4,7 +4,7 @@ Blocking reads cannot see a deadline by themselves (``requests`` and httpx bound
 whole exchange, and a server that drips a byte before each read would expire keeps a reader for
 ever). Every such deadline of the process is an entry in one heap kept by one daemon thread,
 started on first use (again in a forked child): the REST exchanges' whole-exchange deadline
-(``_rest._ExchangeWatch``) and the idle and turn deadlines of a ``process_llm`` stream read on
+(``_http_watch.ExchangeWatch``) and the idle and turn deadlines of a ``process_llm`` stream read on
 the caller's thread (``_llm_caller``). A timer thread per call would make the thread count
 follow the number of concurrent calls (a busy WSGI app).
 

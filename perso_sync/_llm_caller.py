@@ -28,7 +28,7 @@ logic exists once. By default (:class:`_RequestsReader`) one process-wide ``requ
 body is read with urllib3's ``read1``, which hands over whatever has arrived (no waiting for a
 full buffer; gzip decoded) while http.client undoes the chunked framing in C: a sync httpx
 reader cost more per HTTP chunk (h11, httpcore, httpx) than the whole turn's parsing. The
-session's pools (``_rest.connection_watched``) hand the turn's watch the connection as soon as
+session's pools (``_http_watch.connection_watched``) hand the turn's watch the connection as soon as
 the pool gives it out, so even the wait for the response headers can be cut, and the socket the
 body comes on is taken from the response (a connection not kept alive gives it up there). A
 processor with a custom transport reads with its own sync httpx client over it
@@ -178,7 +178,7 @@ class _TurnWatch:
 
     def attach(self, connection: Any) -> None:
         """The pooled connection (urllib3's) the turn's request now goes out on: its socket is
-        shut by a cut (see ``_rest.connection_watched``); connected or not yet."""
+        shut by a cut (see ``_http_watch.connection_watched``); connected or not yet."""
         with self._lock:
             self._connection = connection
             cut = self.ended is not None
@@ -447,7 +447,7 @@ class _RequestsReader:
     def open(cls, processor: LlmProcessor, content: bytes, watch: _TurnWatch) -> _RequestsReader:
         import requests
 
-        from perso_sync._rest import connection_watched
+        from perso_sync._http_watch import connection_watched
 
         idle = processor._timeout
         try:
@@ -577,7 +577,7 @@ def _llm_session() -> requests.Session:
             if shared is None or shared[0] != pid:
                 import requests
 
-                from perso_sync._rest import mount_deadline_adapters
+                from perso_sync._http_watch import mount_deadline_adapters
 
                 session = mount_deadline_adapters(requests.Session(), pool_maxsize=_POOL_SIZE)
                 shared = _shared_session = (pid, session)

@@ -724,7 +724,7 @@ def _event_recorded(contract: dict[str, Any]) -> None:
 def _recording_client(api_key: str, api_server: str, capture: _Capture) -> Iterator[Any]:
     import requests
 
-    from perso_sync._rest import mount_deadline_adapters
+    from perso_sync._http_watch import mount_deadline_adapters
     from perso_sync.client import PersoClient
 
     http = mount_deadline_adapters(requests.Session())  # the client's whole-exchange deadline

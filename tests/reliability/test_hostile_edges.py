@@ -25,7 +25,7 @@ from _wait import wait_until
 
 import perso_sync
 from mock_server import MockPersoServer
-from perso_sync import _rest
+from perso_sync import _http_watch
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -277,7 +277,7 @@ def test_a_deadline_passing_after_the_hand_back_spares_the_next_call_on_that_con
     test steps in: it starts B, waits until B's request is at the server, then until A's
     deadline has passed (the deadline thread), all before A's call returns."""
     # Two clients on one connection pool: A with a short deadline, B with a long one.
-    shared = _rest.mount_deadline_adapters(requests.Session())
+    shared = _http_watch.mount_deadline_adapters(requests.Session())
     perso_mock.faults.delay("prompts", 4.0)  # B's answer: well after A's deadline
     outcome: dict[str, object] = {}
     b_threads: list[threading.Thread] = []
@@ -297,7 +297,7 @@ def test_a_deadline_passing_after_the_hand_back_spares_the_next_call_on_that_con
                 outcome["b"] = exc
 
     def hand_back_then_race(pool: Any, conn: Any) -> None:
-        watch_a = _rest._watching.current  # A's thread, still inside A's exchange
+        watch_a = _http_watch._watching.current  # A's thread, still inside A's exchange
         put_conn(pool, conn)
         if b_threads:
             return
