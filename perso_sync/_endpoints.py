@@ -13,9 +13,9 @@ from perso_sync._version import __version__
 
 API_KEY_HEADER = "PersoLive-APIKey"
 DEFAULT_API_SERVER = "https://platform.perso.ai"
+"""The API server used when neither ``api_server=`` nor ``$PERSO_API_SERVER`` is given."""
 #: Sent with every request, REST and LLM alike (whichever HTTP library carries it).
 USER_AGENT = f"perso_sync/{__version__}"
-"""The API server used when neither ``api_server=`` nor ``$PERSO_API_SERVER`` is given."""
 
 # Headers whose values never reach a log record, a repr, an error or a recorded contract.
 SENSITIVE_HEADERS = frozenset({API_KEY_HEADER.lower(), "authorization", "cookie"})
